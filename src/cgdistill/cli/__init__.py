@@ -1,0 +1,6 @@
+"""Command line: each module registers one command group on ``app``; logic lives in the library."""
+
+from cgdistill.cli import download as _download  # noqa: F401  (registers `download`)
+from cgdistill.cli.app import app, main, run
+
+__all__ = ["app", "main", "run"]

@@ -1,0 +1,31 @@
+"""Networks: the ResNet generator, the PatchGAN discriminator and their initialisation. No I/O."""
+
+from cgdistill.nets.discriminator import DiscriminatorConfig, PatchDiscriminator
+from cgdistill.nets.generator import (
+    NORMS,
+    SHARED_PREFIXES,
+    UPSAMPLES,
+    GeneratorConfig,
+    ResnetBlock,
+    ResnetGenerator,
+)
+from cgdistill.nets.init import init_weights
+
+
+def count_parameters(module) -> int:
+    """Number of parameters (buffers such as batch-norm statistics excluded)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = [
+    "NORMS",
+    "SHARED_PREFIXES",
+    "UPSAMPLES",
+    "DiscriminatorConfig",
+    "GeneratorConfig",
+    "PatchDiscriminator",
+    "ResnetBlock",
+    "ResnetGenerator",
+    "count_parameters",
+    "init_weights",
+]

@@ -1,0 +1,160 @@
+"""The CycleGAN ResNet generator, with access to every residual block's output for distillation.
+
+Layout (as published): 7x7 stem, two stride-2 downsampling convs, ``blocks`` residual blocks at
+4*ngf channels, two 2x upsamplings, 7x7 output conv and tanh. Submodules carry names
+(``stem``, ``down``, ``blocks``, ``up``, ``head``) so that the distiller can copy the parts that
+do not depend on the number of blocks, and ``official.py`` can map the reference layout onto them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+NORMS = ("instance", "instance-affine", "batch")
+UPSAMPLES = ("deconv", "resize-conv")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Everything needed to rebuild a generator; stored in every generator file's metadata."""
+
+    blocks: int = 9
+    ngf: int = 64
+    norm: str = "instance"
+    upsample: str = "deconv"
+    in_channels: int = 3
+    out_channels: int = 3
+
+    def __post_init__(self) -> None:
+        if self.blocks < 1:
+            raise ValueError(f"blocks must be at least 1, got {self.blocks}")
+        if self.ngf < 1:
+            raise ValueError(f"ngf must be at least 1, got {self.ngf}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.upsample not in UPSAMPLES:
+            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLES)}, got {self.upsample!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """The normalisation the reference code builds for ``kind``."""
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    if kind == "instance-affine":
+        return nn.InstanceNorm2d(channels, affine=True, track_running_stats=False)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    raise ValueError(f"unknown norm {kind!r}")
+
+
+def conv_bias(kind: str) -> bool:
+    """Convs before batch norm carry no bias (the norm's shift replaces it), as in the reference."""
+    return kind != "batch"
+
+
+class ResnetBlock(nn.Module):
+    """Two 3x3 convs with reflection padding and a skip connection: x + F(x)."""
+
+    def __init__(self, channels: int, norm: str) -> None:
+        super().__init__()
+        bias = conv_bias(norm)
+        self.conv = nn.Sequential(
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3, bias=bias),
+            norm_layer(norm, channels),
+            nn.ReLU(inplace=True),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3, bias=bias),
+            norm_layer(norm, channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x)
+
+
+def _upsample_stage(in_ch: int, out_ch: int, cfg: GeneratorConfig) -> nn.Sequential:
+    bias = conv_bias(cfg.norm)
+    if cfg.upsample == "deconv":
+        up: list[nn.Module] = [nn.ConvTranspose2d(in_ch, out_ch, 3, stride=2, padding=1, output_padding=1, bias=bias)]
+    else:
+        # Resize then convolve: no checkerboard artifacts (Odena et al., 2016).
+        up = [
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(in_ch, out_ch, 3, bias=bias),
+        ]
+    return nn.Sequential(*up, norm_layer(cfg.norm, out_ch), nn.ReLU(inplace=True))
+
+
+class ResnetGenerator(nn.Module):
+    """ResNet generator of Johnson et al. as used by CycleGAN.
+
+    ``forward(x)`` returns the image in [-1, 1]; ``forward_features(x)`` also returns the output of
+    each residual block, which the distiller matches between student and teacher.
+    """
+
+    def __init__(self, config: GeneratorConfig | None = None, **overrides) -> None:
+        super().__init__()
+        cfg = config or GeneratorConfig(**overrides)
+        if config is not None and overrides:
+            cfg = GeneratorConfig(**{**config.to_dict(), **overrides})
+        self.config = cfg
+        ngf, bias = cfg.ngf, conv_bias(cfg.norm)
+        self.stem = nn.Sequential(
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(cfg.in_channels, ngf, 7, bias=bias),
+            norm_layer(cfg.norm, ngf),
+            nn.ReLU(inplace=True),
+        )
+        self.down = nn.Sequential(
+            nn.Conv2d(ngf, ngf * 2, 3, stride=2, padding=1, bias=bias),
+            norm_layer(cfg.norm, ngf * 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(ngf * 2, ngf * 4, 3, stride=2, padding=1, bias=bias),
+            norm_layer(cfg.norm, ngf * 4),
+            nn.ReLU(inplace=True),
+        )
+        self.blocks = nn.ModuleList(ResnetBlock(ngf * 4, cfg.norm) for _ in range(cfg.blocks))
+        self.up = nn.Sequential(
+            _upsample_stage(ngf * 4, ngf * 2, cfg),
+            _upsample_stage(ngf * 2, ngf, cfg),
+        )
+        self.head = nn.Sequential(
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(ngf, cfg.out_channels, 7),
+            nn.Tanh(),
+        )
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be multiples of this (two stride-2 stages)."""
+        return 4
+
+    @property
+    def feature_channels(self) -> int:
+        return self.config.ngf * 4
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The output image and the list of residual-block outputs (one per block)."""
+        h = self.down(self.stem(x))
+        features = []
+        for block in self.blocks:
+            h = block(h)
+            features.append(h)
+        return self.head(self.up(h)), features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.down(self.stem(x))
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.up(h))
+
+
+SHARED_PREFIXES = ("stem.", "down.", "up.", "head.")
+"""State-dict prefixes that do not depend on the number of blocks (copied by ``--init copy``)."""

@@ -1,0 +1,91 @@
+"""Where cgdistill keeps datasets and runs, and how names on the command line become folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+from cgdistill.errors import CgdistillError
+
+HOME_ENV = "CGDISTILL_HOME"
+
+_home_override: Path | None = None
+
+
+def set_home(path: Path | str | None) -> None:
+    """Make ``path`` the home for this process (the CLI's ``--home``); None restores the default."""
+    global _home_override
+    _home_override = Path(path).expanduser() if path is not None else None
+
+
+def home() -> Path:
+    """The data/model root: ``--home``, else ``$CGDISTILL_HOME``, else the platformdirs cache dir."""
+    if _home_override is not None:
+        return _home_override
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_cache_dir("cgdistill"))
+
+
+def datasets_dir() -> Path:
+    return home() / "datasets"
+
+
+def runs_dir() -> Path:
+    return home() / "runs"
+
+
+def models_dir() -> Path:
+    """Auxiliary weights (the FID Inception network, ...)."""
+    return home() / "models"
+
+
+def dataset_path(name: str) -> Path:
+    return datasets_dir() / name
+
+
+def run_path(name: str) -> Path:
+    return runs_dir() / name
+
+
+def resolve_data(name_or_path: str) -> Path:
+    """Turn ``--data NAME|PATH`` into a folder: an existing path wins, else a dataset in the home."""
+    candidate = Path(name_or_path).expanduser()
+    if candidate.is_dir():
+        return candidate
+    registered = dataset_path(name_or_path)
+    if registered.is_dir():
+        return registered
+    if os.sep in name_or_path or name_or_path.startswith("."):
+        raise CgdistillError(f"Dataset folder {candidate} does not exist.")
+    raise CgdistillError(
+        f"Dataset '{name_or_path}' is not downloaded yet in {datasets_dir()}; "
+        f"run `cgdistill download {name_or_path}` first, or pass a folder path to --data."
+    )
+
+
+def list_runs() -> list[Path]:
+    """Run folders, most recently modified first."""
+    root = runs_dir()
+    if not root.is_dir():
+        return []
+    runs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(runs, key=lambda p: _run_mtime(p), reverse=True)
+
+
+def _run_mtime(run: Path) -> float:
+    times = [f.stat().st_mtime for f in run.glob("*.safetensors")]
+    return max(times, default=run.stat().st_mtime)
+
+
+def unique_run_name(base: str) -> str:
+    """``base`` if no run has it yet, else ``base-2``, ``base-3``, ..."""
+    if not run_path(base).exists():
+        return base
+    index = 2
+    while run_path(f"{base}-{index}").exists():
+        index += 1
+    return f"{base}-{index}"

@@ -1,0 +1,45 @@
+"""Shared fixtures: every test gets its own cgdistill home and runs on a small thread budget."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from cgdistill import paths
+from cgdistill.cli import run as cli_run
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty home for each test (never the user's cache dir)."""
+    root = tmp_path / "home"
+    monkeypatch.setenv(paths.HOME_ENV, str(root))
+    paths.set_home(None)
+    return root
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    @property
+    def err_text(self) -> str:
+        """stderr with whitespace collapsed (rich wraps long lines on narrow terminals)."""
+        return re.sub(r"\s+", " ", self.err)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture):
+    """Run the CLI in-process: ``cli("download", "--list")`` -> CliResult."""
+
+    def invoke(*args: str) -> CliResult:
+        code = cli_run([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke
