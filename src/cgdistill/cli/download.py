@@ -1,1 +1,170 @@
-"""`cgdistill download`: datasets and official pretrained generators (filled in by the data issue)."""
+"""`cgdistill download`: datasets and official pretrained generators (the logic is in cgdistill.data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cgdistill import paths
+from cgdistill.cli.app import app, console, note
+from cgdistill.errors import CgdistillError
+
+
+@app.command("download")
+def download(
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="Dataset name (see --list), or with --pretrained a pretrained generator name.", show_default=False
+        ),
+    ] = None,
+    list_: Annotated[
+        bool, typer.Option("--list", help="Show the known datasets and pretrained models, and which are here.")
+    ] = False,
+    pretrained: Annotated[
+        bool, typer.Option("--pretrained", help="NAME is an official CycleGAN generator: import it as a teacher run.")
+    ] = False,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-file",
+            help="Use this local .zip (dataset) or .pth (--pretrained) instead of downloading.",
+            show_default=False,
+        ),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="Download from this URL instead (a mirror, or any zip in the same layout).",
+            show_default=False,
+        ),
+    ] = None,
+    direction: Annotated[
+        str | None,
+        typer.Option(
+            "--direction",
+            help="With --pretrained: what the generator maps, A2B or B2A (default: the registry's, else A2B).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Download and extract again even if it is already here.")
+    ] = False,
+) -> None:
+    """Download a dataset into the home, or import an official pretrained generator as a teacher run."""
+    if list_:
+        _print_lists()
+        return
+    if name is None:
+        raise CgdistillError(
+            "Name a dataset or model to download (`cgdistill download horse2zebra`), or pass --list to see them."
+        )
+    if direction is not None and not pretrained:
+        raise CgdistillError("--direction only applies to --pretrained models; datasets hold both directions.")
+    if pretrained:
+        _download_pretrained(name, from_file, url, direction, force)
+    else:
+        _download_dataset(name, from_file, url, force)
+
+
+def _download_dataset(name: str, from_file: Path | None, url: str | None, force: bool) -> None:
+    from cgdistill.data.download import download_dataset
+
+    result = download_dataset(name, url=url, from_file=from_file, force=force)
+    if result.status == "present":
+        console.print(f"Dataset [bold]{name}[/] is already here: {result.path} (pass --force to download it again).")
+        return
+    verb = {"downloaded": "Downloaded", "extracted": "Extracted", "generated": "Generated"}[result.status]
+    source = "" if result.status == "generated" else f" from {result.source}"
+    console.print(f"{verb} dataset [bold]{name}[/]{source} into {result.path}")
+    console.print(f"  {_split_counts(result.path)}")
+    note(f"Next: cgdistill train-teacher --data {name}")
+
+
+def _download_pretrained(
+    name: str, from_file: Path | None, url: str | None, direction: str | None, force: bool
+) -> None:
+    from cgdistill.data.download import download_pretrained
+
+    result = download_pretrained(name, from_file=from_file, url=url, direction=direction, force=force)
+    mapping = result.direction
+    if result.entry is not None and result.entry.input_domain and result.entry.output_domain:
+        mapping += f" ({result.entry.input_domain} -> {result.entry.output_domain})"
+    dataset = f" of dataset {result.dataset}" if result.dataset else ""
+    console.print(f"Imported generator [bold]{name}[/] ({mapping}{dataset}) as teacher run {result.run}")
+    console.print(f"  weights: {result.weights}")
+    note(
+        f"Next: cgdistill translate IMAGE --model {result.run.name} --direction {result.direction}, "
+        f"or cgdistill distill --teacher {result.run.name} --direction {result.direction}"
+        + (f" --data {result.dataset}" if result.dataset else " --data NAME|PATH")
+    )
+
+
+def _split_counts(folder: Path) -> str:
+    counts = []
+    for split in ("trainA", "trainB", "testA", "testB"):
+        sub = folder / split
+        if sub.is_dir():
+            counts.append(f"{split}: {sum(1 for f in sub.iterdir() if f.is_file())}")
+    return ", ".join(counts)
+
+
+def _print_lists() -> None:
+    from cgdistill.data.download import downloads_dir, list_datasets
+    from cgdistill.data.registry import DATASETS_URL, PRETRAINED
+
+    table = Table(
+        title=f"Datasets in {paths.datasets_dir()}",
+        title_justify="left",
+        caption=f"`cgdistill download NAME` fetches {DATASETS_URL.format(name='NAME')}",
+        caption_justify="left",
+    )
+    table.add_column("name", no_wrap=True)
+    table.add_column("A")
+    table.add_column("B")
+    table.add_column("here", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("where", overflow="fold")
+    for row in list_datasets():
+        exists = row.path.exists()
+        here = "[green]yes[/]" if row.present else ("[yellow]incomplete[/]" if exists else "no")
+        if exists:
+            where = str(row.path)
+        else:
+            where = {"generated locally": "generated locally", "manual (see docs)": "manual: see docs/datasets.md"}.get(
+                row.source, ""
+            )
+        size = human_size(row.size_bytes) if exists else ""
+        table.add_row(row.name, row.domain_a or "", row.domain_b or "", here, size, where)
+    console.print(table)
+
+    models = Table(title="Pretrained generators (cgdistill download --pretrained NAME)", title_justify="left")
+    models.add_column("name", no_wrap=True)
+    models.add_column("dataset", overflow="fold")
+    models.add_column("direction", no_wrap=True)
+    models.add_column("input -> output")
+    models.add_column("imported", no_wrap=True)
+    for entry in PRETRAINED.values():
+        if paths.run_path(entry.name).is_dir():
+            imported = "[green]yes[/]"
+        elif (downloads_dir() / f"{entry.name}.pth").is_file():
+            imported = "downloaded"
+        else:
+            imported = "no"
+        mapping = f"{entry.input_domain} -> {entry.output_domain}"
+        models.add_row(entry.name, entry.dataset, entry.direction, mapping, imported)
+    console.print(models)
+
+
+def human_size(size: int) -> str:
+    """Bytes as a short human string (1.2 GB); decimal units, like the download progress bar."""
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"

@@ -1,0 +1,184 @@
+"""`cgdistill download` end to end through the CLI, against a loopback server."""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from cgdistill.data import download
+from httpserver import FileServer
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(download, "DEFAULT_BACKOFF_S", 0.001)
+
+
+@pytest.fixture
+def server():
+    with FileServer() as running:
+        yield running
+
+
+def dataset_zip(top: str = "x", n: int = 3) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for split in ("trainA", "trainB", "testA", "testB"):
+            for index in range(n):
+                archive.writestr(f"{top}/{split}/{index}.png", bytes(range(256)) * 40)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def fake_official(monkeypatch: pytest.MonkeyPatch, home: Path) -> list[dict]:
+    """Stand in for cgdistill.official (tested on its own) and record how the CLI calls it."""
+    calls: list[dict] = []
+
+    def import_official(pth_path: Path, name: str, direction: str | None = None, dataset: str | None = None) -> Path:
+        calls.append({"pth": Path(pth_path), "name": name, "direction": direction, "dataset": dataset})
+        run = home / "runs" / name
+        run.mkdir(parents=True)
+        return run
+
+    monkeypatch.setitem(sys.modules, "cgdistill.official", types.SimpleNamespace(import_official=import_official))
+    return calls
+
+
+def test_download_url_resumes_a_cut_transfer_and_extracts_the_four_folders(cli, server, home):
+    data = dataset_zip()
+    url = server.add("/x.zip", data, cut_after=len(data) // 2)
+    result = cli("download", "mine", "--url", url)
+    assert result.code == 0, result.err
+    target = home / "datasets" / "mine"
+    assert sorted(p.name for p in target.iterdir()) == ["testA", "testB", "trainA", "trainB"]
+    assert [r.range for r in server.requests] == [None, f"bytes={len(data) // 2}-"]
+    assert "Downloaded dataset mine" in result.out
+    assert "cgdistill train-teacher --data mine" in result.err_text
+
+
+def test_download_of_a_present_dataset_says_so_and_does_nothing(cli, server):
+    url = server.add("/x.zip", dataset_zip())
+    assert cli("download", "mine", "--url", url).code == 0
+    again = cli("download", "mine", "--url", url)
+    assert again.code == 0
+    assert "already here" in again.out
+    assert len(server.requests) == 1
+
+
+def test_force_downloads_again(cli, server, home):
+    url = server.add("/x.zip", dataset_zip(n=1))
+    assert cli("download", "mine", "--url", url).code == 0
+    server.add("/x.zip", dataset_zip(n=4))
+    assert cli("download", "mine", "--url", url, "--force").code == 0
+    assert len(list((home / "datasets" / "mine" / "trainA").iterdir())) == 4
+    assert len(server.requests) == 2
+
+
+def test_download_from_file_works_offline(cli, home, tmp_path):
+    source = tmp_path / "local.zip"
+    source.write_bytes(dataset_zip())
+    result = cli("download", "horse2zebra", "--from-file", source)
+    assert result.code == 0, result.err
+    assert (home / "datasets" / "horse2zebra" / "trainB" / "2.png").is_file()
+    assert source.is_file()  # the user's file is theirs: never deleted
+
+
+def test_a_corrupt_download_is_refused_with_force_as_the_fix(cli, server, home):
+    url = server.add("/x.zip", b"this is not a zip file" * 100)
+    result = cli("download", "mine", "--url", url)
+    assert result.code == 2
+    assert "--force" in result.err_text
+    assert not (home / "datasets" / "mine").exists()
+
+
+def test_a_404_is_one_sentence_naming_the_url(cli, server):
+    result = cli("download", "mine", "--url", server.url("/gone.zip"))
+    assert result.code == 2
+    assert "gone.zip answered HTTP 404" in result.err_text
+    assert "Traceback" not in result.err
+
+
+def test_an_unknown_name_lists_the_valid_names(cli):
+    result = cli("download", "horse2cat")
+    assert result.code == 2
+    assert "horse2zebra" in result.err_text and "monet2photo" in result.err_text
+    assert "--url" in result.err_text
+
+
+def test_download_list_shows_what_is_here(cli, server):
+    url = server.add("/x.zip", dataset_zip())
+    assert cli("download", "horse2zebra", "--url", url).code == 0
+    result = cli("download", "--list")
+    assert result.code == 0
+    datasets_table, models_table = result.out.split("Pretrained generators")
+    rows = {line.split("│")[1].strip(): line for line in datasets_table.splitlines() if line.count("│") > 3}
+    assert "yes" in rows["horse2zebra"] and "kB" in rows["horse2zebra"]
+    assert "home/datasets/horse2zebra" in re.sub(r"[│\s]", "", datasets_table)
+    assert "no" in rows["monet2photo"]
+    assert "style_monet" in models_table
+
+
+def test_download_without_a_name_is_a_usage_error(cli):
+    result = cli("download")
+    assert result.code == 2
+    assert "--list" in result.err_text
+
+
+def test_download_toy_generates_the_dataset(cli, home):
+    pytest.importorskip("cgdistill.data.toy")
+    result = cli("download", "toy")
+    assert result.code == 0, result.err
+    assert (home / "datasets" / "toy" / "trainA").is_dir()
+    assert (home / "datasets" / "toy" / "trainB").is_dir()
+    assert "already here" in cli("download", "toy").out
+
+
+def test_pretrained_download_fetches_the_weights_and_imports_them_with_the_registry_direction(
+    cli, server, home, fake_official
+):
+    url = server.add("/zebra2horse.pth", b"weights")
+    result = cli("download", "--pretrained", "zebra2horse", "--url", url)
+    assert result.code == 0, result.err
+    assert (home / "downloads" / "zebra2horse.pth").read_bytes() == b"weights"
+    assert fake_official == [
+        {
+            "pth": home / "downloads" / "zebra2horse.pth",
+            "name": "zebra2horse",
+            "direction": "B2A",
+            "dataset": "horse2zebra",
+        }
+    ]
+    assert "zebras -> horses" in result.out
+    assert "--model zebra2horse" in result.err_text
+
+
+def test_pretrained_from_file_accepts_any_name_as_a2b_unless_told(cli, tmp_path, fake_official):
+    pth = tmp_path / "mine.pth"
+    pth.write_bytes(b"weights")
+    assert cli("download", "--pretrained", "my_gen", "--from-file", pth).code == 0
+    assert cli("download", "--pretrained", "other_gen", "--from-file", pth, "--direction", "B2A").code == 0
+    assert [(c["name"], c["direction"], c["dataset"]) for c in fake_official] == [
+        ("my_gen", "A2B", None),
+        ("other_gen", "B2A", None),
+    ]
+
+
+def test_pretrained_unknown_name_lists_the_models(cli, fake_official):
+    result = cli("download", "--pretrained", "style_picasso")
+    assert result.code == 2
+    assert "style_monet" in result.err_text
+    assert fake_official == []
+
+
+def test_pretrained_bad_direction_is_refused(cli, tmp_path, fake_official):
+    pth = tmp_path / "mine.pth"
+    pth.write_bytes(b"weights")
+    result = cli("download", "--pretrained", "x", "--from-file", pth, "--direction", "sideways")
+    assert result.code == 2
+    assert "A2B or B2A" in result.err_text
