@@ -81,6 +81,26 @@ def test_a_part_file_left_by_an_earlier_run_is_resumed(server, tmp_path):
     assert server.requests[-1].range == "bytes=50000-"
 
 
+def test_ctrl_c_keeps_the_part_file_and_the_next_run_resumes(server, tmp_path, monkeypatch):
+    payload = os.urandom(3_000_000)
+    url = server.add("/big.bin", payload)
+    dest = tmp_path / "big.bin"
+
+    def interrupt(self, completed: int) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(download._Bar, "update", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            fetch(url, dest, progress=False)
+    kept = part_path(dest).stat().st_size
+    assert 0 < kept < len(payload)
+
+    fetch(url, dest, progress=False)
+    assert dest.read_bytes() == payload
+    assert server.requests[-1].range == f"bytes={kept}-"
+
+
 def test_a_server_that_ignores_range_restarts_cleanly_from_zero(server, tmp_path):
     url = server.add("/f.bin", PAYLOAD, ranges=False, cut_after=30_000)
     dest = fetch(url, tmp_path / "f.bin", progress=False)

@@ -182,3 +182,21 @@ def test_pretrained_bad_direction_is_refused(cli, tmp_path, fake_official):
     result = cli("download", "--pretrained", "x", "--from-file", pth, "--direction", "sideways")
     assert result.code == 2
     assert "A2B or B2A" in result.err_text
+
+
+def test_pretrained_end_to_end_stores_a_teacher_run_with_the_generator_direction(cli, server, home, tmp_path):
+    pytest.importorskip("cgdistill.official")
+    helpers = pytest.importorskip("test_official")  # builds a network in the published layout
+    import torch
+
+    from cgdistill.checkpoint import read_info
+
+    pth = tmp_path / "style_monet.pth"
+    torch.save(helpers.official_network(ngf=8, n_blocks=2).state_dict(), pth)
+    url = server.add("/style_monet.pth", pth.read_bytes(), cut_after=pth.stat().st_size // 3)
+    result = cli("download", "--pretrained", "style_monet", "--url", url)
+    assert result.code == 0, result.err
+    model = home / "runs" / "style_monet" / "G_B2A.safetensors"
+    info = read_info(model)
+    assert (info.direction, info.dataset) == ("B2A", "monet2photo")
+    assert "photos -> Monet paintings" in result.out

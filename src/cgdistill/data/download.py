@@ -212,7 +212,7 @@ class _Bar:
 
     def start(self, total: int | None, completed: int) -> None:
         if self._progress is not None:
-            self._progress.reset(self._task, total=total, completed=completed)
+            self._progress.reset(self._task, total=total, completed=completed, visible=True)
 
     def update(self, completed: int) -> None:
         if self._progress is not None:
@@ -246,7 +246,7 @@ def _progress_bar(enabled: bool, description: str) -> Iterator[_Bar]:
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=Console(stderr=True, highlight=False)) as progress:
-        yield _Bar(progress, progress.add_task(description, total=None))
+        yield _Bar(progress, progress.add_task(description, total=None, visible=False))
 
 
 # --- datasets ---------------------------------------------------------------------------------
