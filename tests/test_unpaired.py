@@ -183,6 +183,11 @@ def test_a_bad_layout_is_one_sentence_showing_the_expected_layout(copy_of_toy: P
     assert message.endswith(".") and "\n" not in message
 
 
+def test_pointing_at_the_folder_above_the_dataset_suggests_the_right_one(copy_of_toy: Path) -> None:
+    with pytest.raises(CgdistillError, match=rf"did you mean {copy_of_toy}\?"):
+        UnpairedDataset(copy_of_toy.parent, **SIZES)
+
+
 def test_a_crop_larger_than_the_load_size_is_refused(toy_root: Path) -> None:
     with pytest.raises(CgdistillError, match="--load-size"):
         UnpairedDataset(toy_root, load_size=16, image_size=20)

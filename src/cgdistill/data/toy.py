@@ -156,14 +156,13 @@ def make_toy_dataset(root: Path, *, size: int = 64, n_train: int = 300, n_test: 
 
 def _fsync_tree(folder: Path) -> None:
     """Flush every file and folder entry, so the rename publishes complete files."""
+    if hasattr(os, "sync"):
+        os.sync()  # one call flushes all ~800 files; far faster than fsyncing each on slow disks
+        return
     for dirpath, _dirnames, filenames in os.walk(folder):
         for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(dirpath))
+            with open(os.path.join(dirpath, name), "rb+") as handle:
+                os.fsync(handle.fileno())
 
 
 def _replace_dir(new: Path, target: Path) -> None:

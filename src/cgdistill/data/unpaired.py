@@ -94,7 +94,10 @@ def _scan(
 ) -> tuple[list[Path], list[tuple[Path, str]], list[tuple[Path, tuple[int, int]]]]:
     """List ``folder``'s images and probe each header: (readable, unreadable, smaller than min_side)."""
     if not folder.is_dir():
-        raise CgdistillError(f"Dataset folder {root} has no {folder.name}/ folder; expected {_layout(root)}.")
+        # A common slip: pointing at the folder above the dataset (the zip's top-level folder).
+        nested = sorted(p.parent for p in root.glob(f"*/{folder.name}") if p.is_dir())
+        hint = f" (did you mean {nested[0]}?)" if len(nested) == 1 else ""
+        raise CgdistillError(f"Dataset folder {root} has no {folder.name}/ folder{hint}; expected {_layout(root)}.")
     paths = list_images(folder)
     if not paths:
         raise CgdistillError(f"Dataset folder {folder} holds no images; expected {_layout(root)}.")
