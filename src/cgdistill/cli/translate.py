@@ -1,0 +1,99 @@
+"""`cgdistill translate`: parse, pick the model, show progress and the outcome (logic in cgdistill.translate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from cgdistill import translate as tr
+from cgdistill.checkpoint import load_generator
+from cgdistill.cli.app import app, console, err_console, note
+from cgdistill.device import DEVICE_HELP, describe, pick_device
+from cgdistill.errors import WorkFailed
+
+PROGRESS_FROM = 8  # fewer files finish before a bar would tell anyone anything
+
+
+@app.command("translate")
+def translate(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Image files and folders (the images directly in a folder).", show_default=False),
+    ],
+    direction: Annotated[
+        str | None,
+        typer.Option(
+            "--direction", help="A2B or B2A; needed for a teacher run with both generators.", show_default=False
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Run name or .safetensors file (default: newest student for the direction, else newest teacher).",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for <stem>_<direction>.png.")] = Path(
+        "translated"
+    ),
+    max_side: Annotated[
+        int, typer.Option("--max-side", help="Shrink larger images to this longest side (0: keep every size).")
+    ] = tr.DEFAULT_MAX_SIDE,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Images of the same size translated together.")
+    ] = tr.DEFAULT_BATCH_SIZE,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include images in subfolders.")] = False,
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
+) -> None:
+    """Translate images with a teacher or student generator; writes PNGs of the same size (alpha kept)."""
+    target = pick_device(device)
+    resolved, chosen = tr.choose_model(model, direction)
+    files = tr.collect_inputs(inputs, recursive=recursive)
+    if not files:
+        raise WorkFailed("No image files found in the given inputs" + ("" if recursive else " (try --recursive)") + ".")
+    generator, _ = load_generator(resolved.path)
+    config = generator.config
+    note(
+        escape(
+            f"Model: {resolved.label} ({resolved.role}, {config.blocks} blocks, ngf {config.ngf}), "
+            f"{chosen}, on {describe(target)}."
+        )
+    )
+    with Progress(
+        TextColumn("Translating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=len(files) < PROGRESS_FROM,
+    ) as bar:
+        task = bar.add_task("translate", total=len(files))
+        result = tr.translate_files(
+            generator,
+            files,
+            output,
+            chosen,
+            device=target,
+            max_side=max_side,
+            batch_size=batch_size,
+            progress=lambda done, _total: bar.update(task, completed=done),
+        )
+    for source, renamed in result.renamed:
+        note(escape(f"{renamed.name}: the usual name for {source} would overwrite an input or another output."))
+    for _source, reason in result.failures:
+        note(f"[red]Failed:[/] {escape(reason)}")
+    if len(files) == 1 and result.written:
+        console.print(f"Wrote {result.written[0][1]}", markup=False)
+    summary = (
+        f"Translated {len(result.written)} of {len(files)} images into {output} "
+        f"in {result.seconds:.1f} s ({result.images_per_s:.2f} images/s)"
+    )
+    if result.failures:
+        raise WorkFailed(f"{summary}; {len(result.failures)} failed (listed above).")
+    console.print(summary + ".", markup=False, soft_wrap=True)

@@ -1,0 +1,166 @@
+"""What a person looks at after ``compare``: the table's rows, an image grid and an HTML page.
+
+The rows are built here once and rendered twice, by rich in the terminal and as HTML in the report,
+so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from cgdistill.evaluate import CompareOutputs, Comparison
+from cgdistill.fsutil import atomic_path, atomic_write_text
+
+DIFF_GAIN = 4  # |teacher - student| is mostly small: amplify it so a person can see where they differ
+DEFAULT_GRID_ROWS = 4
+GRID_FILE = "grid.png"
+REPORT_FILE = "report.html"
+_GAP = 4
+_HEADER = 18
+
+
+def _number(value: float | None, fmt: str, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:{fmt}}{unit}"
+
+
+def table_rows(result: Comparison) -> list[tuple[str, str, str]]:
+    """(measure, teacher, student) rows, formatted for people."""
+    t, s = result.teacher, result.student
+    rows = [
+        ("Parameters", f"{t.params / 1e6:.2f} M", f"{s.params / 1e6:.2f} M"),
+        ("MACs (conv arithmetic)", f"{t.macs / 1e9:.2f} G", f"{s.macs / 1e9:.2f} G"),
+        ("MACs (paper convention)", f"{t.macs_paper / 1e9:.2f} G", f"{s.macs_paper / 1e9:.2f} G"),
+        ("Latency, batch 1", f"{t.latency_ms:.1f} ms", f"{s.latency_ms:.1f} ms"),
+        (
+            f"Throughput, batch {result.throughput_batch}",
+            f"{t.throughput_ips:.2f} img/s",
+            f"{s.throughput_ips:.2f} img/s",
+        ),
+        ("PSNR to ground truth", _number(t.psnr_gt, ".2f", " dB"), _number(s.psnr_gt, ".2f", " dB")),
+        ("FID (lower is better)", _number(t.fid, ".2f"), _number(s.fid, ".2f")),
+        ("KID (lower is better)", _number(t.kid, ".4f"), _number(s.kid, ".4f")),
+    ]
+    return rows
+
+
+def summary_lines(result: Comparison) -> list[str]:
+    """The lines under the table: speed-up, fidelity, baseline, setting, notes."""
+    lines = [
+        f"Speed-up (teacher latency / student latency): {result.speedup:.2f}x; "
+        f"MAC ratio {result.teacher.macs / max(result.student.macs, 1):.2f}x.",
+        f"Student fidelity to the teacher: PSNR {result.fidelity_psnr:.2f} dB, SSIM {result.fidelity_ssim:.4f}.",
+    ]
+    if result.baseline_psnr_gt is not None:
+        lines.append(f"Baseline (input left unchanged) PSNR to ground truth: {result.baseline_psnr_gt:.2f} dB.")
+    lines.append(
+        f"{result.images} test images, {result.direction}, {result.image_size}x{result.image_size}, on {result.device}."
+    )
+    lines.append(
+        "MACs: conv arithmetic counts transposed convs on their input grid (torch.utils.flop_counter, FLOPs/2); "
+        "the paper convention counts them on their output grid, as published tables do."
+    )
+    lines.extend(result.notes)
+    return lines
+
+
+def amplified_difference(a: torch.Tensor, b: torch.Tensor, gain: int = DIFF_GAIN) -> torch.Tensor:
+    """|a - b| * gain, clipped, for uint8 images."""
+    return ((a.int() - b.int()).abs() * gain).clamp(0, 255).to(torch.uint8)
+
+
+def grid_image(outputs: CompareOutputs, rows: int = DEFAULT_GRID_ROWS) -> Image.Image:
+    """input | teacher | student | amplified difference, one test image per row, with a header."""
+    count = min(rows, len(outputs.test_set.names))
+    size = outputs.test_set.inputs.shape[1]
+    labels = ["input", "teacher", "student", f"|difference| x{DIFF_GAIN}"]
+    width = 4 * size + 5 * _GAP
+    height = _HEADER + count * (size + _GAP) + _GAP
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for column, label in enumerate(labels):
+        draw.text((_GAP + column * (size + _GAP) + 2, 3), label, fill=(0, 0, 0))
+    for row in range(count):
+        panels = _panels(outputs, row)
+        y = _HEADER + row * (size + _GAP)
+        for column, panel in enumerate(panels):
+            canvas.paste(Image.fromarray(panel.numpy(), "RGB"), (_GAP + column * (size + _GAP), y))
+    return canvas
+
+
+def _panels(outputs: CompareOutputs, row: int) -> list[torch.Tensor]:
+    t, s = outputs.teacher_images[row], outputs.student_images[row]
+    return [outputs.test_set.inputs[row], t, s, amplified_difference(t, s)]
+
+
+def _save_png(image: Image.Image, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def write_report(outputs: CompareOutputs, folder: Path, rows: int = DEFAULT_GRID_ROWS) -> Path:
+    """Write ``report.html``, ``grid.png`` and each grid image's panels under ``images/``; returns the HTML path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _save_png(grid_image(outputs, rows), folder / GRID_FILE)
+    kinds = ("input", "teacher", "student", "difference")
+    links = []
+    for row in range(min(rows, len(outputs.test_set.names))):
+        stem = Path(outputs.test_set.names[row]).stem
+        for kind, panel in zip(kinds, _panels(outputs, row), strict=True):
+            name = f"images/{stem}_{kind}.png"
+            (folder / "images").mkdir(exist_ok=True)
+            _save_png(Image.fromarray(panel.numpy(), "RGB"), folder / name)
+        links.append(stem)
+    target = folder / REPORT_FILE
+    atomic_write_text(target, render_html(outputs.result, links))
+    return target
+
+
+def render_html(result: Comparison, image_stems: list[str]) -> str:
+    """A self-contained page: the table, the summary, and the grid (relative links, so the folder can move)."""
+    esc = html.escape
+    body_rows = "\n".join(
+        f"<tr><th>{esc(name)}</th><td>{esc(t)}</td><td>{esc(s)}</td></tr>" for name, t, s in table_rows(result)
+    )
+    summary = "\n".join(f"<li>{esc(line)}</li>" for line in summary_lines(result))
+    panels = "\n".join(
+        "<tr>"
+        + "".join(
+            f'<td><a href="images/{esc(stem)}_{kind}.png">{kind}</a></td>'
+            for kind in ("input", "teacher", "student", "difference")
+        )
+        + f"<th>{esc(stem)}</th></tr>"
+        for stem in image_stems
+    )
+    css = (
+        "body{font-family:system-ui,sans-serif;margin:2em;max-width:72em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .8em;text-align:right}"
+        "th{text-align:left;background:#f5f5f5}img{max-width:100%;image-rendering:pixelated}"
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>cgdistill compare: {esc(result.student_label)} vs {esc(result.teacher_label)}</title>
+<style>{css}</style></head>
+<body>
+<h1>Teacher vs student</h1>
+<p>Teacher: <code>{esc(result.teacher_label)}</code><br>Student: <code>{esc(result.student_label)}</code></p>
+<table>
+<tr><th>Measure</th><th>Teacher</th><th>Student</th></tr>
+{body_rows}
+</table>
+<ul>
+{summary}
+</ul>
+<h2>Test images</h2>
+<p>Each row: input | teacher | student | |teacher - student| amplified {DIFF_GAIN}x.</p>
+<img src="{GRID_FILE}" alt="grid of test images: input, teacher, student, difference">
+<table>
+{panels}
+</table>
+</body>
+</html>
+"""
