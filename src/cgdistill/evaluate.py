@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -245,7 +246,11 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, seed: int = 0) -> tuple[floa
     fid_metric.update(real.double(), real=True)
     fid_metric.update(fake.double(), real=False)
     fid = float(fid_metric.compute())
-    kid_metric = KernelInceptionDistance(feature=passthrough, subsets=KID_SUBSETS, subset_size=min(KID_SUBSET_SIZE, n))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")  # small sets here
+        kid_metric = KernelInceptionDistance(
+            feature=passthrough, subsets=KID_SUBSETS, subset_size=min(KID_SUBSET_SIZE, n)
+        )
     kid_metric.update(real.double(), real=True)
     kid_metric.update(fake.double(), real=False)
     with torch.random.fork_rng():

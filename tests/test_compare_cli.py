@@ -1,0 +1,108 @@
+"""compare: the JSON contract, the report files, and FID/KID as a note when weights are absent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from cgdistill import fid_inception, paths
+from cgdistill.checkpoint import save_generator
+from cgdistill.data.toy import make_toy_dataset
+from cgdistill.nets import ResnetGenerator
+
+MODEL_KEYS = {"params", "macs", "macs_paper", "latency_ms", "throughput_ips", "psnr_gt", "fid", "kid"}
+
+
+@pytest.fixture
+def pair(home: Path) -> None:
+    """A toy dataset (with ground truth), a 2-block teacher run and a 1-block student run of it."""
+    make_toy_dataset(paths.dataset_path("toy"), size=32, n_train=1, n_test=5)
+    torch.manual_seed(0)
+    teacher = paths.run_path("teach") / "G_A2B.safetensors"
+    student = paths.run_path("stud") / "G.safetensors"
+    for path in (teacher, student):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    save_generator(ResnetGenerator(blocks=2, ngf=8), teacher, direction="A2B", dataset="toy", image_size=32)
+    save_generator(
+        ResnetGenerator(blocks=1, ngf=8), student, direction="A2B", dataset="toy", image_size=32, teacher="teach"
+    )
+
+
+def _json(result) -> dict:
+    assert result.code == 0, result.err
+    lines = [line for line in result.out.splitlines() if line.strip()]
+    assert len(lines) == 1, result.out  # exactly one JSON object and nothing else on stdout
+    return json.loads(lines[0])
+
+
+def test_json_holds_the_schema(cli, pair):
+    data = _json(cli("compare", "--json"))
+    for role in ("teacher", "student"):
+        assert set(data[role]) == MODEL_KEYS
+        model = data[role]
+        assert all(isinstance(model[k], int) for k in ("params", "macs", "macs_paper"))
+        assert all(isinstance(model[k], float) for k in ("latency_ms", "throughput_ips", "psnr_gt"))
+        assert model["fid"] is None and model["kid"] is None  # no Inception weights in a fresh home
+    assert data["teacher"]["params"] > data["student"]["params"]
+    assert isinstance(data["speedup"], float)
+    assert set(data["fidelity"]) == {"psnr", "ssim"} and all(isinstance(v, float) for v in data["fidelity"].values())
+    assert isinstance(data["baseline_psnr_gt"], float)
+    assert data["image_size"] == 32 and data["images"] == 5 and isinstance(data["device"], str)
+
+
+def test_missing_inception_weights_are_a_note_not_a_failure(cli, pair):
+    result = cli("compare")
+    assert result.code == 0, result.err
+    out = " ".join(result.out.split())
+    assert "FID/KID not computed" in out and fid_inception.INCEPTION_FILE in out
+    assert "Speed-up" in out and "MACs (paper convention)" in out
+
+
+def test_limit_and_image_size(cli, pair):
+    data = _json(cli("compare", "--json", "--limit", "3", "--image-size", "16"))
+    assert data["images"] == 3 and data["image_size"] == 16
+
+
+def test_report_writes_html_that_shows_the_grid(cli, pair, tmp_path):
+    result = cli("compare", "--report", tmp_path / "report", "--grid", "2")
+    assert result.code == 0, result.err
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert '<img src="grid.png"' in page and "Teacher" in page and "Latency" in page
+    assert (tmp_path / "report" / "grid.png").stat().st_size > 0
+    assert len(list((tmp_path / "report" / "images").glob("*.png"))) == 2 * 4
+
+
+class StandIn(nn.Module):
+    num_features = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean((2, 3))
+
+
+def test_fid_and_kid_with_inception_weights(cli, pair, tmp_path, monkeypatch):
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"stand-in")
+    loaded = []
+    monkeypatch.setattr(fid_inception, "load_fid_inception", lambda source: loaded.append(source) or StandIn())
+    data = _json(cli("compare", "--json", "--inception", weights))
+    assert loaded[0].path == weights
+    for role in ("teacher", "student"):
+        assert isinstance(data[role]["fid"], float) and isinstance(data[role]["kid"], float)
+
+
+def test_missing_inception_file_is_one_sentence(cli, pair, tmp_path):
+    result = cli("compare", "--inception", tmp_path / "nope.pth")
+    assert result.code == 2 and "nope.pth does not exist" in result.err_text
+
+
+def test_no_student_is_one_sentence(cli, home):
+    result = cli("compare")
+    assert result.code == 2 and "No student" in result.err_text and "Traceback" not in result.err
