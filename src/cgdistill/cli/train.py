@@ -1,0 +1,200 @@
+"""`cgdistill train-teacher` and `cgdistill distill`: parse flags into a config, run, present."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cgdistill.cli.app import app, console, err_console
+from cgdistill.cli.progress import RichObserver
+from cgdistill.device import DEVICE_HELP
+from cgdistill.train.loop import TrainingInterrupted
+
+TRAIN = "Training"
+PERF = "Device and speed"
+RUN = "Run"
+
+Data = Annotated[
+    str,
+    typer.Option("--data", help="Dataset name under the home, or a folder with trainA/ trainB/.", rich_help_panel=RUN),
+]
+Name = Annotated[
+    str | None, typer.Option("--name", help="Run name (default: derived from the dataset).", rich_help_panel=RUN)
+]
+Epochs = Annotated[
+    int, typer.Option("--epochs", min=0, help="Epochs at the initial learning rate.", rich_help_panel=TRAIN)
+]
+EpochsDecay = Annotated[
+    int, typer.Option("--epochs-decay", min=0, help="Epochs of linear decay to zero.", rich_help_panel=TRAIN)
+]
+MaxSteps = Annotated[
+    int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps in total.", rich_help_panel=RUN)
+]
+ImageSize = Annotated[int, typer.Option("--image-size", min=8, help="Random crop size.", rich_help_panel=TRAIN)]
+LoadSize = Annotated[
+    int, typer.Option("--load-size", min=8, help="Images are resized to this before cropping.", rich_help_panel=TRAIN)
+]
+BatchSize = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Images per step (per GPU under torchrun).", rich_help_panel=TRAIN)
+]
+Ndf = Annotated[int, typer.Option("--ndf", min=1, help="Discriminator width.", rich_help_panel=TRAIN)]
+Lr = Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate.", rich_help_panel=TRAIN)]
+LambdaCycle = Annotated[
+    float, typer.Option("--lambda-cycle", min=0.0, help="Weight of the cycle loss.", rich_help_panel=TRAIN)
+]
+LambdaIdentity = Annotated[
+    float,
+    typer.Option(
+        "--lambda-identity",
+        min=0.0,
+        help="Identity loss weight, as a fraction of --lambda-cycle.",
+        rich_help_panel=TRAIN,
+    ),
+]
+PoolSize = Annotated[
+    int, typer.Option("--pool-size", min=0, help="Generated images kept for the discriminators.", rich_help_panel=TRAIN)
+]
+Device = Annotated[str, typer.Option("--device", help=DEVICE_HELP, rich_help_panel=PERF)]
+Amp = Annotated[
+    bool | None,
+    typer.Option(
+        "--amp/--no-amp", help="Mixed precision (default: on for CUDA).", show_default=False, rich_help_panel=PERF
+    ),
+]
+ChannelsLast = Annotated[
+    bool | None,
+    typer.Option(
+        "--channels-last/--no-channels-last",
+        help="NHWC memory format (default: on for CUDA).",
+        show_default=False,
+        rich_help_panel=PERF,
+    ),
+]
+Compile = Annotated[
+    bool, typer.Option("--compile/--no-compile", help="torch.compile the networks.", rich_help_panel=PERF)
+]
+FusePasses = Annotated[
+    bool | None,
+    typer.Option(
+        "--fuse-passes/--no-fuse-passes",
+        help="Batch passes through one network (default: on for CUDA).",
+        show_default=False,
+        rich_help_panel=PERF,
+    ),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=0,
+        help="Data loading processes (default: 4 on CUDA, 0 on CPU).",
+        show_default=False,
+        rich_help_panel=PERF,
+    ),
+]
+Seed = Annotated[
+    int, typer.Option("--seed", help="Seed for initialisation, data order and augmentation.", rich_help_panel=RUN)
+]
+Resume = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue the run named by --name from its last checkpoint.", rich_help_panel=RUN),
+]
+SaveEvery = Annotated[int, typer.Option("--save-every", min=1, help="Checkpoint every N steps.", rich_help_panel=RUN)]
+SampleEvery = Annotated[
+    int, typer.Option("--sample-every", min=1, help="Write a sample grid every N steps.", rich_help_panel=RUN)
+]
+LogEvery = Annotated[
+    int, typer.Option("--log-every", min=1, help="Append to metrics.jsonl every N steps.", rich_help_panel=RUN)
+]
+Tensorboard = Annotated[
+    bool,
+    typer.Option("--tensorboard", help="Also log to TensorBoard (needs the tensorboard extra).", rich_help_panel=RUN),
+]
+
+
+def given_flags(ctx: typer.Context) -> set[str]:
+    """Names of the parameters the user set on the command line (resume keeps the rest)."""
+    given = set()
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            given.add(name)
+    return given
+
+
+def run_training(job, config, *, resume: bool, given: set[str], command: str) -> None:
+    """Run a training function with the live display, turning Ctrl-C into a resume hint."""
+    observer = RichObserver()
+    try:
+        run_dir = job(config, resume=resume, observer=observer, given=given)
+    except TrainingInterrupted as stop:
+        err_console.print(
+            f"Stopped at step {stop.step}; the checkpoint is saved. Resume with: "
+            f"[bold]cgdistill {command} --name {stop.run_dir.name} --resume[/]",
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
+    console.print(f"Run [bold]{run_dir.name}[/] is in {run_dir}", soft_wrap=True)
+
+
+@app.command("train-teacher")
+def train_teacher_command(
+    ctx: typer.Context,
+    data: Data = "monet2photo",
+    name: Name = None,
+    epochs: Epochs = 100,
+    epochs_decay: EpochsDecay = 100,
+    max_steps: MaxSteps = None,
+    image_size: ImageSize = 256,
+    load_size: LoadSize = 286,
+    batch_size: BatchSize = 1,
+    blocks: Annotated[
+        int, typer.Option("--blocks", min=1, help="Residual blocks per generator.", rich_help_panel=TRAIN)
+    ] = 9,
+    ngf: Annotated[int, typer.Option("--ngf", min=1, help="Generator width.", rich_help_panel=TRAIN)] = 64,
+    ndf: Ndf = 64,
+    norm: Annotated[
+        str, typer.Option("--norm", help="instance, instance-affine or batch.", rich_help_panel=TRAIN)
+    ] = "instance",
+    upsample: Annotated[
+        str, typer.Option("--upsample", help="deconv (published) or resize-conv.", rich_help_panel=TRAIN)
+    ] = "deconv",
+    lr: Lr = 2e-4,
+    lambda_cycle: LambdaCycle = 10.0,
+    lambda_identity: LambdaIdentity = 0.5,
+    pool_size: PoolSize = 50,
+    device: Device = "auto",
+    amp: Amp = None,
+    channels_last: ChannelsLast = None,
+    compile: Compile = False,
+    fuse_passes: FusePasses = None,
+    workers: Workers = None,
+    seed: Seed = 0,
+    resume: Resume = False,
+    save_every: SaveEvery = 1000,
+    sample_every: SampleEvery = 500,
+    log_every: LogEvery = 10,
+    tensorboard: Tensorboard = False,
+) -> None:
+    """Train a CycleGAN teacher with the published recipe (ResNet-9, PatchGAN, LSGAN, cycle, identity)."""
+    from cgdistill.errors import CgdistillError
+    from cgdistill.nets import NORMS, UPSAMPLES
+    from cgdistill.train.config import TeacherConfig
+    from cgdistill.train.teacher import train_teacher
+
+    if norm not in NORMS:
+        raise CgdistillError(f"--norm {norm!r} is not valid; use one of {', '.join(NORMS)}.")
+    if upsample not in UPSAMPLES:
+        raise CgdistillError(f"--upsample {upsample!r} is not valid; use one of {', '.join(UPSAMPLES)}.")
+    if load_size < image_size:
+        raise CgdistillError(f"--load-size {load_size} is smaller than --image-size {image_size}; raise --load-size.")
+    config = TeacherConfig(
+        data=data, name=name, epochs=epochs, epochs_decay=epochs_decay, max_steps=max_steps,
+        image_size=image_size, load_size=load_size, batch_size=batch_size, blocks=blocks, ngf=ngf, ndf=ndf,
+        norm=norm, upsample=upsample, lr=lr, lambda_cycle=lambda_cycle, lambda_identity=lambda_identity,
+        pool_size=pool_size, device=device, amp=amp, channels_last=channels_last, compile=compile,
+        fuse_passes=fuse_passes, workers=workers, seed=seed, save_every=save_every, sample_every=sample_every,
+        log_every=log_every, tensorboard=tensorboard,
+    )  # fmt: skip
+    run_training(train_teacher, config, resume=resume, given=given_flags(ctx), command="train-teacher")

@@ -1,0 +1,1 @@
+"""Trainers: the CycleGAN teacher recipe, the distiller, and the loop and machinery they share."""

@@ -1,0 +1,162 @@
+"""Where and how a training job runs: device, mixed precision, channels-last, compile, DDP.
+
+DDP follows torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); rank 0 alone writes
+files and draws progress. Everything here is decided once, from the config, and logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from cgdistill.device import describe, pick_device
+from cgdistill.train.config import TrainConfig
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    compile: bool
+    fuse_passes: bool
+    workers: int
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def describe(self) -> str:
+        amp = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + grad scaling"}
+        parts = [describe(self.device), amp[self.amp_dtype]]
+        if self.channels_last:
+            parts.append("channels-last")
+        if self.compile:
+            parts.append("torch.compile")
+        if self.distributed:
+            parts.append(f"DDP x{self.world_size}")
+        return ", ".join(parts)
+
+    def autocast(self):
+        """Mixed-precision context for forward passes (a no-op in fp32)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def prepare(self, module: nn.Module, *, trainable: bool = True) -> nn.Module:
+        """Move to the device and memory format; compile and wrap in DDP as configured."""
+        module = module.to(self.device)
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        if self.compile:
+            module = torch.compile(module)
+        if trainable and self.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            module = nn.parallel.DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)
+        return module
+
+    def to_device(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def scaler(self, name: str) -> torch.amp.GradScaler | None:
+        """A grad scaler per optimizer under fp16; None otherwise."""
+        if self.amp_dtype != torch.float16:
+            return None
+        if name not in self.scalers:
+            self.scalers[name] = torch.amp.GradScaler(self.device.type)
+        return self.scalers[name]
+
+    def step(self, name: str, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Backward ``loss`` and step ``optimizer``, with loss scaling under fp16."""
+        optimizer.zero_grad(set_to_none=True)
+        scaler = self.scaler(name)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+    def all_mean(self, value: torch.Tensor) -> torch.Tensor:
+        """Average a scalar over ranks (for logging)."""
+        if self.distributed:
+            value = value.detach().clone()
+            dist.all_reduce(value)
+            value /= self.world_size
+        return value
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module under DDP and torch.compile wrappers."""
+    module = getattr(module, "module", module)
+    return getattr(module, "_orig_mod", module)
+
+
+def _init_distributed(device_spec: str) -> tuple[int, int, int]:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1, 0
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_spec in ("auto", "cuda") or device_spec.startswith("cuda")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return rank, world_size, local_rank
+
+
+def setup_runtime(config: TrainConfig, *, norm: str = "instance") -> Runtime:
+    """Decide device and precision from the config (``None`` fields take the device's best default)."""
+    rank, world_size, local_rank = _init_distributed(config.device)
+    spec = config.device
+    if world_size > 1 and torch.cuda.is_available() and spec in ("auto", "cuda"):
+        spec = f"cuda:{local_rank}"
+    device = pick_device(spec)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    amp_on = config.amp if config.amp is not None else cuda
+    amp_dtype = None
+    if amp_on:
+        if cuda:
+            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif device.type in ("cpu", "mps"):
+            amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    channels_last = config.channels_last if config.channels_last is not None else cuda
+    # Batching passes through one network is exact only when every norm is per sample.
+    fuse = (config.fuse_passes if config.fuse_passes is not None else cuda) and norm.startswith("instance")
+    workers = config.workers if config.workers is not None else (4 if cuda else 0)
+    return Runtime(
+        device=device,
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
+        compile=config.compile,
+        fuse_passes=fuse,
+        workers=workers,
+        rank=rank,
+        world_size=world_size,
+        local_rank=local_rank,
+    )
+
+
+def teardown_runtime(runtime: Runtime) -> None:
+    if runtime.distributed and dist.is_initialized():
+        dist.destroy_process_group()

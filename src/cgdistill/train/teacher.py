@@ -1,0 +1,171 @@
+"""The CycleGAN recipe (Zhu et al., 2017): two generators, two PatchGANs, LSGAN + cycle + identity.
+
+Naming: ``G_A2B`` maps A to B; ``D_A`` judges domain A images (real A against G_B2A's fakes) and
+``D_B`` domain B images. The step below is the published one; with ``fuse_passes`` the passes
+through one network are batched into one call, which is the same mathematics under instance norm.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import torch
+
+from cgdistill.checkpoint import save_discriminator, save_generator
+from cgdistill.losses import cycle_loss, discriminator_loss, gan_loss, identity_loss
+from cgdistill.nets import DiscriminatorConfig, GeneratorConfig, PatchDiscriminator, ResnetGenerator, init_weights
+from cgdistill.runs import discriminator_file, generator_file
+from cgdistill.train.config import TeacherConfig
+from cgdistill.train.loop import Observer, Recipe, fit
+from cgdistill.train.pool import ImagePool
+from cgdistill.train.runtime import Runtime, teardown_runtime, unwrap
+from cgdistill.train.session import dataset_label, fixed_sample_batch, open_session, resolve_config
+
+
+def _set_requires_grad(modules, flag: bool) -> None:
+    for module in modules:
+        for parameter in module.parameters():
+            parameter.requires_grad_(flag)
+
+
+class CycleGANRecipe(Recipe):
+    def __init__(self, config: TeacherConfig, runtime: Runtime, dataset_name: str) -> None:
+        self.config, self.runtime, self.dataset_name = config, runtime, dataset_name
+        gen_cfg = GeneratorConfig(blocks=config.blocks, ngf=config.ngf, norm=config.norm, upsample=config.upsample)
+        disc_cfg = DiscriminatorConfig(ndf=config.ndf, norm=config.norm)
+        seed = torch.Generator().manual_seed(config.seed)
+        nets = {
+            "G_A2B": ResnetGenerator(gen_cfg),
+            "G_B2A": ResnetGenerator(gen_cfg),
+            "D_A": PatchDiscriminator(disc_cfg),
+            "D_B": PatchDiscriminator(disc_cfg),
+        }
+        for net in nets.values():
+            init_weights(net, generator=seed)
+        self.modules = {name: runtime.prepare(net) for name, net in nets.items()}
+        self.G_A2B, self.G_B2A = self.modules["G_A2B"], self.modules["G_B2A"]
+        self.D_A, self.D_B = self.modules["D_A"], self.modules["D_B"]
+        betas = (config.beta1, config.beta2)
+        self.optimizers = {
+            "G": torch.optim.Adam(
+                itertools.chain(self.G_A2B.parameters(), self.G_B2A.parameters()), lr=config.lr, betas=betas
+            ),
+            "D": torch.optim.Adam(
+                itertools.chain(self.D_A.parameters(), self.D_B.parameters()), lr=config.lr, betas=betas
+            ),
+        }
+        rank_seed = config.seed * 1000 + runtime.rank
+        self.pools = {"A": ImagePool(config.pool_size, rank_seed + 1), "B": ImagePool(config.pool_size, rank_seed + 2)}
+
+    def _translate(self, real_A: torch.Tensor, real_B: torch.Tensor, with_identity: bool):
+        """fake_B, rec_A, fake_A, rec_B and (when the identity loss is on) idt_B = G_A2B(b), idt_A = G_B2A(a)."""
+        n = real_A.shape[0]
+        if self.runtime.fuse_passes and with_identity:
+            out = self.G_A2B(torch.cat([real_A, real_B]))
+            fake_B, idt_B = out[:n], out[n:]
+            out = self.G_B2A(torch.cat([real_B, real_A, fake_B]))
+            fake_A, idt_A, rec_A = out[:n], out[n : 2 * n], out[2 * n :]
+            rec_B = self.G_A2B(fake_A)
+            return fake_B, rec_A, fake_A, rec_B, idt_B, idt_A
+        fake_B = self.G_A2B(real_A)
+        rec_A = self.G_B2A(fake_B)
+        fake_A = self.G_B2A(real_B)
+        rec_B = self.G_A2B(fake_A)
+        idt_B = self.G_A2B(real_B) if with_identity else None
+        idt_A = self.G_B2A(real_A) if with_identity else None
+        return fake_B, rec_A, fake_A, rec_B, idt_B, idt_A
+
+    def _judge(self, D, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        if self.runtime.fuse_passes:
+            scores = D(torch.cat([real, fake]))
+            return discriminator_loss(scores[: real.shape[0]], scores[real.shape[0] :])
+        return discriminator_loss(D(real), D(fake))
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        cfg, rt = self.config, self.runtime
+        real_A, real_B = batch["A"], batch["B"]
+        lambda_idt = cfg.lambda_identity * cfg.lambda_cycle
+        discriminators = (self.D_A, self.D_B)
+
+        # Generators: D is only a critic here, so it gets no gradients (and its DDP wrapper is bypassed).
+        _set_requires_grad(discriminators, False)
+        with rt.autocast():
+            fake_B, rec_A, fake_A, rec_B, idt_B, idt_A = self._translate(real_A, real_B, lambda_idt > 0)
+            losses = {
+                "G_A2B": gan_loss(unwrap(self.D_B)(fake_B), True),
+                "G_B2A": gan_loss(unwrap(self.D_A)(fake_A), True),
+                "cycle_A": cycle_loss(rec_A, real_A) * cfg.lambda_cycle,
+                "cycle_B": cycle_loss(rec_B, real_B) * cfg.lambda_cycle,
+            }
+            if lambda_idt > 0:
+                losses["idt_A"] = identity_loss(idt_A, real_A) * lambda_idt
+                losses["idt_B"] = identity_loss(idt_B, real_B) * lambda_idt
+        rt.step("G", sum(losses.values()), self.optimizers["G"])
+
+        # Discriminators: real images against fakes drawn from the history pools.
+        _set_requires_grad(discriminators, True)
+        pooled_A = self.pools["A"].query(fake_A.detach())
+        pooled_B = self.pools["B"].query(fake_B.detach())
+        with rt.autocast():
+            losses["D_A"] = self._judge(self.D_A, real_A, pooled_A)
+            losses["D_B"] = self._judge(self.D_B, real_B, pooled_B)
+        rt.step("D", losses["D_A"] + losses["D_B"], self.optimizers["D"])
+        return {name: value.detach() for name, value in losses.items()}
+
+    @torch.no_grad()
+    def sample_rows(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Per sample: real A | fake B | reconstructed A | real B | fake A | reconstructed B."""
+        G_A2B, G_B2A = unwrap(self.G_A2B), unwrap(self.G_B2A)
+        with self.runtime.autocast():
+            real_A, real_B = batch["A"], batch["B"]
+            fake_B, fake_A = G_A2B(real_A), G_B2A(real_B)
+            rec_A, rec_B = G_B2A(fake_B), G_A2B(fake_A)
+        return [[real_A[i], fake_B[i], rec_A[i], real_B[i], fake_A[i], rec_B[i]] for i in range(real_A.shape[0])]
+
+    def export(self, run_dir: Path, step: int) -> None:
+        common = {"dataset": self.dataset_name, "step": step}
+        for direction in ("A2B", "B2A"):
+            save_generator(
+                self.modules[f"G_{direction}"],
+                run_dir / generator_file(direction),
+                direction=direction,
+                image_size=self.config.image_size,
+                **common,
+            )
+        for domain in ("A", "B"):
+            save_discriminator(self.modules[f"D_{domain}"], run_dir / discriminator_file(domain), **common)
+
+
+def train_teacher(
+    config: TeacherConfig, *, resume: bool = False, observer: Observer | None = None, given: set[str] | None = None
+) -> Path:
+    """Train (or resume) a CycleGAN teacher run; returns the run folder.
+
+    ``given`` names the settings the user set explicitly (on resume only some may change).
+    """
+    observer = observer or Observer()
+    default_name = Path(config.data).name if config.data else "teacher"
+    config, _ = resolve_config(config, "teacher", resume, default_name, given)
+    session = open_session(config, "teacher", resume=resume, observer=observer, norm=config.norm)
+    try:
+        runtime = session.runtime
+        if runtime.is_main:
+            observer.message(
+                f"Training teacher [bold]{config.name}[/] on {session.data_dir} "
+                f"({len(session.dataset.A_paths)} A / {len(session.dataset.B_paths)} B images) on {runtime.describe()}."
+            )
+        recipe = CycleGANRecipe(config, runtime, dataset_label(session.data_dir, config.data))
+        fit(
+            recipe,
+            config,
+            runtime,
+            session.dataset,
+            session.run_dir,
+            resume=resume,
+            observer=observer,
+            sample_batch=fixed_sample_batch(session.dataset, runtime),
+        )
+    finally:
+        teardown_runtime(session.runtime)
+    return session.run_dir
