@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+
+# Tiny models are dominated by per-op overhead, and OpenMP threads spin badly when the machine is
+# shared: one thread per process keeps the suite fast (subprocesses inherit this).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import torch
@@ -11,7 +16,7 @@ import torch
 from cgdistill import paths
 from cgdistill.cli import run as cli_run
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -198,3 +198,111 @@ def train_teacher_command(
         log_every=log_every, tensorboard=tensorboard,
     )  # fmt: skip
     run_training(train_teacher, config, resume=resume, given=given_flags(ctx), command="train-teacher")
+
+
+@app.command("distill")
+def distill_command(
+    ctx: typer.Context,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher",
+            help="Teacher run name or generator .safetensors file (default: the newest teacher run).",
+            rich_help_panel=RUN,
+        ),
+    ] = None,
+    blocks: Annotated[
+        int, typer.Option("--blocks", min=1, help="Residual blocks of the student.", rich_help_panel=TRAIN)
+    ] = 3,
+    ngf: Annotated[
+        int | None,
+        typer.Option(
+            "--ngf", min=1, help="Student width (default: the teacher's).", show_default=False, rich_help_panel=TRAIN
+        ),
+    ] = None,
+    direction: Annotated[
+        str | None,
+        typer.Option(
+            "--direction",
+            help="B2A or A2B: which teacher generator to distill (default: B2A, or the teacher's only one).",
+            show_default=False,
+            rich_help_panel=RUN,
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="Dataset name or folder (default: the teacher's dataset).",
+            show_default=False,
+            rich_help_panel=RUN,
+        ),
+    ] = None,
+    name: Name = None,
+    lambda_output: Annotated[
+        float,
+        typer.Option(
+            "--lambda-output", min=0.0, help="Weight of the L1 to the teacher's output.", rich_help_panel=TRAIN
+        ),
+    ] = 10.0,
+    lambda_feature: Annotated[
+        float,
+        typer.Option(
+            "--lambda-feature", min=0.0, help="Weight of the L2 between hidden states.", rich_help_panel=TRAIN
+        ),
+    ] = 1.0,
+    lambda_gan: Annotated[
+        float, typer.Option("--lambda-gan", min=0.0, help="Weight of the GAN loss.", rich_help_panel=TRAIN)
+    ] = 1.0,
+    lambda_cycle: LambdaCycle = 10.0,
+    lambda_identity: LambdaIdentity = 0.5,
+    init: Annotated[
+        str, typer.Option("--init", help="copy (teacher's outer layers) or random.", rich_help_panel=TRAIN)
+    ] = "copy",
+    epochs: Epochs = 25,
+    epochs_decay: EpochsDecay = 25,
+    max_steps: MaxSteps = None,
+    image_size: ImageSize = 256,
+    load_size: LoadSize = 286,
+    batch_size: BatchSize = 1,
+    ndf: Ndf = 64,
+    lr: Lr = 2e-4,
+    pool_size: PoolSize = 50,
+    device: Device = "auto",
+    amp: Amp = None,
+    channels_last: ChannelsLast = None,
+    compile: Compile = False,
+    workers: Workers = None,
+    seed: Seed = 0,
+    resume: Resume = False,
+    save_every: SaveEvery = 1000,
+    sample_every: SampleEvery = 500,
+    log_every: LogEvery = 10,
+    eval_every: Annotated[
+        int,
+        typer.Option("--eval-every", min=1, help="Measure student-to-teacher PSNR every N steps.", rich_help_panel=RUN),
+    ] = 200,
+    tensorboard: Tensorboard = False,
+) -> None:
+    """Distill a teacher generator into a student with fewer residual blocks (and optionally fewer channels)."""
+    from cgdistill.errors import CgdistillError
+    from cgdistill.runs import check_direction
+    from cgdistill.train.config import DistillConfig
+    from cgdistill.train.distill import distill
+
+    if init not in ("copy", "random"):
+        raise CgdistillError(f"--init {init!r} is not valid; use copy or random.")
+    if direction is not None:
+        check_direction(direction)
+    if load_size < image_size:
+        raise CgdistillError(f"--load-size {load_size} is smaller than --image-size {image_size}; raise --load-size.")
+    config = DistillConfig(
+        teacher=teacher, blocks=blocks, ngf=ngf, direction=direction, data=data, name=name,
+        lambda_output=lambda_output, lambda_feature=lambda_feature, lambda_gan=lambda_gan,
+        lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, init=init, epochs=epochs,
+        epochs_decay=epochs_decay, max_steps=max_steps, image_size=image_size, load_size=load_size,
+        batch_size=batch_size, ndf=ndf, lr=lr, pool_size=pool_size, device=device, amp=amp,
+        channels_last=channels_last, compile=compile, workers=workers, seed=seed, save_every=save_every,
+        sample_every=sample_every, log_every=log_every, eval_every=eval_every, tensorboard=tensorboard,
+    )  # fmt: skip
+    run_training(distill, config, resume=resume, given=given_flags(ctx), command="distill")

@@ -140,20 +140,24 @@ class ResnetGenerator(nn.Module):
     def feature_channels(self) -> int:
         return self.config.ngf * 4
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The output image and the list of residual-block outputs (one per block)."""
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """The translated image; with ``return_features`` also each residual block's output.
+
+        Features come through ``forward`` (not a side method) so that DDP and torch.compile
+        wrappers see the call.
+        """
         h = self.down(self.stem(x))
         features = []
         for block in self.blocks:
             h = block(h)
-            features.append(h)
-        return self.head(self.up(h)), features
+            if return_features:
+                features.append(h)
+        out = self.head(self.up(h))
+        return (out, features) if return_features else out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.down(self.stem(x))
-        for block in self.blocks:
-            h = block(h)
-        return self.head(self.up(h))
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The output image and the list of residual-block outputs (one per block)."""
+        return self.forward(x, return_features=True)
 
 
 SHARED_PREFIXES = ("stem.", "down.", "up.", "head.")

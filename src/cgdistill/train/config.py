@@ -64,6 +64,7 @@ class TeacherConfig(TrainConfig):
 class DistillConfig(TrainConfig):
     """A student with fewer blocks learns one teacher generator; defaults are the seed method's."""
 
+    data: str | None = None  # None: the teacher's dataset
     teacher: str | None = None
     direction: str | None = None  # None: the teacher's only generator, else B2A
     blocks: int = 3

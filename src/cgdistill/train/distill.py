@@ -1,0 +1,391 @@
+"""Distillation: a student generator with fewer residual blocks learns one teacher generator.
+
+Losses on the student S for direction A2B (B2A mirrors it), teacher T frozen:
+
+    output   = |S(a) - T(a)|_1                                   * lambda_output
+    feature  = mean_i |adapter_i(S_i(a)) - T_map(i)(a)|_2^2      * lambda_feature
+    gan      = LSGAN(D_B(S(a)), real)                            * lambda_gan
+    cycle    = |T_B2A(S(a)) - a|_1                               * lambda_cycle   (teacher run only)
+    identity = |S(b) - b|_1                                      * lambda_identity * lambda_cycle
+
+Student block i of n is matched to teacher block round((i+1)*N/n) - 1 (3 of 9 -> 3, 6, 9).
+D_B starts from the teacher's when the teacher has one and keeps training against S.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cgdistill import paths
+from cgdistill.checkpoint import load_discriminator, load_generator, save_generator
+from cgdistill.errors import CgdistillError
+from cgdistill.losses import cycle_loss, discriminator_loss, feature_loss, gan_loss, identity_loss, output_loss
+from cgdistill.nets import (
+    SHARED_PREFIXES,
+    DiscriminatorConfig,
+    GeneratorConfig,
+    PatchDiscriminator,
+    ResnetGenerator,
+    init_weights,
+)
+from cgdistill.runs import (
+    CONFIG_FILE,
+    STUDENT_FILE,
+    discriminator_file,
+    generator_file,
+    reverse,
+    run_kind,
+    target_domain,
+)
+from cgdistill.train.config import DistillConfig
+from cgdistill.train.loop import Observer, Recipe, fit
+from cgdistill.train.pool import ImagePool
+from cgdistill.train.runtime import Runtime, teardown_runtime, unwrap
+from cgdistill.train.session import dataset_label, open_session, resolve_config
+
+
+def teacher_block_for(student_block: int, student_blocks: int, teacher_blocks: int) -> int:
+    """0-based teacher block whose output student block ``student_block`` imitates."""
+    return int(math.floor((student_block + 1) * teacher_blocks / student_blocks + 0.5)) - 1
+
+
+def block_mapping(student_blocks: int, teacher_blocks: int) -> list[int]:
+    return [teacher_block_for(i, student_blocks, teacher_blocks) for i in range(student_blocks)]
+
+
+@dataclass
+class Teacher:
+    """The frozen parts a student learns from, and where they came from."""
+
+    generator: ResnetGenerator
+    direction: str
+    identity: str  # run name or file path, recorded in the student's metadata
+    reverse: ResnetGenerator | None = None
+    discriminator: PatchDiscriminator | None = None
+    dataset: str | None = None
+
+
+def _latest_teacher_run() -> Path:
+    for run in paths.list_runs():
+        if run_kind(run) == "teacher":
+            return run
+    raise CgdistillError(
+        f"No teacher run found in {paths.runs_dir()}; train one with `cgdistill train-teacher`, import one with "
+        "`cgdistill download --pretrained NAME`, or pass --teacher FILE."
+    )
+
+
+def load_teacher(spec: str | None, direction: str | None) -> Teacher:
+    """Resolve ``--teacher RUN|FILE`` (default: the most recent teacher run) for ``direction``."""
+    candidate = Path(spec).expanduser() if spec else None
+    if candidate is not None and (candidate.suffix == ".safetensors" or candidate.is_file()):
+        generator, info = load_generator(candidate)
+        chosen = direction or info.direction or "A2B"
+        if direction and info.direction and direction != info.direction:
+            raise CgdistillError(f"Teacher {candidate} translates {info.direction}; pass --direction {info.direction}.")
+        return Teacher(generator, chosen, str(candidate.resolve()), dataset=info.dataset)
+    if spec:
+        run = paths.run_path(spec)
+        if not run.is_dir() or run_kind(run) != "teacher":
+            raise CgdistillError(
+                f"'{spec}' is neither a teacher run in {paths.runs_dir()} nor a .safetensors file; "
+                "check the name with `ls` or pass a path."
+            )
+    else:
+        run = _latest_teacher_run()
+    present = [d for d in ("A2B", "B2A") if (run / generator_file(d)).is_file()]
+    chosen = direction or (present[0] if len(present) == 1 else "B2A")
+    if chosen not in present:
+        raise CgdistillError(f"Teacher run {run.name} has no {chosen} generator; pass --direction {present[0]}.")
+    generator, info = load_generator(run / generator_file(chosen))
+    reverse_path = run / generator_file(reverse(chosen))
+    reverse_generator = load_generator(reverse_path)[0] if reverse_path.is_file() else None
+    disc_path = run / discriminator_file(target_domain(chosen))
+    discriminator = load_discriminator(disc_path)[0] if disc_path.is_file() else None
+    return Teacher(generator, chosen, run.name, reverse_generator, discriminator, info.dataset)
+
+
+class Adapters(nn.Module):
+    """1x1 convs that lift student features to the teacher's width (identity where widths match)."""
+
+    def __init__(self, student_channels: int, teacher_channels: int, count: int) -> None:
+        super().__init__()
+        self.needed = student_channels != teacher_channels
+        self.convs = nn.ModuleList(
+            nn.Conv2d(student_channels, teacher_channels, 1) if self.needed else nn.Identity() for _ in range(count)
+        )
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [conv(f) for conv, f in zip(self.convs, features, strict=True)]
+
+
+class Student(nn.Module):
+    """The student generator and its feature adapters, one module so DDP syncs both."""
+
+    def __init__(self, generator: ResnetGenerator, adapters: Adapters) -> None:
+        super().__init__()
+        self.generator, self.adapters = generator, adapters
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        if not return_features:
+            return self.generator(x)
+        out, features = self.generator(x, return_features=True)
+        return out, self.adapters(features)
+
+
+def build_student(config: DistillConfig, teacher: ResnetGenerator, seed: torch.Generator) -> tuple[Student, list[str]]:
+    """The student and notes for the user on how it was initialised."""
+    t_cfg = teacher.config
+    ngf = config.ngf or t_cfg.ngf
+    s_cfg = GeneratorConfig(blocks=config.blocks, ngf=ngf, norm=t_cfg.norm, upsample=t_cfg.upsample)
+    generator = ResnetGenerator(s_cfg)
+    init_weights(generator, generator=seed)
+    notes = []
+    if config.init == "copy":
+        if ngf == t_cfg.ngf:
+            teacher_state = teacher.state_dict()
+            shared = {k: v.clone() for k, v in teacher_state.items() if k.startswith(SHARED_PREFIXES)}
+            generator.load_state_dict(shared, strict=False)
+            notes.append(
+                f"Copied the teacher's stem, downsampling, upsampling and output layers ({len(shared)} tensors)."
+            )
+        else:
+            notes.append(
+                f"The student is {ngf} channels wide and the teacher {t_cfg.ngf}: copying layers is not possible, "
+                "so every layer starts fresh."
+            )
+    adapters = Adapters(ngf * 4, t_cfg.ngf * 4, config.blocks)
+    init_weights(adapters, generator=seed)
+    if adapters.needed:
+        notes.append(f"Feature adapters: {config.blocks} learned 1x1 convs from {ngf * 4} to {t_cfg.ngf * 4} channels.")
+    return Student(generator, adapters), notes
+
+
+def check_wiring(student: Student, optimizer: torch.optim.Optimizer, teacher: ResnetGenerator, device) -> None:
+    """Fail loudly if a student or adapter parameter is not being trained, or a feature pair mismatches."""
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    missing = [name for name, p in unwrap(student).named_parameters() if id(p) not in in_optimizer]
+    if missing:
+        raise RuntimeError(f"student parameters missing from the optimizer: {missing[:3]}")
+    frozen = [name for name, p in unwrap(student).named_parameters() if not p.requires_grad]
+    if frozen:
+        raise RuntimeError(f"student parameters frozen by mistake: {frozen[:3]}")
+    probe = torch.zeros(1, 3, 16, 16, device=device)
+    with torch.no_grad():
+        _, s_feats = unwrap(student)(probe, return_features=True)
+        _, t_feats = teacher(probe, return_features=True)
+    mapping = block_mapping(len(s_feats), len(t_feats))
+    for i, j in enumerate(mapping):
+        if s_feats[i].shape != t_feats[j].shape:
+            raise RuntimeError(
+                f"student block {i + 1} ({tuple(s_feats[i].shape)}) does not match teacher block {j + 1} "
+                f"({tuple(t_feats[j].shape)})"
+            )
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of images in [-1, 1] (peak-to-peak 2), averaged over the batch."""
+    mse = (a.float() - b.float()).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return float((10 * torch.log10(4.0 / mse)).mean())
+
+
+class DistillRecipe(Recipe):
+    def __init__(
+        self, config: DistillConfig, runtime: Runtime, teacher: Teacher, held_out: torch.Tensor, dataset_name: str
+    ) -> None:
+        self.config, self.runtime, self.teacher_info, self.dataset_name = config, runtime, teacher, dataset_name
+        self.direction = teacher.direction
+        self.source, self.target = self.direction[0], self.direction[-1]
+        seed = torch.Generator().manual_seed(config.seed)
+
+        def frozen(net: nn.Module | None) -> nn.Module | None:
+            if net is None:
+                return None
+            net = runtime.prepare(net, trainable=False).eval()
+            for p in net.parameters():
+                p.requires_grad_(False)
+            return net
+
+        self.teacher = frozen(teacher.generator)
+        self.teacher_reverse = frozen(teacher.reverse)
+        student, self.notes = build_student(config, teacher.generator, seed)
+        if teacher.discriminator is not None:
+            discriminator = copy.deepcopy(teacher.discriminator).train()
+            self.notes.append(f"The discriminator of domain {self.target} starts from the teacher's.")
+        else:
+            discriminator = PatchDiscriminator(DiscriminatorConfig(ndf=config.ndf, norm=teacher.generator.config.norm))
+            init_weights(discriminator, generator=seed)
+            self.notes.append(f"The teacher has no discriminator of domain {self.target}: starting a fresh one.")
+        for p in discriminator.parameters():
+            p.requires_grad_(True)
+        self.student = runtime.prepare(student)
+        self.D = runtime.prepare(discriminator)
+        self.modules = {"student": self.student, "D": self.D}
+        betas = (config.beta1, config.beta2)
+        self.optimizers = {
+            "G": torch.optim.Adam(self.student.parameters(), lr=config.lr, betas=betas),
+            "D": torch.optim.Adam(self.D.parameters(), lr=config.lr, betas=betas),
+        }
+        self.pools = {self.target: ImagePool(config.pool_size, config.seed * 1000 + runtime.rank + 7)}
+        self.mapping = block_mapping(config.blocks, teacher.generator.config.blocks)
+        self.active = self._active_losses()
+        self.held_out = held_out
+        with torch.no_grad(), runtime.autocast():
+            self.held_out_teacher = self.teacher(held_out).float()
+        check_wiring(self.student, self.optimizers["G"], self.teacher, runtime.device)
+
+    def _active_losses(self) -> list[str]:
+        cfg = self.config
+        active = []
+        if cfg.lambda_output > 0:
+            active.append("output")
+        if cfg.lambda_feature > 0:
+            active.append("feature")
+        if cfg.lambda_gan > 0:
+            active.append("gan")
+        if cfg.lambda_cycle > 0 and self.teacher_reverse is not None:
+            active.append("cycle")
+        if cfg.lambda_identity > 0 and cfg.lambda_cycle > 0:
+            active.append("identity")
+        return active
+
+    def describe_losses(self) -> str:
+        skipped = []
+        if self.teacher_reverse is None and self.config.lambda_cycle > 0:
+            skipped.append("cycle (the teacher has no reverse generator)")
+        text = "Active losses: " + ", ".join(self.active)
+        return text + (f"; skipped: {', '.join(skipped)}" if skipped else "") + "."
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        cfg, rt = self.config, self.runtime
+        x, y = batch[self.source], batch[self.target]
+        with torch.no_grad(), rt.autocast():
+            t_out, t_feats = self.teacher(x, return_features=True)
+        for p in self.D.parameters():
+            p.requires_grad_(False)
+        losses: dict[str, torch.Tensor] = {}
+        with rt.autocast():
+            s_out, s_feats = self.student(x, return_features=True)
+            if "output" in self.active:
+                losses["output"] = output_loss(s_out, t_out) * cfg.lambda_output
+            if "feature" in self.active:
+                losses["feature"] = feature_loss(s_feats, [t_feats[j] for j in self.mapping]) * cfg.lambda_feature
+            if "gan" in self.active:
+                losses["gan"] = gan_loss(unwrap(self.D)(s_out), True) * cfg.lambda_gan
+            if "cycle" in self.active:
+                losses["cycle"] = cycle_loss(self.teacher_reverse(s_out), x) * cfg.lambda_cycle
+            if "identity" in self.active:
+                losses["identity"] = identity_loss(self.student(y), y) * cfg.lambda_identity * cfg.lambda_cycle
+        rt.step("G", sum(losses.values()), self.optimizers["G"])
+        if "gan" in self.active:
+            for p in self.D.parameters():
+                p.requires_grad_(True)
+            pooled = self.pools[self.target].query(s_out.detach())
+            with rt.autocast():
+                losses["D"] = discriminator_loss(self.D(y), self.D(pooled))
+            rt.step("D", losses["D"], self.optimizers["D"])
+        return {name: value.detach() for name, value in losses.items()}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Student-to-teacher PSNR on a fixed held-out batch: the number that shows convergence."""
+        student = unwrap(self.student)
+        with self.runtime.autocast():
+            out = student(self.held_out)
+        return {"psnr_to_teacher": round(psnr(out, self.held_out_teacher), 3)}
+
+    @torch.no_grad()
+    def sample_rows(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Per sample: input | teacher | student."""
+        x = batch[self.source]
+        with self.runtime.autocast():
+            t_out, s_out = self.teacher(x), unwrap(self.student)(x)
+        return [[x[i], t_out[i], s_out[i]] for i in range(x.shape[0])]
+
+    def export(self, run_dir: Path, step: int) -> None:
+        save_generator(
+            unwrap(self.student).generator,
+            run_dir / STUDENT_FILE,
+            direction=self.direction,
+            dataset=self.dataset_name,
+            image_size=self.config.image_size,
+            step=step,
+            teacher=self.teacher_info.identity,
+            extra={"init": self.config.init, "losses": self.active},
+        )
+
+
+def _held_out(session, source: str, count: int = 4) -> torch.Tensor:
+    """A fixed batch of source-domain images the student never trains on when a test split exists."""
+    from cgdistill.data.unpaired import ImageFolderDataset
+
+    folder = session.data_dir / f"test{source}"
+    if not folder.is_dir():
+        folder = session.data_dir / f"train{source}"
+    dataset = ImageFolderDataset(folder, session.config.image_size)
+    images = torch.stack([dataset[i]["image"] for i in range(min(count, len(dataset)))])
+    return session.runtime.to_device(images)
+
+
+def distill(
+    config: DistillConfig, *, resume: bool = False, observer: Observer | None = None, given: set[str] | None = None
+) -> Path:
+    """Distill a teacher generator into a student run; returns the run folder."""
+    observer = observer or Observer()
+    if resume:
+        stored = paths.run_path(config.name or "") / CONFIG_FILE
+        if config.name and stored.is_file():
+            settings = json.loads(stored.read_text())["settings"]
+            config.teacher, config.direction = settings["teacher"], settings["direction"]
+    teacher = load_teacher(config.teacher, config.direction)
+    config.direction = teacher.direction
+    config.teacher = teacher.identity
+    if not config.data:
+        if not teacher.dataset:
+            raise CgdistillError(f"Teacher {teacher.identity} does not record its dataset; pass --data NAME|PATH.")
+        config.data = teacher.dataset
+    base = Path(teacher.identity).stem if teacher.identity.endswith(".safetensors") else teacher.identity
+    default_name = f"{base}-{teacher.direction}-{config.blocks}b"
+    config, _ = resolve_config(config, "student", resume, default_name, given)
+    session = open_session(config, "student", resume=resume, observer=observer, norm=teacher.generator.config.norm)
+    try:
+        runtime = session.runtime
+        recipe = DistillRecipe(
+            config,
+            runtime,
+            teacher,
+            _held_out(session, teacher.direction[0]),
+            dataset_label(session.data_dir, config.data),
+        )
+        if runtime.is_main:
+            s_cfg = unwrap(recipe.student).generator.config
+            observer.message(
+                f"Distilling [bold]{teacher.identity}[/] ({teacher.direction}, {teacher.generator.config.blocks} blocks, "
+                f"ngf {teacher.generator.config.ngf}) into [bold]{config.name}[/] ({s_cfg.blocks} blocks, "
+                f"ngf {s_cfg.ngf}) on {session.data_dir} on {runtime.describe()}."
+            )
+            for note in recipe.notes:
+                observer.message(note)
+            observer.message(recipe.describe_losses())
+            observer.message(f"Student blocks imitate teacher blocks {[j + 1 for j in recipe.mapping]}.")
+        sample = _held_out(session, teacher.direction[0], count=3)
+        fit(
+            recipe,
+            config,
+            runtime,
+            session.dataset,
+            session.run_dir,
+            resume=resume,
+            observer=observer,
+            sample_batch={teacher.direction[0]: sample},
+        )
+    finally:
+        teardown_runtime(session.runtime)
+    return session.run_dir

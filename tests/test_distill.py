@@ -1,0 +1,139 @@
+"""The distiller: both kinds of teacher, copy init, adapters, the loss set, exact resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cgdistill import paths
+from cgdistill.checkpoint import load_generator, save_generator
+from cgdistill.data.toy import make_toy_dataset
+from cgdistill.nets import GeneratorConfig, ResnetGenerator
+from cgdistill.train.config import DistillConfig, TeacherConfig
+from cgdistill.train.distill import Adapters, block_mapping, build_student, check_wiring, distill, load_teacher
+from cgdistill.train.teacher import train_teacher
+
+
+@pytest.fixture
+def teacher_run(home: Path) -> Path:
+    make_toy_dataset(paths.dataset_path("toy"), size=32, n_train=6, n_test=3)
+    config = TeacherConfig(
+        data="toy", name="teacher", blocks=4, ngf=8, ndf=4, image_size=24, load_size=28, max_steps=2, pool_size=2,
+        sample_every=1000,
+    )  # fmt: skip
+    return train_teacher(config)
+
+
+def tiny(**overrides) -> DistillConfig:
+    settings = dict(
+        blocks=2, image_size=24, load_size=28, ndf=4, pool_size=2, epochs=1, epochs_decay=1, sample_every=1000,
+        save_every=1000, log_every=1, eval_every=2, seed=1,
+    )  # fmt: skip
+    settings.update(overrides)
+    return DistillConfig(**settings)
+
+
+def test_block_mapping_follows_the_design():
+    assert block_mapping(3, 9) == [2, 5, 8]
+    assert block_mapping(9, 9) == list(range(9))
+    assert block_mapping(1, 9) == [8]
+    assert block_mapping(2, 4) == [1, 3]
+
+
+def test_distilling_a_teacher_run_writes_a_self_describing_student(teacher_run):
+    run = distill(tiny(teacher="teacher", direction="A2B", max_steps=3))
+    student, info = load_generator(run / "G.safetensors")
+    assert (student.config.blocks, student.config.ngf) == (2, 8)
+    assert (info.direction, info.teacher, info.dataset, info.step) == ("A2B", "teacher", "toy", 3)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"output", "feature", "gan", "cycle", "identity", "D"} <= set(records[0])
+    assert any("psnr_to_teacher" in r for r in records)
+
+
+def test_the_newest_teacher_run_is_the_default_and_b2a_the_default_direction(teacher_run):
+    teacher = load_teacher(None, None)
+    assert (teacher.identity, teacher.direction) == ("teacher", "B2A")
+    assert teacher.reverse is not None and teacher.discriminator is not None
+
+
+def test_a_single_generator_teacher_distills_without_cycle_and_with_a_fresh_discriminator(teacher_run, tmp_path):
+    generator, _ = load_generator(teacher_run / "G_A2B.safetensors")
+    loose = save_generator(generator, tmp_path / "imported.safetensors", direction="A2B", dataset="toy")
+    run = distill(tiny(teacher=str(loose), max_steps=2, name="from-file"))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "cycle" not in records[0]
+    assert {"output", "feature", "gan", "identity"} <= set(records[0])
+    assert load_generator(run / "G.safetensors")[1].teacher == str(loose.resolve())
+
+
+def test_copy_init_copies_the_outer_layers_and_not_the_blocks():
+    teacher = ResnetGenerator(GeneratorConfig(blocks=6, ngf=8))
+    for p in teacher.parameters():
+        torch.nn.init.normal_(p)
+    student, _ = build_student(DistillConfig(blocks=2), teacher, torch.Generator().manual_seed(0))
+    s_state, t_state = student.generator.state_dict(), teacher.state_dict()
+    outer = [k for k in s_state if not k.startswith("blocks.")]
+    assert outer and all(torch.equal(s_state[k], t_state[k]) for k in outer)
+    assert not torch.equal(s_state["blocks.0.conv.1.weight"], t_state["blocks.0.conv.1.weight"])
+
+
+def test_random_init_copies_nothing():
+    teacher = ResnetGenerator(GeneratorConfig(blocks=3, ngf=8))
+    for p in teacher.parameters():
+        torch.nn.init.normal_(p)
+    student, _ = build_student(DistillConfig(blocks=2, init="random"), teacher, torch.Generator().manual_seed(0))
+    assert not torch.equal(student.generator.stem[1].weight, teacher.stem[1].weight)
+
+
+def test_adapters_appear_only_when_widths_differ():
+    teacher = ResnetGenerator(GeneratorConfig(blocks=3, ngf=8))
+    same, _ = build_student(DistillConfig(blocks=2), teacher, torch.Generator())
+    narrow, notes = build_student(DistillConfig(blocks=2, ngf=4), teacher, torch.Generator())
+    assert not any(isinstance(m, torch.nn.Conv2d) for m in same.adapters.modules())
+    convs = [m for m in narrow.adapters.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 2 and convs[0].in_channels == 16 and convs[0].out_channels == 32
+    assert any("not possible" in note for note in notes)
+
+
+def test_a_narrower_student_trains_through_its_adapters(teacher_run):
+    run = distill(tiny(teacher="teacher", ngf=4, max_steps=2, name="narrow"))
+    student, _ = load_generator(run / "G.safetensors")
+    assert student.config.ngf == 4
+
+
+def test_wiring_check_fails_loudly_when_a_parameter_is_not_optimised():
+    teacher = ResnetGenerator(GeneratorConfig(blocks=3, ngf=8)).eval()
+    student, _ = build_student(DistillConfig(blocks=2, ngf=4), teacher, torch.Generator())
+    optimizer = torch.optim.Adam(student.generator.parameters())  # adapters forgotten, as the seed's code did
+    with pytest.raises(RuntimeError, match="missing from the optimizer"):
+        check_wiring(student, optimizer, teacher, torch.device("cpu"))
+
+
+def test_wiring_check_catches_mismatched_feature_shapes():
+    teacher = ResnetGenerator(GeneratorConfig(blocks=3, ngf=8)).eval()
+    student, _ = build_student(DistillConfig(blocks=2, ngf=4), teacher, torch.Generator())
+    student.adapters = Adapters(16, 16, 2)  # lifts to the wrong width
+    optimizer = torch.optim.Adam(student.parameters())
+    with pytest.raises(RuntimeError, match="does not match teacher block"):
+        check_wiring(student, optimizer, teacher, torch.device("cpu"))
+
+
+def test_resuming_a_distillation_is_bitwise_exact(teacher_run):
+    straight = distill(tiny(teacher="teacher", max_steps=6, name="straight"))
+    distill(tiny(teacher="teacher", max_steps=3, name="split"))
+    split = distill(tiny(name="split", max_steps=6), resume=True)
+    a = load_file(str(straight / "G.safetensors"))
+    b = load_file(str(split / "G.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_cli_distills_and_reports_the_active_losses(cli, teacher_run):
+    result = cli("distill", "--teacher", "teacher", "--blocks", "1", "--max-steps", "2", "--image-size", "24",
+                 "--load-size", "28", "--ndf", "4", "--name", "cli-student")  # fmt: skip
+    assert result.code == 0, result.err
+    assert "Active losses: output, feature, gan, cycle, identity" in result.err_text
+    assert "Student blocks imitate teacher blocks [4]" in result.err_text
