@@ -1,47 +1,68 @@
-"""The live training display: a rich progress bar with step, epoch, speed, ETA, losses and lr."""
+"""The live training display: a progress line (step, epoch, it/s, ETA, lr) and a line of losses."""
 
 from __future__ import annotations
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from cgdistill.cli.app import err_console
 from cgdistill.train.loop import Observer, StepReport
 
 
+class _TrainingProgress(Progress):
+    """A progress bar with the latest losses and measurements drawn under it."""
+
+    def get_renderables(self):
+        yield self.make_tasks_table(self.tasks)
+        for task in self.tasks:
+            losses = task.fields.get("losses")
+            if losses:
+                yield losses
+
+
 class RichObserver(Observer):
     def __init__(self) -> None:
-        self.progress: Progress | None = None
+        self.progress: _TrainingProgress | None = None
         self.task = None
 
     def start(self, total_steps: int, initial_step: int) -> None:
-        self.progress = Progress(
+        self.progress = _TrainingProgress(
             TextColumn("[bold]step"),
             MofNCompleteColumn(),
-            BarColumn(bar_width=24),
+            BarColumn(bar_width=30),
             TextColumn("{task.fields[speed]}"),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
+            TextColumn("{task.fields[where]}"),
             console=err_console,
-            transient=False,
         )
         self.progress.start()
-        self.task = self.progress.add_task("train", total=total_steps, completed=initial_step, speed="", info="")
+        self.task = self.progress.add_task(
+            "train", total=total_steps, completed=initial_step, speed="", where="", losses=None
+        )
 
     def update(self, report: StepReport) -> None:
         if self.progress is None:
             return
-        losses = " ".join(f"{k} {v:.3f}" for k, v in report.losses.items())
-        extra = " ".join(f"[green]{k} {v:.2f}[/]" for k, v in report.metrics.items())
-        info = f"ep {report.epoch}/{report.total_epochs} lr {report.lr:.2e} {losses} {extra}".strip()
-        self.progress.update(self.task, completed=report.step, speed=f"{report.steps_per_s:.2f} it/s", info=info)
+        losses = Text("  ")
+        for name, value in report.losses.items():
+            losses.append(f"{name} ", style="dim")
+            losses.append(f"{value:.3f}  ")
+        for name, value in report.metrics.items():
+            losses.append(f"{name} ", style="dim")
+            losses.append(f"{value:.2f}  ", style="bold green")
+        self.progress.update(
+            self.task,
+            completed=report.step,
+            speed=f"{report.steps_per_s:.2f} it/s",
+            where=f"epoch {report.epoch}/{report.total_epochs}  lr {report.lr:.2e}",
+            losses=losses,
+        )
 
     def message(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.console.print(text, soft_wrap=True)
-        else:
-            err_console.print(text, soft_wrap=True)
+        console = self.progress.console if self.progress is not None else err_console
+        console.print(text, soft_wrap=True)
 
     def finish(self) -> None:
         if self.progress is not None:
