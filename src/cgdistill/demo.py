@@ -1,0 +1,404 @@
+"""`cgdistill demo`: the whole pipeline on the embedded toy dataset, offline, on a CPU, in minutes.
+
+Five stages, each a call into the same library functions the commands use: generate the toy
+dataset, train a small CycleGAN teacher, distill a 3-block student, translate a few test images,
+compare the two with ground truth and write the HTML report. Everything lives in one output folder
+(its ``home/`` is the cgdistill home for the run), so a second demo starts clean and touches nothing
+else. No presentation here: the caller passes a :class:`DemoObserver` (the CLI draws with rich).
+
+The settings (docs/demo.md gives the measurements behind them): 32 px images, a 9-block teacher of
+width 16, and a 3-block student of width 8. Halving the width cuts the student's cost by about 4x on
+top of the 3x fewer blocks, so it is several times cheaper, not just 2.2x; the narrower student
+cannot copy the teacher's outer layers, but on a per-pixel colour map it learns from the teacher's
+outputs in a few hundred steps anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cgdistill import evaluate, fid_inception, paths, report
+from cgdistill import translate as tr
+from cgdistill.checkpoint import load_generator
+from cgdistill.data.toy import make_toy_dataset
+from cgdistill.device import pick_device
+from cgdistill.errors import CgdistillError, WorkFailed
+from cgdistill.fsutil import atomic_write_text
+from cgdistill.train.config import DistillConfig, TeacherConfig
+from cgdistill.train.distill import distill
+from cgdistill.train.loop import Observer
+from cgdistill.train.teacher import train_teacher
+
+DEFAULT_OUTPUT = Path("cgdistill-demo")
+MARKER_FILE = ".cgdistill-demo"  # says "a demo made this folder", so a later demo may replace it
+SUMMARY_FILE = "summary.json"
+DATASET_NAME = "toy"
+TEACHER_RUN = "teacher"
+STUDENT_RUN = "student"
+
+STAGES = (
+    "Generating the toy dataset",
+    "Training the teacher",
+    "Distilling the student",
+    "Translating test images",
+    "Comparing teacher and student",
+)
+
+# Quality checks printed at the end. They describe the result; a miss is reported, never an error.
+MIN_GAIN_OVER_BASELINE_DB = 8.0
+MAX_STUDENT_GAP_DB = 2.0
+MIN_MAC_RATIO = 3.0
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes, steps and learning rates of the demo; the defaults are the measured ones (docs/demo.md)."""
+
+    seed: int = 0
+    image_size: int = 32
+    n_train: int = 200
+    n_test: int = 40
+    direction: str = "A2B"  # day -> night
+    teacher_blocks: int = 9
+    teacher_ngf: int = 16
+    ndf: int = 16
+    teacher_steps: int = 600
+    teacher_lr: float = 2e-4
+    student_blocks: int = 3
+    student_ngf: int = 8
+    student_steps: int = 300
+    student_lr: float = 1e-3
+    translate_count: int = 8
+    grid_rows: int = 6
+    device: str = "auto"
+
+
+# A seconds-long run for the tests: every stage runs for real, just tiny.
+QUICK_SETTINGS = DemoSettings(
+    image_size=32,  # the smallest that the 70x70 PatchGAN's stride-2 layers accept
+    n_train=6,
+    n_test=4,
+    teacher_blocks=3,
+    teacher_ngf=4,
+    ndf=4,
+    teacher_steps=3,
+    student_blocks=1,
+    student_ngf=4,
+    student_steps=3,
+    translate_count=3,
+    grid_rows=2,
+    device="cpu",
+)
+
+
+class DemoObserver:
+    """Presentation hooks; the default is silent.
+
+    ``stage`` opens a stage, ``training`` hands out the observer of a training stage (the CLI's live
+    progress bar), ``stage_done`` closes a stage with its wall time and a one-line result.
+    """
+
+    def stage(self, index: int, total: int, title: str) -> None: ...
+
+    def training(self) -> Observer:
+        return Observer()
+
+    def message(self, text: str) -> None: ...
+
+    def stage_done(self, index: int, seconds: float, detail: str) -> None: ...
+
+
+@dataclass
+class Check:
+    """One quality check of the result, with the numbers that decided it."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class DemoResult:
+    """Where everything went and what was measured (``summary`` is also written to summary.json)."""
+
+    output: Path
+    report: Path
+    translated: list[Path]
+    checks: list[Check]
+    summary: dict = field(default_factory=dict)
+    replaced: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+
+@contextmanager
+def _home(path: Path) -> Iterator[None]:
+    """Make ``path`` the cgdistill home for the demo, then give the caller's home back."""
+    previous = paths._home_override  # the --home of this process, if any
+    paths.set_home(path)
+    try:
+        yield
+    finally:
+        paths.set_home(previous)
+
+
+def prepare_output(output: Path) -> bool:
+    """Make ``output`` an empty demo folder; True when an earlier demo there was replaced.
+
+    A folder an earlier demo made (it holds the marker file) is emptied; any other non-empty folder
+    is refused, since deleting files the demo did not make would surprise anyone.
+    """
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise CgdistillError(f"--output {output} is a file; pass a folder for the demo.")
+    replaced = False
+    if output.is_dir() and any(output.iterdir()):
+        if not (output / MARKER_FILE).is_file():
+            raise CgdistillError(
+                f"{output} already exists and was not made by `cgdistill demo`; "
+                "pass --output with a new or empty folder."
+            )
+        for child in output.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        replaced = True
+    output.mkdir(parents=True, exist_ok=True)
+    (output / MARKER_FILE).write_text("Made by `cgdistill demo`; a later demo replaces this folder.\n")
+    return replaced
+
+
+def quality_checks(comparison: evaluate.Comparison) -> list[Check]:
+    """Did the models learn (beat the unchanged input), is the student close to the teacher, and cheaper?"""
+    teacher, student = comparison.teacher, comparison.student
+    baseline = comparison.baseline_psnr_gt
+    checks = []
+    if baseline is not None and teacher.psnr_gt is not None and student.psnr_gt is not None:
+        worst = min(teacher.psnr_gt, student.psnr_gt)
+        checks.append(
+            Check(
+                f"Teacher and student beat the unchanged input by at least {MIN_GAIN_OVER_BASELINE_DB:g} dB",
+                worst - baseline >= MIN_GAIN_OVER_BASELINE_DB,
+                f"teacher {teacher.psnr_gt:.2f} dB, student {student.psnr_gt:.2f} dB, input {baseline:.2f} dB",
+            )
+        )
+        gap = teacher.psnr_gt - student.psnr_gt
+        checks.append(
+            Check(
+                f"Student within {MAX_STUDENT_GAP_DB:g} dB of the teacher",
+                gap <= MAX_STUDENT_GAP_DB,
+                f"{gap:+.2f} dB behind the teacher" if gap >= 0 else f"{-gap:.2f} dB ahead of the teacher",
+            )
+        )
+    ratio = teacher.macs / max(student.macs, 1)
+    checks.append(
+        Check(
+            f"Student at least {MIN_MAC_RATIO:g}x cheaper",
+            ratio >= MIN_MAC_RATIO,
+            f"{ratio:.1f}x fewer MACs, {teacher.params / max(student.params, 1):.1f}x fewer parameters, "
+            f"{comparison.speedup:.1f}x faster",
+        )
+    )
+    return checks
+
+
+def run_demo(
+    output: Path = DEFAULT_OUTPUT, settings: DemoSettings | None = None, observer: DemoObserver | None = None
+) -> DemoResult:
+    """Run the five stages into ``output``; returns the result (also in ``output/summary.json``).
+
+    Raises :class:`WorkFailed` only when a stage breaks (training diverged, an image failed), never
+    because the quality was lower than hoped: that is what the checks in the result report.
+    """
+    settings = settings or DemoSettings()
+    observer = observer or DemoObserver()
+    output = Path(output).expanduser().absolute()
+    replaced = prepare_output(output)
+    if replaced:
+        observer.message(f"Starting fresh: replaced the earlier demo in {output}.")
+    total = len(STAGES)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    home = output / "home"
+
+    def begin(index: int) -> float:
+        observer.stage(index, total, STAGES[index - 1])
+        return time.perf_counter()
+
+    def end(index: int, key: str, since: float, detail: str) -> None:
+        seconds[key] = round(time.perf_counter() - since, 2)
+        observer.stage_done(index, seconds[key], detail)
+
+    with _home(home):
+        since = begin(1)
+        data_dir = make_toy_dataset(
+            paths.dataset_path(DATASET_NAME),
+            size=settings.image_size,
+            n_train=settings.n_train,
+            n_test=settings.n_test,
+            seed=settings.seed,
+        )
+        end(1, "dataset", since, f"{settings.n_train} day and {settings.n_train} night training scenes, "
+            f"{settings.n_test} test scenes with ground truth, {settings.image_size}x{settings.image_size} px, in {data_dir}")  # fmt: skip
+
+        since = begin(2)
+        teacher_run = train_teacher(_teacher_config(settings, data_dir), observer=observer.training())
+        end(2, "teacher", since, f"{settings.teacher_steps} steps; run folder {teacher_run}")
+
+        since = begin(3)
+        student_run = distill(_student_config(settings), observer=observer.training())
+        fidelity = _last_fidelity(student_run)
+        end(3, "student", since, f"{settings.student_steps} steps; student-to-teacher PSNR {fidelity}; run folder {student_run}")  # fmt: skip
+
+        since = begin(4)
+        translated = _translate(settings, data_dir, output / "translated")
+        end(4, "translate", since, f"{len(translated)} day scenes turned to night in {output / 'translated'}")
+
+        since = begin(5)
+        outputs = _compare(settings, data_dir, observer)
+        page = report.write_report(outputs, output / "report", rows=settings.grid_rows)
+        end(5, "compare", since, f"report in {page}")
+
+    seconds["total"] = round(time.perf_counter() - started, 2)
+    checks = quality_checks(outputs.result)
+    result = DemoResult(output, page, translated, checks, replaced=replaced)
+    result.summary = _summary(result, settings, outputs.result, seconds, teacher_run, student_run)
+    atomic_write_text(output / SUMMARY_FILE, json.dumps(result.summary, indent=2) + "\n")
+    return result
+
+
+def _teacher_config(settings: DemoSettings, data_dir: Path) -> TeacherConfig:
+    """The published recipe, small: one constant-lr epoch span, then linear decay to the last step."""
+    epochs, epochs_decay = _schedule(settings.teacher_steps, settings.n_train)
+    return TeacherConfig(
+        data=str(data_dir),
+        name=TEACHER_RUN,
+        epochs=epochs,
+        epochs_decay=epochs_decay,
+        max_steps=settings.teacher_steps,
+        image_size=settings.image_size,
+        load_size=settings.image_size,  # the toy scenes are made at the training size: no crop needed
+        blocks=settings.teacher_blocks,
+        ngf=settings.teacher_ngf,
+        ndf=settings.ndf,
+        lr=settings.teacher_lr,
+        device=settings.device,
+        seed=settings.seed,
+        save_every=settings.teacher_steps,  # one checkpoint, at the end
+        sample_every=max(settings.teacher_steps // 3, 1),
+    )
+
+
+def _student_config(settings: DemoSettings) -> DistillConfig:
+    epochs, epochs_decay = _schedule(settings.student_steps, settings.n_train)
+    return DistillConfig(
+        teacher=TEACHER_RUN,
+        direction=settings.direction,
+        name=STUDENT_RUN,
+        blocks=settings.student_blocks,
+        ngf=settings.student_ngf,
+        epochs=epochs,
+        epochs_decay=epochs_decay,
+        max_steps=settings.student_steps,
+        image_size=settings.image_size,
+        load_size=settings.image_size,
+        ndf=settings.ndf,
+        lr=settings.student_lr,
+        device=settings.device,
+        seed=settings.seed,
+        save_every=settings.student_steps,
+        sample_every=max(settings.student_steps // 3, 1),
+        eval_every=max(settings.student_steps // 6, 1),
+    )
+
+
+def _schedule(steps: int, steps_per_epoch: int) -> tuple[int, int]:
+    """(epochs, epochs_decay) so that the lr stays constant for the first half and decays over the rest.
+
+    The loop decays per epoch; with ``steps`` shorter than a few epochs the decay is coarse but still
+    ends low, which is what lets a GAN settle.
+    """
+    total = max(1, -(-steps // steps_per_epoch))
+    decay = total // 2
+    return total - decay, decay
+
+
+def _last_fidelity(run: Path) -> str:
+    """The student's last logged student-to-teacher PSNR, for the stage's one-line result."""
+    from cgdistill.runs import METRICS_FILE
+
+    values = [
+        json.loads(line).get("psnr_to_teacher")
+        for line in (run / METRICS_FILE).read_text().splitlines()
+        if line.strip()
+    ]
+    values = [v for v in values if v is not None]
+    return f"{values[-1]:.2f} dB" if values else "n/a"
+
+
+def _translate(settings: DemoSettings, data_dir: Path, folder: Path) -> list[Path]:
+    """The student translates the first test images of its source domain, as `cgdistill translate` does."""
+    resolved, direction = tr.choose_model(STUDENT_RUN, settings.direction)
+    files = tr.collect_inputs([data_dir / f"test{direction[0]}"])[: settings.translate_count]
+    generator, _ = load_generator(resolved.path)
+    result = tr.translate_files(generator, files, folder, direction, device=pick_device(settings.device))
+    if result.failures:
+        path, reason = result.failures[0]
+        raise WorkFailed(f"Translating the demo's test images failed on {path}: {reason}")
+    return [target for _source, target in result.written]
+
+
+def _compare(settings: DemoSettings, data_dir: Path, observer: DemoObserver) -> evaluate.CompareOutputs:
+    """`cgdistill compare --teacher teacher --student student --report ...`, through the same functions."""
+    teacher, student, direction = evaluate.resolve_pair(TEACHER_RUN, STUDENT_RUN, settings.direction)
+    source = fid_inception.find_weights(None, download=False)  # never the network: FID only if already here
+    feature_network = fid_inception.load_fid_inception(source) if source is not None else None
+    return evaluate.compare_models(
+        teacher,
+        student,
+        data_dir,
+        direction=direction,
+        device=pick_device(settings.device),
+        feature_network=feature_network,
+        inception_origin=source.origin if source else None,
+        log=observer.message,
+    )
+
+
+def _summary(
+    result: DemoResult,
+    settings: DemoSettings,
+    comparison: evaluate.Comparison,
+    seconds: dict[str, float],
+    teacher_run: Path,
+    student_run: Path,
+) -> dict:
+    """The machine-readable record of the demo: settings, timings, quality, cost, checks, files."""
+    t, s = comparison.teacher, comparison.student
+    return {
+        "settings": asdict(settings),
+        "seconds": seconds,
+        "device": comparison.device,
+        "psnr_gt": {"baseline": comparison.baseline_psnr_gt, "teacher": t.psnr_gt, "student": s.psnr_gt},
+        "fidelity": {"psnr": comparison.fidelity_psnr, "ssim": comparison.fidelity_ssim},
+        "params": {"teacher": t.params, "student": s.params},
+        "macs": {"teacher": t.macs, "student": s.macs},
+        "mac_ratio": t.macs / max(s.macs, 1),
+        "latency_ms": {"teacher": t.latency_ms, "student": s.latency_ms},
+        "speedup": comparison.speedup,
+        "checks": [asdict(check) for check in result.checks],
+        "passed": result.passed,
+        "report": str(result.report),
+        "translated": [str(path) for path in result.translated],
+        "runs": {"teacher": str(teacher_run), "student": str(student_run)},
+        "compare": comparison.to_json(),
+    }
