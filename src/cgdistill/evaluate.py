@@ -32,7 +32,7 @@ from cgdistill.errors import CgdistillError
 from cgdistill.fid_inception import missing_weights_note
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, count_parameters
 from cgdistill.runs import ResolvedModel
-from cgdistill.translate import prepare_generator, translate_batch, use_channels_last
+from cgdistill.translate import autocast_context, prepare_generator, translate_batch, use_channels_last
 
 DEFAULT_IMAGE_SIZE = 256
 PSNR_CAP_DB = 100.0  # identical images would give +inf, which JSON cannot hold
@@ -141,8 +141,6 @@ def measure_speed(
     single, many = make(1), make(batch)
     latency: dict[str, list[float]] = {name: [] for name in models}
     per_batch: dict[str, list[float]] = {name: [] for name in models}
-    from cgdistill.translate import autocast_context
-
     with torch.inference_mode(), autocast_context(device):
         for _ in range(warmup):
             for model in models.values():

@@ -7,6 +7,7 @@ work because each batch is reflect-padded to the generator's multiple and croppe
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -230,8 +231,6 @@ def _encode(pixels: np.ndarray, alpha: Image.Image | None, target: Path) -> None
 
 def default_workers() -> int:
     """Decode/encode threads: enough to hide I/O behind compute without starving torch's own threads."""
-    import os
-
     return max(2, min(4, os.cpu_count() or 2))
 
 
@@ -262,6 +261,8 @@ def translate_files(
     progress: Callable[[int, int], None] | None = None,
 ) -> TranslateResult:
     """Translate ``files`` into ``output_dir``; failures are collected, never raised.
+
+    ``generator`` is prepared in place (eval mode, moved to ``device``).
 
     Images are grouped into batches of equal size (in input order within each size); a batch runs
     as soon as it is full, and at the end whatever is left runs as smaller batches.

@@ -57,7 +57,7 @@ def compare(
     download_inception: Annotated[
         bool,
         typer.Option(
-            "--download-inception", help="Download the FID Inception weights (~92 MB) into the home if absent."
+            "--download-inception", help="Download the FID Inception weights (about 100 MB) into the home if absent."
         ),
     ] = False,
     report_dir: Annotated[
