@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -22,9 +23,12 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+# Under torchrun rank 0 speaks for the job; the other ranks print only their errors.
+_RANK = int(os.environ.get("RANK", "0") or 0)
+
 # Results go to stdout; progress, notes and errors to stderr (so `--json` output stays clean).
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, quiet=_RANK > 0)
+err_console = Console(stderr=True, highlight=False, quiet=_RANK > 0)
 
 _debug = {"on": False}
 
@@ -74,7 +78,12 @@ def run(argv: list[str] | None = None) -> int:
     except CgdistillError as exc:
         if _debug["on"]:
             traceback.print_exc()
-        err_console.print(f"[bold red]Error:[/] {exc.message}", soft_wrap=True)
+        if _RANK > 0:
+            Console(stderr=True, highlight=False).print(
+                f"[bold red]Error (rank {_RANK}):[/] {exc.message}", soft_wrap=True
+            )
+        else:
+            err_console.print(f"[bold red]Error:[/] {exc.message}", soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("Interrupted.")

@@ -178,8 +178,11 @@ def fit(
     sample_batch: dict[str, torch.Tensor] | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
 ) -> Position:
-    """Train ``recipe`` until ``config.max_steps`` or the end of the schedule; returns the final position."""
-    observer = observer or Observer()
+    """Train ``recipe`` until ``config.max_steps`` or the end of the schedule; returns the final position.
+
+    Under DDP every rank runs this loop in step; rank 0 alone writes files and talks to ``observer``.
+    """
+    observer = observer if observer is not None and runtime.is_main else Observer()
     loader, sampler = build_loader(dataset, config, runtime)
     per_rank = -(-len(dataset) // runtime.world_size)
     steps_per_epoch = max(1, math.ceil(per_rank / config.batch_size))
@@ -195,7 +198,8 @@ def fit(
             run_dir,
             modules=recipe.modules,
             optimizers=recipe.optimizers,
-            pools=recipe.pools,
+            # The checkpoint holds rank 0's image pools; the other ranks' pools start again empty.
+            pools=recipe.pools if runtime.is_main else {},
             scalers=scalers,
             device=runtime.device,
         )
@@ -238,7 +242,7 @@ def fit(
                 sampler.set_epoch(position.epoch, start=position.offset)
                 for batch in loader:
                     losses = recipe.train_step(_collate_batch(batch, runtime))
-                    values = {k: float(runtime.all_mean(v)) for k, v in losses.items()}
+                    values, stop_requested = runtime.agree_step(losses, stop.requested)
                     bad = [k for k, v in values.items() if not math.isfinite(v)]
                     if bad:
                         raise WorkFailed(
@@ -286,7 +290,7 @@ def fit(
                         and (step % config.sample_every == 0 or step == total_steps)
                     ):
                         _save_samples(recipe.sample_rows(sample_batch), run_dir / "samples" / f"step_{step:07d}.png")
-                    if stop.requested:
+                    if stop_requested:
                         checkpoint()
                         raise TrainingInterrupted(step, run_dir)
                     if step >= total_steps:

@@ -65,7 +65,8 @@ class Runtime:
             module = torch.compile(module)
         if trainable and self.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            module = nn.parallel.DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)
+            # Buffers (batch-norm running stats only; instance norm has none) follow rank 0's.
+            module = nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
         return module
 
     def to_device(self, images: torch.Tensor) -> torch.Tensor:
@@ -102,6 +103,23 @@ class Runtime:
             value /= self.world_size
         return value
 
+    def agree_step(self, losses: dict[str, torch.Tensor], stop: bool) -> tuple[dict[str, float], bool]:
+        """The losses averaged over ranks, and whether any rank was asked to stop, in one all-reduce.
+
+        Every rank must leave the loop at the same step (a Ctrl-C reaches each process at its own
+        moment), or one would wait in a collective that the other never joins.
+        """
+        names = list(losses)
+        packed = torch.stack([losses[name].detach().float().reshape(()) for name in names] + [self._flag(stop)])
+        if self.distributed:
+            dist.all_reduce(packed)
+            packed[:-1] /= self.world_size
+        values = packed.tolist()
+        return dict(zip(names, values[:-1], strict=True)), values[-1] > 0
+
+    def _flag(self, value: bool) -> torch.Tensor:
+        return torch.tensor(float(value), device=self.device)
+
 
 def unwrap(module: nn.Module) -> nn.Module:
     """The plain module under DDP and torch.compile wrappers."""
@@ -109,20 +127,40 @@ def unwrap(module: nn.Module) -> nn.Module:
     return getattr(module, "_orig_mod", module)
 
 
-def _init_distributed(device_spec: str) -> tuple[int, int, int]:
+def join_process_group(device_spec: str) -> tuple[int, int, int]:
+    """Join torchrun's process group (once; later calls only read it); returns (rank, world size, local rank).
+
+    NCCL for CUDA, gloo otherwise. Launched without torchrun this is a single process: (0, 1, 0).
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return 0, 1, 0
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and device_spec in ("auto", "cuda") or device_spec.startswith("cuda")
     if not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(local_rank)  # NCCL collectives run on the current device
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return rank, world_size, local_rank
 
 
+def main_decides(value: bool) -> bool:
+    """Rank 0's ``value`` on every rank (a no-op in a single process).
+
+    For decisions about the run folder: rank 0 alone writes it, so its view is the one that counts,
+    and every rank then acts alike (all refuse, or none does) instead of one waiting forever.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    flag = torch.tensor([int(value)], device=device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 def setup_runtime(config: TrainConfig, *, norm: str = "instance") -> Runtime:
     """Decide device and precision from the config (``None`` fields take the device's best default)."""
-    rank, world_size, local_rank = _init_distributed(config.device)
+    rank, world_size, local_rank = join_process_group(config.device)
     spec = config.device
     if world_size > 1 and torch.cuda.is_available() and spec in ("auto", "cuda"):
         spec = f"cuda:{local_rank}"

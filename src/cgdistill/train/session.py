@@ -21,7 +21,7 @@ from cgdistill.fsutil import atomic_write_text
 from cgdistill.runs import CONFIG_FILE
 from cgdistill.train.config import RESUMABLE_FIELDS, TrainConfig
 from cgdistill.train.loop import Observer
-from cgdistill.train.runtime import Runtime, setup_runtime
+from cgdistill.train.runtime import Runtime, join_process_group, main_decides, setup_runtime
 from cgdistill.train.state import latest_checkpoint
 
 
@@ -44,7 +44,10 @@ def resolve_config(
     config: TrainConfig, kind: str, resume: bool, default_name: str, given: set[str] | None = None
 ) -> tuple[TrainConfig, Path]:
     """Pick the run folder; on resume, take the stored settings plus those of the ``given`` flags that
-    may change (``RESUMABLE_FIELDS``); ``max_steps`` always comes from the command line."""
+    may change (``RESUMABLE_FIELDS``); ``max_steps`` always comes from the command line.
+
+    Under torchrun a new run joins the process group here, so that all ranks agree on refusing it.
+    """
     name = config.name or default_name
     if "/" in name or name.startswith(".") or not name.strip():
         raise CgdistillError(f"Run name {name!r} is not valid; use letters, digits, '-' and '_'.")
@@ -61,7 +64,10 @@ def resolve_config(
             merged[key] = getattr(config, key)
         merged["max_steps"] = config.max_steps
         return type(config).from_dict(merged), run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
+    # Under torchrun rank 0 answers for all: it creates the folder moments later (open_session), so
+    # a rank that looked after that would otherwise refuse a run that is its own.
+    rank, _, _ = join_process_group(config.device)
+    if main_decides(rank == 0 and run_dir.exists() and any(run_dir.iterdir())):
         raise CgdistillError(
             f"Run '{name}' already exists in {paths.runs_dir()}; pass --resume to continue it, or another --name."
         )
