@@ -64,7 +64,7 @@ def test_demo_summary_holds_quality_cost_timings_and_checks(quick_demo) -> None:
         assert key in summary
     assert set(summary["psnr_gt"]) == {"baseline", "teacher", "student"}
     assert all(isinstance(v, float) for v in summary["psnr_gt"].values())
-    assert set(summary["seconds"]) == {"dataset", "teacher", "student", "translate", "compare", "total"}
+    assert set(summary["seconds"]) == {"dataset", "teacher", "student", "translate", "compare", "total", "cpu_total"}
     assert [c["name"] for c in summary["checks"]] and all(isinstance(c["passed"], bool) for c in summary["checks"])
     assert summary["passed"] == all(c["passed"] for c in summary["checks"])
     assert summary["report"] == str(result.report)
@@ -103,3 +103,14 @@ def test_demo_command_prints_where_the_report_is(cli, tmp_path: Path) -> None:
     assert f"Report: {output / 'report' / 'report.html'}" in text
     assert "[5/5] Comparing teacher and student" in result.err
     assert "✓" in result.out or "✗" in result.out
+
+
+def test_a_stage_that_breaks_fails_the_demo_with_one_sentence(cli, tmp_path: Path, monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("cgdistill.demo.make_toy_dataset", broken)
+    result = cli("demo", "--quick", "--output", tmp_path / "demo")
+    assert result.code == 1
+    assert "The demo failed while generating the toy dataset: OSError: No space left on device" in result.err_text
+    assert "Traceback" not in result.err

@@ -61,10 +61,12 @@ class DemoSettings:
     """Sizes, steps and learning rates of the demo; the defaults are the measured ones (docs/demo.md)."""
 
     seed: int = 0
-    image_size: int = 32
+    scene_size: int = 64  # the toy images: the report compares the models on whole 64 px test scenes
+    image_size: int = 32  # training crops (a quarter of the pixels per step; the map is per-pixel)
     n_train: int = 200
     n_test: int = 40
     direction: str = "A2B"  # day -> night
+    batch_size: int = 1
     teacher_blocks: int = 9
     teacher_ngf: int = 16
     ndf: int = 16
@@ -81,6 +83,7 @@ class DemoSettings:
 
 # A seconds-long run for the tests: every stage runs for real, just tiny.
 QUICK_SETTINGS = DemoSettings(
+    scene_size=32,
     image_size=32,  # the smallest that the 70x70 PatchGAN's stride-2 layers accept
     n_train=6,
     n_test=4,
@@ -211,6 +214,37 @@ def quality_checks(comparison: evaluate.Comparison) -> list[Check]:
     return checks
 
 
+@dataclass
+class _Outcome:
+    detail: str = ""
+
+
+class _Stages:
+    """Announces and times each stage, and turns an unexpected error into one sentence that names it."""
+
+    def __init__(self, observer: DemoObserver) -> None:
+        self.observer = observer
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def run(self, index: int, key: str) -> Iterator[_Outcome]:
+        title = STAGES[index - 1]
+        self.observer.stage(index, len(STAGES), title)
+        since = time.perf_counter()
+        outcome = _Outcome()
+        try:
+            yield outcome
+        except CgdistillError:
+            raise
+        except Exception as exc:
+            raise WorkFailed(
+                f"The demo failed while {title.lower()}: {type(exc).__name__}: {exc} "
+                "(`cgdistill --debug demo` shows the traceback)."
+            ) from exc
+        self.seconds[key] = round(time.perf_counter() - since, 2)
+        self.observer.stage_done(index, self.seconds[key], outcome.detail)
+
+
 def run_demo(
     output: Path = DEFAULT_OUTPUT, settings: DemoSettings | None = None, observer: DemoObserver | None = None
 ) -> DemoResult:
@@ -225,50 +259,40 @@ def run_demo(
     replaced = prepare_output(output)
     if replaced:
         observer.message(f"Starting fresh: replaced the earlier demo in {output}.")
-    total = len(STAGES)
-    seconds: dict[str, float] = {}
-    started = time.perf_counter()
-    home = output / "home"
+    stages = _Stages(observer)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    with _home(output / "home"):
+        with stages.run(1, "dataset") as done:
+            data_dir = make_toy_dataset(
+                paths.dataset_path(DATASET_NAME),
+                size=settings.scene_size,
+                n_train=settings.n_train,
+                n_test=settings.n_test,
+                seed=settings.seed,
+            )
+            done.detail = (
+                f"{settings.n_train} day and {settings.n_train} night training scenes, {settings.n_test} test "
+                f"scenes with ground truth, {settings.scene_size}x{settings.scene_size} px, in {data_dir}"
+            )
+        with stages.run(2, "teacher") as done:
+            teacher_run = train_teacher(_teacher_config(settings, data_dir), observer=observer.training())
+            done.detail = f"{settings.teacher_steps} steps; run folder {teacher_run}"
+        with stages.run(3, "student") as done:
+            student_run = distill(_student_config(settings), observer=observer.training())
+            done.detail = (
+                f"{settings.student_steps} steps; student-to-teacher PSNR {_last_fidelity(student_run)} on "
+                f"held-out images; run folder {student_run}"
+            )
+        with stages.run(4, "translate") as done:
+            translated = _translate(settings, data_dir, output / "translated")
+            done.detail = f"{len(translated)} day scenes turned to night by the student, in {output / 'translated'}"
+        with stages.run(5, "compare") as done:
+            outputs = _compare(settings, data_dir, observer)
+            page = report.write_report(outputs, output / "report", rows=settings.grid_rows)
+            done.detail = f"report in {page}"
 
-    def begin(index: int) -> float:
-        observer.stage(index, total, STAGES[index - 1])
-        return time.perf_counter()
-
-    def end(index: int, key: str, since: float, detail: str) -> None:
-        seconds[key] = round(time.perf_counter() - since, 2)
-        observer.stage_done(index, seconds[key], detail)
-
-    with _home(home):
-        since = begin(1)
-        data_dir = make_toy_dataset(
-            paths.dataset_path(DATASET_NAME),
-            size=settings.image_size,
-            n_train=settings.n_train,
-            n_test=settings.n_test,
-            seed=settings.seed,
-        )
-        end(1, "dataset", since, f"{settings.n_train} day and {settings.n_train} night training scenes, "
-            f"{settings.n_test} test scenes with ground truth, {settings.image_size}x{settings.image_size} px, in {data_dir}")  # fmt: skip
-
-        since = begin(2)
-        teacher_run = train_teacher(_teacher_config(settings, data_dir), observer=observer.training())
-        end(2, "teacher", since, f"{settings.teacher_steps} steps; run folder {teacher_run}")
-
-        since = begin(3)
-        student_run = distill(_student_config(settings), observer=observer.training())
-        fidelity = _last_fidelity(student_run)
-        end(3, "student", since, f"{settings.student_steps} steps; student-to-teacher PSNR {fidelity}; run folder {student_run}")  # fmt: skip
-
-        since = begin(4)
-        translated = _translate(settings, data_dir, output / "translated")
-        end(4, "translate", since, f"{len(translated)} day scenes turned to night in {output / 'translated'}")
-
-        since = begin(5)
-        outputs = _compare(settings, data_dir, observer)
-        page = report.write_report(outputs, output / "report", rows=settings.grid_rows)
-        end(5, "compare", since, f"report in {page}")
-
-    seconds["total"] = round(time.perf_counter() - started, 2)
+    seconds = {**stages.seconds, "total": round(time.perf_counter() - started, 2)}
+    seconds["cpu_total"] = round(time.process_time() - cpu_started, 2)
     checks = quality_checks(outputs.result)
     result = DemoResult(output, page, translated, checks, replaced=replaced)
     result.summary = _summary(result, settings, outputs.result, seconds, teacher_run, student_run)
@@ -278,7 +302,7 @@ def run_demo(
 
 def _teacher_config(settings: DemoSettings, data_dir: Path) -> TeacherConfig:
     """The published recipe, small: one constant-lr epoch span, then linear decay to the last step."""
-    epochs, epochs_decay = _schedule(settings.teacher_steps, settings.n_train)
+    epochs, epochs_decay = _schedule(settings.teacher_steps, _steps_per_epoch(settings))
     return TeacherConfig(
         data=str(data_dir),
         name=TEACHER_RUN,
@@ -286,7 +310,8 @@ def _teacher_config(settings: DemoSettings, data_dir: Path) -> TeacherConfig:
         epochs_decay=epochs_decay,
         max_steps=settings.teacher_steps,
         image_size=settings.image_size,
-        load_size=settings.image_size,  # the toy scenes are made at the training size: no crop needed
+        load_size=settings.scene_size,  # the scenes are made at this size: random crops, no resizing
+        batch_size=settings.batch_size,
         blocks=settings.teacher_blocks,
         ngf=settings.teacher_ngf,
         ndf=settings.ndf,
@@ -299,7 +324,7 @@ def _teacher_config(settings: DemoSettings, data_dir: Path) -> TeacherConfig:
 
 
 def _student_config(settings: DemoSettings) -> DistillConfig:
-    epochs, epochs_decay = _schedule(settings.student_steps, settings.n_train)
+    epochs, epochs_decay = _schedule(settings.student_steps, _steps_per_epoch(settings))
     return DistillConfig(
         teacher=TEACHER_RUN,
         direction=settings.direction,
@@ -310,7 +335,8 @@ def _student_config(settings: DemoSettings) -> DistillConfig:
         epochs_decay=epochs_decay,
         max_steps=settings.student_steps,
         image_size=settings.image_size,
-        load_size=settings.image_size,
+        load_size=settings.scene_size,
+        batch_size=settings.batch_size,
         ndf=settings.ndf,
         lr=settings.student_lr,
         device=settings.device,
@@ -319,6 +345,10 @@ def _student_config(settings: DemoSettings) -> DistillConfig:
         sample_every=max(settings.student_steps // 3, 1),
         eval_every=max(settings.student_steps // 6, 1),
     )
+
+
+def _steps_per_epoch(settings: DemoSettings) -> int:
+    return -(-settings.n_train // settings.batch_size)
 
 
 def _schedule(steps: int, steps_per_epoch: int) -> tuple[int, int]:
@@ -368,6 +398,7 @@ def _compare(settings: DemoSettings, data_dir: Path, observer: DemoObserver) -> 
         data_dir,
         direction=direction,
         device=pick_device(settings.device),
+        image_size=settings.scene_size,
         feature_network=feature_network,
         inception_origin=source.origin if source else None,
         log=observer.message,

@@ -39,6 +39,9 @@ class _LiveDemo(DemoObserver):
         self._stop_spinner()
         err_console.print(f"  [green]done[/] in {seconds:.0f} s: {escape(detail)}", soft_wrap=True)
 
+    def close(self) -> None:
+        self._stop_spinner()
+
     def _stop_spinner(self) -> None:
         if self.status is not None:
             self.status.stop()
@@ -78,9 +81,9 @@ def _present(result: DemoResult) -> None:
             soft_wrap=True,
         )
     seconds = summary["seconds"]
-    parts = ", ".join(f"{key} {value:.0f} s" for key, value in seconds.items() if key != "total")
+    parts = ", ".join(f"{key} {value:.0f} s" for key, value in seconds.items() if key not in ("total", "cpu_total"))
     console.print(f"Finished in {seconds['total']:.0f} s ({parts}) on {summary['device']}.", soft_wrap=True)
-    console.print(f"Translated images: {escape(str(result.translated[0].parent))}", soft_wrap=True)
+    console.print(f"Translated images: {escape(str(result.output / 'translated'))}", soft_wrap=True)
     console.print(f"Report: [bold]{escape(str(result.report))}[/]", soft_wrap=True)
     console.print(f"Open it in a browser: {escape(result.report.as_uri())}", soft_wrap=True)
 
@@ -99,5 +102,9 @@ def demo(
         f"The demo keeps its dataset and runs in {escape(str(output / 'home'))}; nothing outside {escape(str(output))} "
         "is touched and no network is used."
     )
-    result = run_demo(output, settings, _LiveDemo())
+    display = _LiveDemo()
+    try:
+        result = run_demo(output, settings, display)
+    finally:
+        display.close()  # a failed stage must not leave the spinner running
     _present(result)
