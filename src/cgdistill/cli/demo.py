@@ -82,7 +82,8 @@ def _present(result: DemoResult) -> None:
         )
     seconds = summary["seconds"]
     parts = ", ".join(f"{key} {value:.0f} s" for key, value in seconds.items() if key not in ("total", "cpu_total"))
-    console.print(f"Finished in {seconds['total']:.0f} s ({parts}) on {summary['device']}.", soft_wrap=True)
+    minutes, rest = divmod(round(seconds["total"]), 60)
+    console.print(f"Finished in {minutes} min {rest} s ({parts}) on {summary['device']}.", soft_wrap=True)
     console.print(f"Translated images: {escape(str(result.output / 'translated'))}", soft_wrap=True)
     console.print(f"Report: [bold]{escape(str(result.report))}[/]", soft_wrap=True)
     console.print(f"Open it in a browser: {escape(result.report.as_uri())}", soft_wrap=True)
