@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=150)
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--limit", type=int, default=50)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=";".join(VARIANTS), help="labels separated by semicolons")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     paths.set_home(args.home)
@@ -73,7 +73,7 @@ def main() -> None:
         "settings": vars(args) | {"json": str(args.json)},
         "variants": {},
     }
-    for label in args.variants.split(","):
+    for label in args.variants.split(";"):
         options = dict(VARIANTS[label])
         ngf = t_cfg.ngf // 2 if options.pop("ngf_half", False) else None
         name = "study-" + label.replace(" ", "").replace(",", "-").replace("+", "-").replace("/", "").replace(

@@ -137,3 +137,19 @@ def test_the_cli_distills_and_reports_the_active_losses(cli, teacher_run):
     assert result.code == 0, result.err
     assert "Active losses: output, feature, gan, cycle, identity" in result.err_text
     assert "Student blocks imitate teacher blocks [4]" in result.err_text
+
+
+def test_without_target_images_the_teacher_outputs_are_the_real_samples(teacher_run, tmp_path, cli):
+    import shutil
+
+    data = tmp_path / "only_a"
+    shutil.copytree(paths.dataset_path("toy") / "trainA", data / "trainA")
+    generator, _ = load_generator(teacher_run / "G_A2B.safetensors")
+    loose = save_generator(generator, tmp_path / "imported.safetensors", direction="A2B")
+    result = cli("distill", "--teacher", loose, "--data", data, "--blocks", "1", "--max-steps", "2",
+                 "--image-size", "24", "--load-size", "28", "--ndf", "4", "--name", "only-a")  # fmt: skip
+    assert result.code == 0, result.err
+    assert "skipped: cycle" in result.err_text and "identity (the data has no trainB/ images)" in result.err_text
+    assert "teacher's outputs as its real samples" in result.err_text
+    records = [json.loads(line) for line in (paths.run_path("only-a") / "metrics.jsonl").read_text().splitlines()]
+    assert {"output", "feature", "gan", "D"} <= set(records[0]) and "identity" not in records[0]

@@ -142,6 +142,7 @@ class UnpairedDataset(Dataset):
         image_size: int = 256,
         flip: bool = True,
         seed: int = 0,
+        domains: tuple[str, ...] = ("A", "B"),
     ) -> None:
         root = Path(root)
         if split not in SPLITS:
@@ -159,8 +160,9 @@ class UnpairedDataset(Dataset):
         self.warnings: list[str] = []
         self.skipped: list[tuple[Path, str]] = []
 
-        self.A_paths, bad_a, small_a = _scan(root / f"{split}A", root, image_size)
-        self.B_paths, bad_b, small_b = _scan(root / f"{split}B", root, image_size)
+        # A distiller whose data has only the source domain loads just that one (``domains``).
+        self.A_paths, bad_a, small_a = _scan(root / f"{split}A", root, image_size) if "A" in domains else ([], [], [])
+        self.B_paths, bad_b, small_b = _scan(root / f"{split}B", root, image_size) if "B" in domains else ([], [], [])
         self.skipped = bad_a + bad_b
         if self.skipped:
             names = [f"{p.relative_to(root)} ({reason})" for p, reason in self.skipped]
@@ -192,17 +194,19 @@ class UnpairedDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         rng = item_rng(self.seed, epoch, index)
         # Draw everything up front, in a fixed order, so each choice is independent of file contents.
-        b_index = int(rng.integers(0, len(self.B_paths)))
+        b_index = int(rng.integers(0, max(1, len(self.B_paths))))
         offsets = rng.integers(0, self.load_size - self.image_size + 1, size=4)
         flips = rng.random(2) < 0.5
-        a_path, a_image = self._load(self.A_paths, index % len(self.A_paths))
-        b_path, b_image = self._load(self.B_paths, b_index)
-        return {
-            "A": self._transform(a_image, int(offsets[0]), int(offsets[1]), bool(flips[0])),
-            "B": self._transform(b_image, int(offsets[2]), int(offsets[3]), bool(flips[1])),
-            "A_path": str(a_path),
-            "B_path": str(b_path),
-        }
+        item: dict[str, torch.Tensor | str] = {}
+        if self.A_paths:
+            a_path, a_image = self._load(self.A_paths, index % len(self.A_paths))
+            item["A"] = self._transform(a_image, int(offsets[0]), int(offsets[1]), bool(flips[0]))
+            item["A_path"] = str(a_path)
+        if self.B_paths:
+            b_path, b_image = self._load(self.B_paths, b_index if self.A_paths else index % len(self.B_paths))
+            item["B"] = self._transform(b_image, int(offsets[2]), int(offsets[3]), bool(flips[1]))
+            item["B_path"] = str(b_path)
+        return item
 
     def _load(self, paths: list[Path], index: int) -> tuple[Path, Image.Image]:
         """Decode ``paths[index]``; a file that passed the header check but fails to decode is

@@ -198,9 +198,17 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 class DistillRecipe(Recipe):
     def __init__(
-        self, config: DistillConfig, runtime: Runtime, teacher: Teacher, held_out: torch.Tensor, dataset_name: str
+        self,
+        config: DistillConfig,
+        runtime: Runtime,
+        teacher: Teacher,
+        held_out: torch.Tensor,
+        dataset_name: str,
+        has_target: bool = True,
     ) -> None:
         self.config, self.runtime, self.teacher_info, self.dataset_name = config, runtime, teacher, dataset_name
+        # Without target-domain images the discriminator learns "real" from the teacher's outputs.
+        self.has_target = has_target
         self.direction = teacher.direction
         self.source, self.target = self.direction[0], self.direction[-1]
         seed = torch.Generator().manual_seed(config.seed)
@@ -252,7 +260,7 @@ class DistillRecipe(Recipe):
             active.append("gan")
         if cfg.lambda_cycle > 0 and self.teacher_reverse is not None:
             active.append("cycle")
-        if cfg.lambda_identity > 0 and cfg.lambda_cycle > 0:
+        if cfg.lambda_identity > 0 and cfg.lambda_cycle > 0 and self.has_target:
             active.append("identity")
         return active
 
@@ -260,14 +268,20 @@ class DistillRecipe(Recipe):
         skipped = []
         if self.teacher_reverse is None and self.config.lambda_cycle > 0:
             skipped.append("cycle (the teacher has no reverse generator)")
+        if not self.has_target and self.config.lambda_identity > 0:
+            skipped.append(f"identity (the data has no train{self.target}/ images)")
         text = "Active losses: " + ", ".join(self.active)
-        return text + (f"; skipped: {', '.join(skipped)}" if skipped else "") + "."
+        text += (f"; skipped: {', '.join(skipped)}" if skipped else "") + "."
+        if not self.has_target and "gan" in self.active:
+            text += " The discriminator takes the teacher's outputs as its real samples."
+        return text
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg, rt = self.config, self.runtime
-        x, y = batch[self.source], batch[self.target]
+        x = batch[self.source]
         with torch.no_grad(), rt.autocast():
             t_out, t_feats = self.teacher(x, return_features=True)
+        y = batch[self.target] if self.has_target else t_out.detach()
         for p in self.D.parameters():
             p.requires_grad_(False)
         losses: dict[str, torch.Tensor] = {}
@@ -354,15 +368,25 @@ def distill(
     base = Path(teacher.identity).stem if teacher.identity.endswith(".safetensors") else teacher.identity
     default_name = f"{base}-{teacher.direction}-{config.blocks}b"
     config, _ = resolve_config(config, "student", resume, default_name, given)
-    session = open_session(config, "student", resume=resume, observer=observer, norm=teacher.generator.config.norm)
+    source, target = teacher.direction[0], teacher.direction[-1]
+    has_target = (paths.resolve_data(config.data) / f"train{target}").is_dir()
+    session = open_session(
+        config,
+        "student",
+        resume=resume,
+        observer=observer,
+        norm=teacher.generator.config.norm,
+        domains=(source, target) if has_target else (source,),
+    )
     try:
         runtime = session.runtime
         recipe = DistillRecipe(
             config,
             runtime,
             teacher,
-            _held_out(session, teacher.direction[0]),
+            _held_out(session, source),
             dataset_label(session.data_dir, config.data),
+            has_target=has_target,
         )
         if runtime.is_main:
             s_cfg = unwrap(recipe.student).generator.config

@@ -75,7 +75,15 @@ def resolve_config(
     return config, run_dir
 
 
-def open_session(config: TrainConfig, kind: str, *, resume: bool, observer: Observer, norm: str) -> Session:
+def open_session(
+    config: TrainConfig,
+    kind: str,
+    *,
+    resume: bool,
+    observer: Observer,
+    norm: str,
+    domains: tuple[str, ...] = ("A", "B"),
+) -> Session:
     """Everything before the first step: folders, config.json, runtime and the dataset."""
     data_dir = paths.resolve_data(config.data)
     runtime = setup_runtime(config, norm=norm)
@@ -93,6 +101,7 @@ def open_session(config: TrainConfig, kind: str, *, resume: bool, observer: Obse
             image_size=config.image_size,
             flip=config.flip,
             seed=config.seed,
+            domains=domains,
         )
     if runtime.is_main:
         for text in dataset.warnings:
@@ -120,4 +129,4 @@ def write_config(run_dir: Path, kind: str, config: TrainConfig, data_dir: Path, 
 def fixed_sample_batch(dataset: UnpairedDataset, runtime: Runtime, count: int = 3) -> dict[str, torch.Tensor]:
     """The same few training pairs (epoch 0, first items) for every sample grid of a run."""
     items = [dataset[(0, i)] for i in range(min(count, len(dataset)))]
-    return {key: runtime.to_device(torch.stack([item[key] for item in items])) for key in ("A", "B")}
+    return {key: runtime.to_device(torch.stack([item[key] for item in items])) for key in ("A", "B") if key in items[0]}
