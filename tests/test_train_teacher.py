@@ -159,3 +159,13 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(toy, home):
     assert state["step"] >= 3
     generator, info = load_generator(home / "runs" / "stopped" / "G_A2B.safetensors")
     assert info.step == state["step"]
+
+
+def test_an_image_size_that_is_not_a_multiple_of_4_is_refused(cli, toy):
+    result = cli("train-teacher", "--data", "toy", "--image-size", "30", "--load-size", "32", "--max-steps", "1")
+    assert result.code == 2
+    assert "--image-size 30 is not a multiple of 4" in result.err_text
+
+
+def test_a_crop_too_small_for_the_patchgan_is_a_usage_error(cli, toy):
+    assert cli("train-teacher", "--data", "toy", "--image-size", "16", "--max-steps", "1").code == 2

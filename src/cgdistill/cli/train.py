@@ -31,7 +31,12 @@ EpochsDecay = Annotated[
 MaxSteps = Annotated[
     int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps in total.", rich_help_panel=RUN)
 ]
-ImageSize = Annotated[int, typer.Option("--image-size", min=8, help="Random crop size.", rich_help_panel=TRAIN)]
+ImageSize = Annotated[
+    int,
+    typer.Option(
+        "--image-size", min=24, help="Random crop size (at least 24: the PatchGAN needs it).", rich_help_panel=TRAIN
+    ),
+]
 LoadSize = Annotated[
     int, typer.Option("--load-size", min=8, help="Images are resized to this before cropping.", rich_help_panel=TRAIN)
 ]
@@ -113,6 +118,18 @@ Tensorboard = Annotated[
 ]
 
 
+def check_sizes(image_size: int, load_size: int) -> None:
+    """Crops must survive two stride-2 stages and come back to the same size."""
+    from cgdistill.errors import CgdistillError
+
+    if image_size % 4:
+        raise CgdistillError(
+            f"--image-size {image_size} is not a multiple of 4; use e.g. {image_size - image_size % 4}."
+        )
+    if load_size < image_size:
+        raise CgdistillError(f"--load-size {load_size} is smaller than --image-size {image_size}; raise --load-size.")
+
+
 def given_flags(ctx: typer.Context) -> set[str]:
     """Names of the parameters the user set on the command line (resume keeps the rest)."""
     given = set()
@@ -187,8 +204,7 @@ def train_teacher_command(
         raise CgdistillError(f"--norm {norm!r} is not valid; use one of {', '.join(NORMS)}.")
     if upsample not in UPSAMPLES:
         raise CgdistillError(f"--upsample {upsample!r} is not valid; use one of {', '.join(UPSAMPLES)}.")
-    if load_size < image_size:
-        raise CgdistillError(f"--load-size {load_size} is smaller than --image-size {image_size}; raise --load-size.")
+    check_sizes(image_size, load_size)
     config = TeacherConfig(
         data=data, name=name, epochs=epochs, epochs_decay=epochs_decay, max_steps=max_steps,
         image_size=image_size, load_size=load_size, batch_size=batch_size, blocks=blocks, ngf=ngf, ndf=ndf,
@@ -294,8 +310,7 @@ def distill_command(
         raise CgdistillError(f"--init {init!r} is not valid; use copy or random.")
     if direction is not None:
         check_direction(direction)
-    if load_size < image_size:
-        raise CgdistillError(f"--load-size {load_size} is smaller than --image-size {image_size}; raise --load-size.")
+    check_sizes(image_size, load_size)
     config = DistillConfig(
         teacher=teacher, blocks=blocks, ngf=ngf, direction=direction, data=data, name=name,
         lambda_output=lambda_output, lambda_feature=lambda_feature, lambda_gan=lambda_gan,
