@@ -143,17 +143,6 @@ class DemoResult:
         return all(check.passed for check in self.checks)
 
 
-@contextmanager
-def _home(path: Path) -> Iterator[None]:
-    """Make ``path`` the cgdistill home for the demo, then give the caller's home back."""
-    previous = paths._home_override  # the --home of this process, if any
-    paths.set_home(path)
-    try:
-        yield
-    finally:
-        paths.set_home(previous)
-
-
 def prepare_output(output: Path) -> bool:
     """Make ``output`` an empty demo folder; True when an earlier demo there was replaced.
 
@@ -262,7 +251,7 @@ def run_demo(
         observer.message(f"Starting fresh: replaced the earlier demo in {output}.")
     stages = _Stages(observer)
     started, cpu_started = time.perf_counter(), time.process_time()
-    with _home(output / "home"):
+    with paths.using_home(output / "home"):
         with stages.run(1, "dataset") as done:
             data_dir = make_toy_dataset(
                 paths.dataset_path(DATASET_NAME),

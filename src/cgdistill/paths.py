@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import platformdirs
@@ -18,6 +20,17 @@ def set_home(path: Path | str | None) -> None:
     """Make ``path`` the home for this process (the CLI's ``--home``); None restores the default."""
     global _home_override
     _home_override = Path(path).expanduser() if path is not None else None
+
+
+@contextlib.contextmanager
+def using_home(path: Path | str) -> Iterator[Path]:
+    """Make ``path`` the home inside the block, then restore whatever was set before."""
+    previous = _home_override
+    set_home(path)
+    try:
+        yield Path(path)
+    finally:
+        set_home(previous)
 
 
 def home() -> Path:
