@@ -1,7 +1,7 @@
 """Training steps per second of the CycleGAN teacher (and the distilled student) on this device.
 
 Usage: .venv/bin/python benchmarks/train_speed.py [--sizes 128 256] [--variants default,fused,unfused]
-       [--warmup N --iters N] [--threads N] [--device auto] [--json]
+       [--warmup N --iters N] [--threads N] [--device auto] [--json] [--profile N]
 
 Each variant runs the real recipe's ``train_step`` (both generator and both discriminator updates,
 image pools included) on random tensors, so there is no disk I/O or decoding. Like the reference
@@ -128,6 +128,21 @@ def measure(variants: list[str], size: int, device: str, warmup: int, iters: int
     return results
 
 
+def profile(variant: str, size: int, device: str, steps: int) -> None:
+    """Where a step's time goes: operators by self time (after two warm-up steps)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    step, _ = (student_step if variant == "student" else teacher_step)(size, device, SETTINGS[variant])
+    for _ in range(2):
+        step()
+    with profiler(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    print(f"{variant}, {size} px, {steps} steps")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=45))
+
+
 def iterations(size: int, args: argparse.Namespace) -> tuple[int, int]:
     warmup, iters = (20, 40) if size <= 128 else (3, 8)
     return (args.warmup if args.warmup is not None else warmup), (args.iters if args.iters is not None else iters)
@@ -142,6 +157,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.add_argument("--profile", type=int, default=0, help="instead: torch.profiler table of N steps per variant")
     args = parser.parse_args()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = set(variants) - set(VARIANTS)
@@ -150,6 +166,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    if args.profile:
+        for size in args.sizes:
+            for variant in variants:
+                profile(variant, size, args.device, args.profile)
+        return
     results = []
     for size in args.sizes:
         warmup, iters = iterations(size, args)
