@@ -297,7 +297,7 @@ def distill_command(
     eval_every: Annotated[
         int,
         typer.Option("--eval-every", min=1, help="Measure student-to-teacher PSNR every N steps.", rich_help_panel=RUN),
-    ] = 200,
+    ] = 100,
     tensorboard: Tensorboard = False,
 ) -> None:
     """Distill a teacher generator into a student with fewer residual blocks (and optionally fewer channels)."""

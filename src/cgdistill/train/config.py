@@ -75,7 +75,7 @@ class DistillConfig(TrainConfig):
     lambda_gan: float = 1.0
     epochs: int = 25
     epochs_decay: int = 25
-    eval_every: int = 200
+    eval_every: int = 100
 
 
 # Flags that may change when a run is resumed; everything else comes from the stored config.
