@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -146,9 +147,11 @@ def run_training(job, config, *, resume: bool, given: set[str], command: str) ->
     try:
         run_dir = job(config, resume=resume, observer=observer, given=given)
     except TrainingInterrupted as stop:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        launcher = f"torchrun --nproc_per_node {world_size} -m cgdistill" if world_size > 1 else "cgdistill"
         err_console.print(
             f"Stopped at step {stop.step}; the checkpoint is saved. Resume with: "
-            f"[bold]cgdistill {command} --name {stop.run_dir.name} --resume[/]",
+            f"[bold]{launcher} {command} --name {stop.run_dir.name} --resume[/]",
             soft_wrap=True,
         )
         raise typer.Exit(130) from None
