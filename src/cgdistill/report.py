@@ -72,10 +72,15 @@ def amplified_difference(a: torch.Tensor, b: torch.Tensor, gain: int = DIFF_GAIN
     return ((a.int() - b.int()).abs() * gain).clamp(0, 255).to(torch.uint8)
 
 
+_MIN_PANEL = 96  # pixels: wide enough for the longest column label
+
+
 def grid_image(outputs: CompareOutputs, rows: int = DEFAULT_GRID_ROWS) -> Image.Image:
     """input | teacher | student | amplified difference, one test image per row, with a header."""
     count = min(rows, len(outputs.test_set.names))
-    size = outputs.test_set.inputs.shape[1]
+    # Small panels are enlarged by an integer factor (nearest neighbour) so the labels fit above them.
+    scale = max(1, -(-_MIN_PANEL // outputs.test_set.inputs.shape[1]))
+    size = outputs.test_set.inputs.shape[1] * scale
     labels = ["input", "teacher", "student", f"|difference| x{DIFF_GAIN}"]
     width = 4 * size + 5 * _GAP
     height = _HEADER + count * (size + _GAP) + _GAP
@@ -87,7 +92,10 @@ def grid_image(outputs: CompareOutputs, rows: int = DEFAULT_GRID_ROWS) -> Image.
         panels = _panels(outputs, row)
         y = _HEADER + row * (size + _GAP)
         for column, panel in enumerate(panels):
-            canvas.paste(Image.fromarray(panel.numpy(), "RGB"), (_GAP + column * (size + _GAP), y))
+            image = Image.fromarray(panel.numpy(), "RGB")
+            if scale > 1:
+                image = image.resize((size, size), Image.Resampling.NEAREST)
+            canvas.paste(image, (_GAP + column * (size + _GAP), y))
     return canvas
 
 
@@ -139,7 +147,7 @@ def render_html(result: Comparison, image_stems: list[str]) -> str:
     css = (
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:72em}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .8em;text-align:right}"
-        "th{text-align:left;background:#f5f5f5}img{max-width:100%;image-rendering:pixelated}"
+        "th{text-align:left;background:#f5f5f5}img{max-width:100%;image-rendering:pixelated}img.grid{min-width:min(100%,560px)}"
     )
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -157,7 +165,7 @@ def render_html(result: Comparison, image_stems: list[str]) -> str:
 </ul>
 <h2>Test images</h2>
 <p>Each row: input | teacher | student | |teacher - student| amplified {DIFF_GAIN}x.</p>
-<img src="{GRID_FILE}" alt="grid of test images: input, teacher, student, difference">
+<img class="grid" src="{GRID_FILE}" alt="grid of test images: input, teacher, student, difference">
 <table>
 {panels}
 </table>
