@@ -250,7 +250,7 @@ def fit(
                             f"the last good checkpoint in {run_dir} is kept (try a lower --lr)."
                         )
                     position.step += 1
-                    position.offset += next(iter(batch.values())).shape[0]
+                    position.offset += next(v for v in batch.values() if torch.is_tensor(v)).shape[0]
                     step = position.step
                     eval_every = getattr(config, "eval_every", 0)
                     evaluate = bool(eval_every) and (step % eval_every == 0 or step == total_steps or step == 1)
