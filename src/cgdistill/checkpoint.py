@@ -19,7 +19,7 @@ from torch import nn
 from cgdistill import __version__
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import atomic_write_bytes
-from cgdistill.nets import DiscriminatorConfig, GeneratorConfig, PatchDiscriminator, ResnetGenerator
+from cgdistill.nets import DiscriminatorConfig, GeneratorConfig, PatchDiscriminator, ResnetGenerator, unwrap
 
 FORMAT = "cgdistill"
 FORMAT_VERSION = 1
@@ -111,9 +111,7 @@ def _info_from_metadata(meta: dict[str, str], path: Path) -> ModelInfo:
 
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     # Unwrap DDP / torch.compile so the keys are the plain module's.
-    module = getattr(module, "module", module)
-    module = getattr(module, "_orig_mod", module)
-    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    return {k: v.detach().to("cpu").contiguous() for k, v in unwrap(module).state_dict().items()}
 
 
 def save_model(module: nn.Module, path: Path | str, info: ModelInfo) -> Path:
@@ -135,12 +133,10 @@ def save_generator(
     extra: dict | None = None,
 ) -> Path:
     """Save a generator with the metadata that lets it be rebuilt from the file alone."""
-    base = getattr(generator, "module", generator)
-    base = getattr(base, "_orig_mod", base)
     info = ModelInfo(
         kind="generator",
         arch="resnet",
-        config=base.config.to_dict(),
+        config=unwrap(generator).config.to_dict(),
         direction=direction,
         dataset=dataset,
         image_size=image_size,
@@ -154,21 +150,19 @@ def save_generator(
 def save_discriminator(
     discriminator: PatchDiscriminator, path: Path | str, *, dataset: str | None = None, step: int = 0
 ) -> Path:
-    base = getattr(discriminator, "module", discriminator)
-    base = getattr(base, "_orig_mod", base)
-    info = ModelInfo(kind="discriminator", arch="patchgan", config=base.config.to_dict(), dataset=dataset, step=step)
+    config = unwrap(discriminator).config.to_dict()
+    info = ModelInfo(kind="discriminator", arch="patchgan", config=config, dataset=dataset, step=step)
     return save_model(discriminator, path, info)
 
 
-def read_file(path: Path | str) -> tuple[dict[str, torch.Tensor], ModelInfo]:
-    """Read tensors and metadata, turning every way a file can be wrong into one sentence."""
-    path = Path(path)
+def _read(path: Path, with_tensors: bool) -> tuple[dict[str, torch.Tensor], ModelInfo]:
+    """Metadata (and the tensors when asked), turning every way a file can be wrong into one sentence."""
     if not path.is_file():
         raise CgdistillError(f"Model file {path} does not exist.")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             meta = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()} if with_tensors else {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CgdistillError(
             f"{path} is not a readable safetensors model file ({exc}); it may be truncated or of another format."
@@ -176,19 +170,14 @@ def read_file(path: Path | str) -> tuple[dict[str, torch.Tensor], ModelInfo]:
     return tensors, _info_from_metadata(meta, path)
 
 
+def read_file(path: Path | str) -> tuple[dict[str, torch.Tensor], ModelInfo]:
+    """Tensors and metadata of a model file."""
+    return _read(Path(path), with_tensors=True)
+
+
 def read_info(path: Path | str) -> ModelInfo:
     """Only the metadata (cheap: the tensors are not read)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CgdistillError(f"Model file {path} does not exist.")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            meta = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CgdistillError(
-            f"{path} is not a readable safetensors model file ({exc}); it may be truncated or of another format."
-        ) from None
-    return _info_from_metadata(meta, path)
+    return _read(Path(path), with_tensors=False)[1]
 
 
 def _load_into(module: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:

@@ -12,6 +12,12 @@ from cgdistill.nets.generator import (
 from cgdistill.nets.init import init_weights
 
 
+def unwrap(module):
+    """The plain module under DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    module = getattr(module, "module", module)
+    return getattr(module, "_orig_mod", module)
+
+
 def count_parameters(module) -> int:
     """Number of parameters (buffers such as batch-norm statistics excluded)."""
     return sum(p.numel() for p in module.parameters())
@@ -28,4 +34,5 @@ __all__ = [
     "ResnetGenerator",
     "count_parameters",
     "init_weights",
+    "unwrap",
 ]

@@ -26,6 +26,7 @@ from torch import nn
 from cgdistill import paths
 from cgdistill.checkpoint import load_discriminator, load_generator, save_generator
 from cgdistill.errors import CgdistillError
+from cgdistill.evaluate import psnr
 from cgdistill.losses import cycle_loss, discriminator_loss, feature_loss, gan_loss, identity_loss, output_loss
 from cgdistill.nets import (
     SHARED_PREFIXES,
@@ -34,6 +35,7 @@ from cgdistill.nets import (
     PatchDiscriminator,
     ResnetGenerator,
     init_weights,
+    unwrap,
 )
 from cgdistill.runs import (
     CONFIG_FILE,
@@ -47,7 +49,7 @@ from cgdistill.runs import (
 from cgdistill.train.config import DistillConfig
 from cgdistill.train.loop import Observer, Recipe, fit
 from cgdistill.train.pool import ImagePool
-from cgdistill.train.runtime import Runtime, teardown_runtime, unwrap
+from cgdistill.train.runtime import Runtime, teardown_runtime
 from cgdistill.train.session import dataset_label, open_session, resolve_config
 
 
@@ -190,12 +192,6 @@ def check_wiring(student: Student, optimizer: torch.optim.Optimizer, teacher: Re
             )
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of images in [-1, 1] (peak-to-peak 2), averaged over the batch."""
-    mse = (a.float() - b.float()).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return float((10 * torch.log10(4.0 / mse)).mean())
-
-
 class DistillRecipe(Recipe):
     def __init__(
         self,
@@ -216,10 +212,7 @@ class DistillRecipe(Recipe):
         def frozen(net: nn.Module | None) -> nn.Module | None:
             if net is None:
                 return None
-            net = runtime.prepare(net, trainable=False).eval()
-            for p in net.parameters():
-                p.requires_grad_(False)
-            return net
+            return runtime.prepare(net, trainable=False).eval().requires_grad_(False)
 
         self.teacher = frozen(teacher.generator)
         self.teacher_reverse = frozen(teacher.reverse)
@@ -231,8 +224,7 @@ class DistillRecipe(Recipe):
             discriminator = PatchDiscriminator(DiscriminatorConfig(ndf=config.ndf, norm=teacher.generator.config.norm))
             init_weights(discriminator, generator=seed)
             self.notes.append(f"The teacher has no discriminator of domain {self.target}: starting a fresh one.")
-        for p in discriminator.parameters():
-            p.requires_grad_(True)
+        discriminator.requires_grad_(True)
         self.student = runtime.prepare(student)
         self.D = runtime.prepare(discriminator)
         self.modules = {"student": self.student, "D": self.D}
@@ -282,8 +274,7 @@ class DistillRecipe(Recipe):
         with torch.no_grad(), rt.autocast():
             t_out, t_feats = self.teacher(x, return_features=True)
         y = batch[self.target] if self.has_target else t_out.detach()
-        for p in self.D.parameters():
-            p.requires_grad_(False)
+        self.D.requires_grad_(False)
         losses: dict[str, torch.Tensor] = {}
         with rt.autocast():
             s_out, s_feats = self.student(x, return_features=True)
@@ -299,8 +290,7 @@ class DistillRecipe(Recipe):
                 losses["identity"] = identity_loss(self.student(y), y) * cfg.lambda_identity * cfg.lambda_cycle
         rt.step("G", sum(losses.values()), self.optimizers["G"])
         if "gan" in self.active:
-            for p in self.D.parameters():
-                p.requires_grad_(True)
+            self.D.requires_grad_(True)
             pooled = self.pools[self.target].query(s_out.detach())
             with rt.autocast():
                 losses["D"] = discriminator_loss(self.D(y), self.D(pooled))
@@ -313,7 +303,8 @@ class DistillRecipe(Recipe):
         student = unwrap(self.student)
         with self.runtime.autocast():
             out = student(self.held_out)
-        return {"psnr_to_teacher": round(psnr(out, self.held_out_teacher), 3)}
+        # The generators' [-1, 1] range mapped to the [0, 1] that compare's PSNR measures.
+        return {"psnr_to_teacher": round(psnr((out.float() + 1) / 2, (self.held_out_teacher + 1) / 2), 3)}
 
     @torch.no_grad()
     def sample_rows(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -399,7 +390,6 @@ def distill(
                 observer.message(note)
             observer.message(recipe.describe_losses())
             observer.message(f"Student blocks imitate teacher blocks {[j + 1 for j in recipe.mapping]}.")
-        sample = _held_out(session, teacher.direction[0], count=3)
         fit(
             recipe,
             config,
@@ -408,7 +398,7 @@ def distill(
             session.run_dir,
             resume=resume,
             observer=observer,
-            sample_batch={teacher.direction[0]: sample},
+            sample_batch={source: recipe.held_out[:3]},
         )
     finally:
         teardown_runtime(session.runtime)

@@ -121,12 +121,6 @@ class Runtime:
         return torch.tensor(float(value), device=self.device)
 
 
-def unwrap(module: nn.Module) -> nn.Module:
-    """The plain module under DDP and torch.compile wrappers."""
-    module = getattr(module, "module", module)
-    return getattr(module, "_orig_mod", module)
-
-
 def join_process_group(device_spec: str) -> tuple[int, int, int]:
     """Join torchrun's process group (once; later calls only read it); returns (rank, world size, local rank).
 

@@ -20,8 +20,8 @@ from torch import nn
 
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import atomic_write_text, fsync_dir
+from cgdistill.nets import unwrap
 from cgdistill.train.pool import ImagePool
-from cgdistill.train.runtime import unwrap
 
 STATE_DIR = "state"
 LATEST = "latest.json"

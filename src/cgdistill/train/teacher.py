@@ -14,19 +14,20 @@ import torch
 
 from cgdistill.checkpoint import save_discriminator, save_generator
 from cgdistill.losses import cycle_loss, discriminator_loss, gan_loss, identity_loss
-from cgdistill.nets import DiscriminatorConfig, GeneratorConfig, PatchDiscriminator, ResnetGenerator, init_weights
+from cgdistill.nets import (
+    DiscriminatorConfig,
+    GeneratorConfig,
+    PatchDiscriminator,
+    ResnetGenerator,
+    init_weights,
+    unwrap,
+)
 from cgdistill.runs import discriminator_file, generator_file
 from cgdistill.train.config import TeacherConfig
 from cgdistill.train.loop import Observer, Recipe, fit
 from cgdistill.train.pool import ImagePool
-from cgdistill.train.runtime import Runtime, teardown_runtime, unwrap
+from cgdistill.train.runtime import Runtime, teardown_runtime
 from cgdistill.train.session import dataset_label, fixed_sample_batch, open_session, resolve_config
-
-
-def _set_requires_grad(modules, flag: bool) -> None:
-    for module in modules:
-        for parameter in module.parameters():
-            parameter.requires_grad_(flag)
 
 
 class CycleGANRecipe(Recipe):
@@ -89,7 +90,8 @@ class CycleGANRecipe(Recipe):
         discriminators = (self.D_A, self.D_B)
 
         # Generators: D is only a critic here, so it gets no gradients (and its DDP wrapper is bypassed).
-        _set_requires_grad(discriminators, False)
+        for D in discriminators:
+            D.requires_grad_(False)
         with rt.autocast():
             fake_B, rec_A, fake_A, rec_B, idt_B, idt_A = self._translate(real_A, real_B, lambda_idt > 0)
             losses = {
@@ -104,7 +106,8 @@ class CycleGANRecipe(Recipe):
         rt.step("G", sum(losses.values()), self.optimizers["G"])
 
         # Discriminators: real images against fakes drawn from the history pools.
-        _set_requires_grad(discriminators, True)
+        for D in discriminators:
+            D.requires_grad_(True)
         pooled_A = self.pools["A"].query(fake_A.detach())
         pooled_B = self.pools["B"].query(fake_B.detach())
         with rt.autocast():
