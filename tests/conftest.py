@@ -36,6 +36,23 @@ def no_installed_fid_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fid_inception, "fid_helper_weights_path", lambda: None)
 
 
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Download retries wait a millisecond, not seconds."""
+    from cgdistill.data import download
+
+    monkeypatch.setattr(download, "DEFAULT_BACKOFF_S", 0.001)
+
+
+@pytest.fixture
+def server():
+    """A loopback HTTP server (tests/httpserver.py) serving what the test puts in it."""
+    from httpserver import FileServer
+
+    with FileServer() as running:
+        yield running
+
+
 class CliResult:
     def __init__(self, code: int, out: str, err: str) -> None:
         self.code, self.out, self.err = code, out, err

@@ -15,20 +15,9 @@ from cgdistill.data.download import download_dataset, fetch, part_path
 from cgdistill.data.extract import extract_dataset
 from cgdistill.data.registry import DATASETS, PRETRAINED, get_dataset, get_pretrained
 from cgdistill.errors import CgdistillError, WorkFailed
-from httpserver import FileServer, closed_port_url
+from httpserver import closed_port_url
 
 PAYLOAD = os.urandom(200_000)
-
-
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(download, "DEFAULT_BACKOFF_S", 0.001)
-
-
-@pytest.fixture
-def server():
-    with FileServer() as running:
-        yield running
 
 
 def dataset_zip(top: str | None = "ds", splits=("trainA", "trainB", "testA", "testB"), n: int = 2) -> bytes:

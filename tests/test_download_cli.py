@@ -11,20 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from cgdistill.data import download
-from httpserver import FileServer
-
-
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(download, "DEFAULT_BACKOFF_S", 0.001)
-
-
-@pytest.fixture
-def server():
-    with FileServer() as running:
-        yield running
-
 
 def dataset_zip(top: str = "x", n: int = 3) -> bytes:
     buffer = io.BytesIO()
