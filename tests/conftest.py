@@ -73,3 +73,26 @@ def cli(capsys: pytest.CaptureFixture):
         return CliResult(code, captured.out, captured.err)
 
     return invoke
+
+
+@pytest.fixture
+def interrupt_after():
+    """``interrupt_after(k)``: an observer that presses Ctrl-C so that training stops after step ``k``.
+
+    The loop notices a Ctrl-C at the next step, so the signal goes out while step k-1 is reported
+    (training configs in tests log every step). Splitting a run this way keeps its ``--max-steps``,
+    and with it the learning-rate schedule, the same as the straight run's.
+    """
+    import signal
+
+    from cgdistill.train.loop import Observer
+
+    class InterruptAfter(Observer):
+        def __init__(self, step: int) -> None:
+            self.step = step
+
+        def update(self, report) -> None:
+            if report.step == self.step - 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    return InterruptAfter

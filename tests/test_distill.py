@@ -15,6 +15,7 @@ from cgdistill.data.toy import make_toy_dataset
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.train.config import DistillConfig, TeacherConfig
 from cgdistill.train.distill import Adapters, block_mapping, build_student, check_wiring, distill, load_teacher
+from cgdistill.train.loop import TrainingInterrupted
 from cgdistill.train.teacher import train_teacher
 
 
@@ -45,7 +46,7 @@ def test_block_mapping_follows_the_design():
 
 
 def test_distilling_a_teacher_run_writes_a_self_describing_student(teacher_run):
-    run = distill(tiny(teacher="teacher", direction="A2B", max_steps=3))
+    run = distill(tiny(teacher="teacher", direction="A2B", max_steps=3, objective="domain"))
     student, info = load_generator(run / "G.safetensors")
     assert (student.config.blocks, student.config.ngf) == (2, 8)
     assert (info.direction, info.teacher, info.dataset, info.step) == ("A2B", "teacher", "toy", 3)
@@ -63,7 +64,7 @@ def test_the_newest_teacher_run_is_the_default_and_b2a_the_default_direction(tea
 def test_a_single_generator_teacher_distills_without_cycle_and_with_a_fresh_discriminator(teacher_run, tmp_path):
     generator, _ = load_generator(teacher_run / "G_A2B.safetensors")
     loose = save_generator(generator, tmp_path / "imported.safetensors", direction="A2B", dataset="toy")
-    run = distill(tiny(teacher=str(loose), max_steps=2, name="from-file"))
+    run = distill(tiny(teacher=str(loose), max_steps=2, name="from-file", objective="domain"))
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert "cycle" not in records[0]
     assert {"output", "feature", "gan", "identity"} <= set(records[0])
@@ -122,9 +123,11 @@ def test_wiring_check_catches_mismatched_feature_shapes():
         check_wiring(student, optimizer, teacher, torch.device("cpu"))
 
 
-def test_resuming_a_distillation_is_bitwise_exact(teacher_run):
+def test_resuming_a_distillation_is_bitwise_exact(teacher_run, interrupt_after):
+    # With the weight average on (the default), this also proves the average resumes exactly.
     straight = distill(tiny(teacher="teacher", max_steps=6, name="straight"))
-    distill(tiny(teacher="teacher", max_steps=3, name="split"))
+    with pytest.raises(TrainingInterrupted):
+        distill(tiny(teacher="teacher", max_steps=6, name="split"), observer=interrupt_after(3))
     split = distill(tiny(name="split", max_steps=6), resume=True)
     a = load_file(str(straight / "G.safetensors"))
     b = load_file(str(split / "G.safetensors"))
@@ -133,7 +136,7 @@ def test_resuming_a_distillation_is_bitwise_exact(teacher_run):
 
 def test_the_cli_distills_and_reports_the_active_losses(cli, teacher_run):
     result = cli("distill", "--teacher", "teacher", "--blocks", "1", "--max-steps", "2", "--image-size", "24",
-                 "--load-size", "28", "--ndf", "4", "--name", "cli-student")  # fmt: skip
+                 "--load-size", "28", "--ndf", "4", "--name", "cli-student", "--objective", "domain")  # fmt: skip
     assert result.code == 0, result.err
     assert "Active losses: output, feature, gan, cycle, identity" in result.err_text
     assert "Student blocks imitate teacher blocks [4]" in result.err_text
@@ -147,7 +150,8 @@ def test_without_target_images_the_teacher_outputs_are_the_real_samples(teacher_
     generator, _ = load_generator(teacher_run / "G_A2B.safetensors")
     loose = save_generator(generator, tmp_path / "imported.safetensors", direction="A2B")
     result = cli("distill", "--teacher", loose, "--data", data, "--blocks", "1", "--max-steps", "2",
-                 "--image-size", "24", "--load-size", "28", "--ndf", "4", "--name", "only-a")  # fmt: skip
+                 "--image-size", "24", "--load-size", "28", "--ndf", "4", "--name", "only-a",
+                 "--objective", "domain")  # fmt: skip
     assert result.code == 0, result.err
     assert "skipped: cycle" in result.err_text and "identity (the data has no trainB/ images)" in result.err_text
     assert "teacher's outputs as its real samples" in result.err_text

@@ -18,6 +18,7 @@ from cgdistill.checkpoint import load_generator
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.train.config import TeacherConfig
+from cgdistill.train.loop import TrainingInterrupted
 from cgdistill.train.teacher import train_teacher
 
 MODEL_FILES = ("G_A2B.safetensors", "G_B2A.safetensors", "D_A.safetensors", "D_B.safetensors")
@@ -69,9 +70,10 @@ def test_training_changes_the_weights(toy):
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
-def test_resuming_is_bitwise_exact(toy):
+def test_resuming_is_bitwise_exact(toy, interrupt_after):
     straight = train_teacher(tiny(max_steps=7, name="straight"))
-    train_teacher(tiny(max_steps=4, name="split"))
+    with pytest.raises(TrainingInterrupted):
+        train_teacher(tiny(max_steps=7, name="split"), observer=interrupt_after(4))
     split = train_teacher(tiny(max_steps=7, name="split"), resume=True)
     a, b = weights(straight), weights(split)
     assert a.keys() == b.keys()
@@ -82,10 +84,11 @@ def test_resuming_is_bitwise_exact(toy):
     assert steps == list(range(1, 8))
 
 
-def test_resume_crosses_an_epoch_boundary_exactly(toy):
+def test_resume_crosses_an_epoch_boundary_exactly(toy, interrupt_after):
     # 6 training images: epoch 1 is steps 1-6, so stopping at 5 and resuming runs into epoch 2.
     straight = train_teacher(tiny(max_steps=9, name="straight"))
-    train_teacher(tiny(max_steps=5, name="split"))
+    with pytest.raises(TrainingInterrupted):
+        train_teacher(tiny(max_steps=9, name="split"), observer=interrupt_after(5))
     split = train_teacher(tiny(max_steps=9, name="split"), resume=True)
     a, b = weights(straight), weights(split)
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -34,7 +34,6 @@ from cgdistill.nets import GeneratorConfig, ResnetGenerator, count_parameters
 from cgdistill.runs import ResolvedModel
 from cgdistill.translate import autocast_context, prepare_generator, translate_batch, use_channels_last
 
-DEFAULT_IMAGE_SIZE = 256
 PSNR_CAP_DB = 100.0  # identical images would give +inf, which JSON cannot hold
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
@@ -286,17 +285,34 @@ def _stack(arrays: Sequence[np.ndarray], size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays))
 
 
-def load_test_set(data_dir: Path, direction: str, image_size: int, limit: int | None = None) -> TestSet:
-    """testA (A2B) or testB (B2A) resized to ``image_size`` square, as the CycleGAN test script does."""
-    source, target = direction[0], direction[-1]
-    source_dir, target_dir = data_dir / f"test{source}", data_dir / f"test{target}"
+def source_test_files(data_dir: Path, direction: str, limit: int | None = None) -> list[Path]:
+    """The source domain's test images (testA for A2B, testB for B2A), in sorted order."""
+    source = direction[0]
+    source_dir = data_dir / f"test{source}"
     if not source_dir.is_dir():
         raise CgdistillError(f"Dataset {data_dir} has no test{source}/ folder of test images for {direction}.")
-    files = list_images(source_dir)
-    if limit is not None:
-        files = files[:limit]
+    files = list_images(source_dir)[:limit]
     if not files:
         raise CgdistillError(f"{source_dir} holds no images to compare on.")
+    return files
+
+
+def native_size(files: Sequence[Path]) -> int:
+    """The evaluation size a test set implies: its first image's shorter side, down to a multiple of 4."""
+    width, height = read_image(files[0]).size
+    return max(8, min(width, height) // 4 * 4)
+
+
+def load_images(files: Sequence[Path], image_size: int) -> torch.Tensor:
+    """uint8 NHWC, each image resized to ``image_size`` square: the one preprocessing of every fidelity figure."""
+    return _stack([_load_square(f, image_size) for f in files], image_size)
+
+
+def load_test_set(data_dir: Path, direction: str, image_size: int, limit: int | None = None) -> TestSet:
+    """testA (A2B) or testB (B2A) resized to ``image_size`` square, as the CycleGAN test script does."""
+    target_dir = data_dir / f"test{direction[-1]}"
+    files = source_test_files(data_dir, direction, limit)
+    source = direction[0]
     gt_dir = data_dir / f"test{source}_gt"
     gt_files = [gt_dir / f.name for f in files] if gt_dir.is_dir() else []
     has_gt = bool(gt_files) and all(p.is_file() for p in gt_files)
@@ -305,7 +321,7 @@ def load_test_set(data_dir: Path, direction: str, image_size: int, limit: int | 
         targets = targets[:limit]
     return TestSet(
         names=[f.name for f in files],
-        inputs=_stack([_load_square(f, image_size) for f in files], image_size),
+        inputs=load_images(files, image_size),
         ground_truth=_stack([_load_square(f, image_size) for f in gt_files], image_size) if has_gt else None,
         real_target=_stack([_load_square(f, image_size) for f in targets], image_size),
     )
@@ -508,11 +524,12 @@ def compare_models(
     log: Log | None = None,
 ) -> CompareOutputs:
     """Load both model files and the test set, then :func:`compare`."""
-    size = image_size or student.info.image_size or teacher.info.image_size or DEFAULT_IMAGE_SIZE
-    if size < 8:
-        raise CgdistillError(f"--image-size must be at least 8, got {size}.")
     if limit is not None and limit < 1:
         raise CgdistillError(f"--limit must be at least 1, got {limit}.")
+    # By default the test images' own size: the distiller's psnr_to_teacher is measured the same way.
+    size = image_size if image_size is not None else native_size(source_test_files(data_dir, direction, limit))
+    if size < 8:
+        raise CgdistillError(f"--image-size must be at least 8, got {size}.")
     teacher_net, _ = load_generator(teacher.path)
     student_net, _ = load_generator(student.path)
     test_set = load_test_set(data_dir, direction, size, limit)

@@ -43,7 +43,9 @@ def compare(
     image_size: Annotated[
         int | None,
         typer.Option(
-            "--image-size", help="Evaluate at NxN (default: the models' training size, else 256).", show_default=False
+            "--image-size",
+            help="Evaluate at NxN (default: the test images' own size, as distill measures psnr_to_teacher).",
+            show_default=False,
         ),
     ] = None,
     inception: Annotated[

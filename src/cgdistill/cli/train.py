@@ -270,11 +270,56 @@ def distill_command(
             "--lambda-feature", min=0.0, help="Weight of the L2 between hidden states.", rich_help_panel=TRAIN
         ),
     ] = 1.0,
+    objective: Annotated[
+        str,
+        typer.Option(
+            "--objective",
+            help="fidelity (imitate the teacher: output and feature losses) or domain (also GAN, cycle and "
+            "identity losses, as the seed method).",
+            rich_help_panel=TRAIN,
+        ),
+    ] = "fidelity",
     lambda_gan: Annotated[
-        float, typer.Option("--lambda-gan", min=0.0, help="Weight of the GAN loss.", rich_help_panel=TRAIN)
-    ] = 1.0,
-    lambda_cycle: LambdaCycle = 10.0,
-    lambda_identity: LambdaIdentity = 0.5,
+        float | None,
+        typer.Option(
+            "--lambda-gan",
+            min=0.0,
+            help="Weight of the GAN loss (default: 0 for fidelity, 1 for domain).",
+            show_default=False,
+            rich_help_panel=TRAIN,
+        ),
+    ] = None,
+    lambda_cycle: Annotated[
+        float | None,
+        typer.Option(
+            "--lambda-cycle",
+            min=0.0,
+            help="Weight of the cycle loss (default: 0 for fidelity, 10 for domain).",
+            show_default=False,
+            rich_help_panel=TRAIN,
+        ),
+    ] = None,
+    lambda_identity: Annotated[
+        float | None,
+        typer.Option(
+            "--lambda-identity",
+            min=0.0,
+            help="Identity loss weight as a fraction of --lambda-cycle (default: 0 for fidelity, 0.5 for domain).",
+            show_default=False,
+            rich_help_panel=TRAIN,
+        ),
+    ] = None,
+    ema_decay: Annotated[
+        float,
+        typer.Option(
+            "--ema-decay",
+            min=0.0,
+            max=0.99999,
+            help="Save and evaluate an exponential moving average of the student's weights with this decay; "
+            "0 saves the raw weights.",
+            rich_help_panel=TRAIN,
+        ),
+    ] = 0.999,
     init: Annotated[
         str, typer.Option("--init", help="copy (teacher's outer layers) or random.", rich_help_panel=TRAIN)
     ] = "copy",
@@ -306,18 +351,21 @@ def distill_command(
     """Distill a teacher generator into a student with fewer residual blocks (and optionally fewer channels)."""
     from cgdistill.errors import CgdistillError
     from cgdistill.runs import check_direction
-    from cgdistill.train.config import DistillConfig
+    from cgdistill.train.config import OBJECTIVES, DistillConfig
     from cgdistill.train.distill import distill
 
     if init not in ("copy", "random"):
         raise CgdistillError(f"--init {init!r} is not valid; use copy or random.")
+    if objective not in OBJECTIVES:
+        raise CgdistillError(f"--objective {objective!r} is not valid; use {' or '.join(OBJECTIVES)}.")
     if direction is not None:
         check_direction(direction)
     check_sizes(image_size, load_size)
     config = DistillConfig(
         teacher=teacher, blocks=blocks, ngf=ngf, direction=direction, data=data, name=name,
         lambda_output=lambda_output, lambda_feature=lambda_feature, lambda_gan=lambda_gan,
-        lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, init=init, epochs=epochs,
+        lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, init=init, objective=objective,
+        ema_decay=ema_decay, epochs=epochs,
         epochs_decay=epochs_decay, max_steps=max_steps, image_size=image_size, load_size=load_size,
         batch_size=batch_size, ndf=ndf, lr=lr, pool_size=pool_size, device=device, amp=amp,
         channels_last=channels_last, compile=compile, workers=workers, seed=seed, save_every=save_every,

@@ -127,7 +127,8 @@ class UnpairedDataset(Dataset):
     """Images of domain A and domain B under ``root/{split}A`` and ``root/{split}B``, unpaired.
 
     Item i is A image ``i % len(A)`` with a B image drawn at random, as the reference CycleGAN
-    loader does; the length is the larger domain's count. Each image is resized to
+    loader does; the length is the larger domain's count. ``primary="B"`` swaps the roles, so that
+    a B2A distiller sees every B image in every epoch instead of a random draw of them. Each image is resized to
     ``load_size`` (square, bicubic), randomly cropped to ``image_size``, randomly flipped
     horizontally when ``flip``, and scaled to [-1, 1]. Unreadable files are found here, by a
     header check, and skipped; ``skipped`` lists them and ``warnings`` says so once.
@@ -143,10 +144,13 @@ class UnpairedDataset(Dataset):
         flip: bool = True,
         seed: int = 0,
         domains: tuple[str, ...] = ("A", "B"),
+        primary: str = "A",
     ) -> None:
         root = Path(root)
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if primary not in ("A", "B"):
+            raise ValueError(f"primary must be A or B, got {primary!r}")
         if image_size < 1 or load_size < image_size:
             raise CgdistillError(
                 f"The crop size {image_size} must be positive and at most the load size {load_size}; "
@@ -157,6 +161,7 @@ class UnpairedDataset(Dataset):
         self.root, self.split = root, split
         self.load_size, self.image_size, self.flip, self.seed = load_size, image_size, flip, seed
         self.epoch = 0
+        self.primary = primary
         self.warnings: list[str] = []
         self.skipped: list[tuple[Path, str]] = []
 
@@ -194,18 +199,21 @@ class UnpairedDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         rng = item_rng(self.seed, epoch, index)
         # Draw everything up front, in a fixed order, so each choice is independent of file contents.
-        b_index = int(rng.integers(0, max(1, len(self.B_paths))))
+        domain_paths = {"A": self.A_paths, "B": self.B_paths}
+        partner = "B" if self.primary == "A" else "A"
+        partner_index = int(rng.integers(0, max(1, len(domain_paths[partner]))))
         offsets = rng.integers(0, self.load_size - self.image_size + 1, size=4)
         flips = rng.random(2) < 0.5
+        # The primary domain is visited in order; the other one (when loaded) is drawn at random.
+        chosen = {self.primary: index, partner: partner_index if domain_paths[self.primary] else index}
         item: dict[str, torch.Tensor | str] = {}
-        if self.A_paths:
-            a_path, a_image = self._load(self.A_paths, index % len(self.A_paths))
-            item["A"] = self._transform(a_image, int(offsets[0]), int(offsets[1]), bool(flips[0]))
-            item["A_path"] = str(a_path)
-        if self.B_paths:
-            b_path, b_image = self._load(self.B_paths, b_index if self.A_paths else index % len(self.B_paths))
-            item["B"] = self._transform(b_image, int(offsets[2]), int(offsets[3]), bool(flips[1]))
-            item["B_path"] = str(b_path)
+        for slot, domain in enumerate(("A", "B")):
+            paths = domain_paths[domain]
+            if not paths:
+                continue
+            path, image = self._load(paths, chosen[domain] % len(paths))
+            item[domain] = self._transform(image, int(offsets[2 * slot]), int(offsets[2 * slot + 1]), bool(flips[slot]))
+            item[f"{domain}_path"] = str(path)
         return item
 
     def _load(self, paths: list[Path], index: int) -> tuple[Path, Image.Image]:

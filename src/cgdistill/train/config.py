@@ -60,9 +60,18 @@ class TeacherConfig(TrainConfig):
     upsample: str = "deconv"
 
 
+# What each distillation objective weighs, where the user gave no --lambda-* flag. ``fidelity``
+# makes the student imitate its teacher and nothing else; ``domain`` is the seed method, which also
+# keeps the CycleGAN losses and so pulls the student towards the target domain on its own.
+OBJECTIVES: dict[str, dict[str, float]] = {
+    "fidelity": {"lambda_gan": 0.0, "lambda_cycle": 0.0, "lambda_identity": 0.0},
+    "domain": {"lambda_gan": 1.0, "lambda_cycle": 10.0, "lambda_identity": 0.5},
+}
+
+
 @dataclass
 class DistillConfig(TrainConfig):
-    """A student with fewer blocks learns one teacher generator; defaults are the seed method's."""
+    """A student with fewer blocks learns one teacher generator (see docs/distillation.md for the defaults)."""
 
     data: str | None = None  # None: the teacher's dataset
     teacher: str | None = None
@@ -70,12 +79,30 @@ class DistillConfig(TrainConfig):
     blocks: int = 3
     ngf: int | None = None  # None: the teacher's width
     init: str = "copy"
+    objective: str = "fidelity"
     lambda_output: float = 10.0
     lambda_feature: float = 1.0
-    lambda_gan: float = 1.0
+    lambda_gan: float | None = None  # None: as the objective says
+    lambda_cycle: float | None = None
+    lambda_identity: float | None = None
+    ema_decay: float = 0.999  # 0: save the raw weights
     epochs: int = 25
     epochs_decay: int = 25
     eval_every: int = 100
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        # Runs made before the objective and the weight average existed keep training as they did.
+        legacy = {"objective": "domain", "ema_decay": 0.0}
+        return super().from_dict({**legacy, **values})
+
+    def resolve_objective(self) -> None:
+        """Fill the loss weights the user left unset from ``objective``'s table."""
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        for key, value in OBJECTIVES[self.objective].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
 
 
 # Flags that may change when a run is resumed; everything else comes from the stored config.

@@ -25,8 +25,9 @@ from torch import nn
 
 from cgdistill import paths
 from cgdistill.checkpoint import load_discriminator, load_generator, save_generator
+from cgdistill.data.images import list_images
 from cgdistill.errors import CgdistillError
-from cgdistill.evaluate import psnr
+from cgdistill.evaluate import load_images, native_size, psnr, run_model, source_test_files, ssim, to_unit
 from cgdistill.losses import cycle_loss, discriminator_loss, feature_loss, gan_loss, identity_loss, output_loss
 from cgdistill.nets import (
     SHARED_PREFIXES,
@@ -47,6 +48,7 @@ from cgdistill.runs import (
     target_domain,
 )
 from cgdistill.train.config import DistillConfig
+from cgdistill.train.ema import WeightAverage
 from cgdistill.train.loop import Observer, Recipe, fit
 from cgdistill.train.pool import ImagePool
 from cgdistill.train.runtime import Runtime, teardown_runtime
@@ -216,30 +218,44 @@ class DistillRecipe(Recipe):
 
         self.teacher = frozen(teacher.generator)
         self.teacher_reverse = frozen(teacher.reverse)
+        self.mapping = block_mapping(config.blocks, teacher.generator.config.blocks)
+        self.active = self._active_losses()
         student, self.notes = build_student(config, teacher.generator, seed)
+        self.student = runtime.prepare(student)
+        self.modules: dict[str, nn.Module] = {"student": self.student}
+        betas = (config.beta1, config.beta2)
+        self.optimizers = {"G": torch.optim.Adam(self.student.parameters(), lr=config.lr, betas=betas)}
+        self.pools: dict[str, ImagePool] = {}
+        self.D: nn.Module | None = None
+        if "gan" in self.active:
+            self._add_discriminator(teacher, seed, betas)
+        # The average lives beside the student (not inside it), so DDP and the optimizer never see it.
+        self.average = WeightAverage(unwrap(self.student).generator, config.ema_decay) if config.ema_decay else None
+        if self.average is not None:
+            self.modules["student_average"] = self.average
+        # Fidelity is measured as compare measures it: uint8 images in, uint8 images out, full precision.
+        self.held_out = held_out
+        self.held_out_teacher = run_model(unwrap(self.teacher), held_out, runtime.device)
+        check_wiring(self.student, self.optimizers["G"], self.teacher, runtime.device)
+
+    def _add_discriminator(self, teacher: Teacher, seed: torch.Generator, betas: tuple[float, float]) -> None:
+        cfg = self.config
         if teacher.discriminator is not None:
             discriminator = copy.deepcopy(teacher.discriminator).train()
             self.notes.append(f"The discriminator of domain {self.target} starts from the teacher's.")
         else:
-            discriminator = PatchDiscriminator(DiscriminatorConfig(ndf=config.ndf, norm=teacher.generator.config.norm))
+            discriminator = PatchDiscriminator(DiscriminatorConfig(ndf=cfg.ndf, norm=teacher.generator.config.norm))
             init_weights(discriminator, generator=seed)
             self.notes.append(f"The teacher has no discriminator of domain {self.target}: starting a fresh one.")
-        discriminator.requires_grad_(True)
-        self.student = runtime.prepare(student)
-        self.D = runtime.prepare(discriminator)
-        self.modules = {"student": self.student, "D": self.D}
-        betas = (config.beta1, config.beta2)
-        self.optimizers = {
-            "G": torch.optim.Adam(self.student.parameters(), lr=config.lr, betas=betas),
-            "D": torch.optim.Adam(self.D.parameters(), lr=config.lr, betas=betas),
-        }
-        self.pools = {self.target: ImagePool(config.pool_size, config.seed * 1000 + runtime.rank + 7)}
-        self.mapping = block_mapping(config.blocks, teacher.generator.config.blocks)
-        self.active = self._active_losses()
-        self.held_out = held_out
-        with torch.no_grad(), runtime.autocast():
-            self.held_out_teacher = self.teacher(held_out).float()
-        check_wiring(self.student, self.optimizers["G"], self.teacher, runtime.device)
+        self.D = self.runtime.prepare(discriminator.requires_grad_(True))
+        self.modules["D"] = self.D
+        self.optimizers["D"] = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
+        self.pools[self.target] = ImagePool(cfg.pool_size, cfg.seed * 1000 + self.runtime.rank + 7)
+
+    @property
+    def generator(self) -> ResnetGenerator:
+        """The student generator users get: the weight average when there is one, else the raw weights."""
+        return self.average.average if self.average is not None else unwrap(self.student).generator
 
     def _active_losses(self) -> list[str]:
         cfg = self.config
@@ -274,7 +290,8 @@ class DistillRecipe(Recipe):
         with torch.no_grad(), rt.autocast():
             t_out, t_feats = self.teacher(x, return_features=True)
         y = batch[self.target] if self.has_target else t_out.detach()
-        self.D.requires_grad_(False)
+        if self.D is not None:
+            self.D.requires_grad_(False)
         losses: dict[str, torch.Tensor] = {}
         with rt.autocast():
             s_out, s_feats = self.student(x, return_features=True)
@@ -289,7 +306,9 @@ class DistillRecipe(Recipe):
             if "identity" in self.active:
                 losses["identity"] = identity_loss(self.student(y), y) * cfg.lambda_identity * cfg.lambda_cycle
         rt.step("G", sum(losses.values()), self.optimizers["G"])
-        if "gan" in self.active:
+        if self.average is not None:
+            self.average.update(unwrap(self.student).generator)
+        if self.D is not None:
             self.D.requires_grad_(True)
             pooled = self.pools[self.target].query(s_out.detach())
             with rt.autocast():
@@ -299,44 +318,54 @@ class DistillRecipe(Recipe):
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Student-to-teacher PSNR on a fixed held-out batch: the number that shows convergence."""
-        student = unwrap(self.student)
-        with self.runtime.autocast():
-            out = student(self.held_out)
-        # The generators' [-1, 1] range mapped to the [0, 1] that compare's PSNR measures.
-        return {"psnr_to_teacher": round(psnr((out.float() + 1) / 2, (self.held_out_teacher + 1) / 2), 3)}
+        """Student-to-teacher PSNR and SSIM on fixed held-out images: the numbers that show convergence."""
+        generator = self.generator
+        was_training = generator.training
+        out = run_model(generator.eval(), self.held_out, self.runtime.device)
+        generator.train(was_training)
+        student, teacher = to_unit(out), to_unit(self.held_out_teacher)
+        return {
+            "psnr_to_teacher": round(psnr(student, teacher), 3),
+            "ssim_to_teacher": round(ssim(student, teacher), 4),
+        }
 
     @torch.no_grad()
     def sample_rows(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
         """Per sample: input | teacher | student."""
         x = batch[self.source]
         with self.runtime.autocast():
-            t_out, s_out = self.teacher(x), unwrap(self.student)(x)
+            t_out, s_out = self.teacher(x), self.generator(x)
         return [[x[i], t_out[i], s_out[i]] for i in range(x.shape[0])]
 
     def export(self, run_dir: Path, step: int) -> None:
         save_generator(
-            unwrap(self.student).generator,
+            self.generator,
             run_dir / STUDENT_FILE,
             direction=self.direction,
             dataset=self.dataset_name,
             image_size=self.config.image_size,
             step=step,
             teacher=self.teacher_info.identity,
-            extra={"init": self.config.init, "losses": self.active},
+            extra={
+                "init": self.config.init,
+                "losses": self.active,
+                "objective": self.config.objective,
+                "ema_decay": self.config.ema_decay,
+            },
         )
 
 
-def _held_out(session, source: str, count: int = 4) -> torch.Tensor:
-    """A fixed batch of source-domain images the student never trains on when a test split exists."""
-    from cgdistill.data.unpaired import ImageFolderDataset
+FIDELITY_IMAGES = 8
 
-    folder = session.data_dir / f"test{source}"
-    if not folder.is_dir():
-        folder = session.data_dir / f"train{source}"
-    dataset = ImageFolderDataset(folder, session.config.image_size)
-    images = torch.stack([dataset[i]["image"] for i in range(min(count, len(dataset)))])
-    return session.runtime.to_device(images)
+
+def held_out_images(data_dir: Path, direction: str, count: int = FIDELITY_IMAGES) -> torch.Tensor:
+    """The first ``count`` source-domain test images (training images when there is no test split), uint8
+    NHWC at their own size, prepared exactly as ``compare`` prepares its test set."""
+    try:
+        files = source_test_files(data_dir, direction, limit=count)
+    except CgdistillError:
+        files = list_images(data_dir / f"train{direction[0]}")[:count]
+    return load_images(files, native_size(files))
 
 
 def distill(
@@ -349,6 +378,7 @@ def distill(
         if config.name and stored.is_file():
             settings = json.loads(stored.read_text())["settings"]
             config.teacher, config.direction = settings["teacher"], settings["direction"]
+    config.resolve_objective()
     teacher = load_teacher(config.teacher, config.direction)
     config.direction = teacher.direction
     config.teacher = teacher.identity
@@ -368,6 +398,7 @@ def distill(
         observer=observer,
         norm=teacher.generator.config.norm,
         domains=(source, target) if has_target else (source,),
+        primary=source,
     )
     try:
         runtime = session.runtime
@@ -375,7 +406,7 @@ def distill(
             config,
             runtime,
             teacher,
-            _held_out(session, source),
+            held_out_images(session.data_dir, teacher.direction),
             dataset_label(session.data_dir, config.data),
             has_target=has_target,
         )
@@ -398,7 +429,7 @@ def distill(
             session.run_dir,
             resume=resume,
             observer=observer,
-            sample_batch={source: recipe.held_out[:3]},
+            sample_batch={source: runtime.to_device(recipe.held_out[:3].permute(0, 3, 1, 2).float() / 127.5 - 1)},
         )
     finally:
         teardown_runtime(session.runtime)

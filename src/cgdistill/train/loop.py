@@ -26,7 +26,7 @@ from cgdistill.runs import METRICS_FILE
 from cgdistill.train.config import TrainConfig
 from cgdistill.train.pool import ImagePool
 from cgdistill.train.runtime import Runtime
-from cgdistill.train.schedule import lr_factor
+from cgdistill.train.schedule import lr_factor_at
 from cgdistill.train.state import Position, load_state, save_state
 
 
@@ -235,12 +235,18 @@ def fit(
     try:
         with _StopFlag() as stop:
             while position.step < total_steps and position.epoch < config.total_epochs:
-                factor = lr_factor(position.epoch, config.epochs, config.epochs_decay)
-                for optimizer in recipe.optimizers.values():
-                    for group in optimizer.param_groups:
-                        group["lr"] = config.lr * factor
                 sampler.set_epoch(position.epoch, start=position.offset)
                 for batch in loader:
+                    factor = lr_factor_at(
+                        position.step,
+                        steps_per_epoch=steps_per_epoch,
+                        epochs=config.epochs,
+                        epochs_decay=config.epochs_decay,
+                        max_steps=config.max_steps,
+                    )
+                    for optimizer in recipe.optimizers.values():
+                        for group in optimizer.param_groups:
+                            group["lr"] = config.lr * factor
                     losses = recipe.train_step(_collate_batch(batch, runtime))
                     values, stop_requested = runtime.agree_step(losses, stop.requested)
                     bad = [k for k, v in values.items() if not math.isfinite(v)]

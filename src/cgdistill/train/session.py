@@ -83,6 +83,7 @@ def open_session(
     observer: Observer,
     norm: str,
     domains: tuple[str, ...] = ("A", "B"),
+    primary: str = "A",
 ) -> Session:
     """Everything before the first step: folders, config.json, runtime and the dataset."""
     data_dir = paths.resolve_data(config.data)
@@ -102,6 +103,7 @@ def open_session(
             flip=config.flip,
             seed=config.seed,
             domains=domains,
+            primary=primary,
         )
     if runtime.is_main:
         for text in dataset.warnings:
