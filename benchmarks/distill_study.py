@@ -1,18 +1,20 @@
-"""The distillation study of docs/distillation.md: student-to-teacher fidelity versus steps.
+"""The distillation study of docs/distillation.md: fidelity to the teacher versus steps, per variant.
 
-Runs each variant (copy/random init, with/without the feature loss, a narrower student) from the
-same teacher, in chunks of ``--every`` steps (exact resume makes chunks equal to one straight run),
-and after each chunk measures PSNR and SSIM of the student's outputs against the teacher's on the
-source domain's test images. Prints a markdown table and writes JSON.
+Each variant is one straight ``distill`` run per seed (the learning-rate schedule depends on the run's
+length, so a run is never assembled from chunks). The curve is the run's own ``psnr_to_teacher`` /
+``ssim_to_teacher`` (held-out images, measured every ``--eval-every`` steps); the final figure is
+``compare``'s fidelity on the whole test split at ``--compare-size``. Prints markdown tables
+(mean ± std over seeds) and writes JSON.
 
-    python benchmarks/distill_study.py --home /tmp/study --teacher h2z --direction A2B \
-        --data ../shared/data/horse2zebra-mini --image-size 64 --steps 600 --every 150
+    python benchmarks/distill_study.py --home /tmp/study --teacher m2p --direction B2A \\
+        --data ../shared/data/monet2photo-mini --variants "seed method;default" --seeds 0,1,2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -20,98 +22,110 @@ import torch
 
 from cgdistill import paths
 from cgdistill.checkpoint import load_generator
-from cgdistill.evaluate import count_macs, load_test_set, psnr, run_model, ssim, to_unit
-from cgdistill.nets import count_parameters
+from cgdistill.evaluate import load_test_set, psnr, run_model, ssim, to_unit
+from cgdistill.plots import read_metrics
 from cgdistill.train.config import DistillConfig
 from cgdistill.train.distill import distill, load_teacher
 from cgdistill.translate import prepare_generator
 
-VARIANTS = {
-    "copy+feature": dict(init="copy", lambda_feature=1.0),
-    "random+feature": dict(init="random", lambda_feature=1.0),
-    "copy, no feature": dict(init="copy", lambda_feature=0.0),
-    "random, no feature": dict(init="random", lambda_feature=0.0),
-    "ngf/2 (adapters)": dict(init="copy", lambda_feature=1.0, ngf_half=True),
+# Each variant: DistillConfig overrides on top of the command's defaults.
+VARIANTS: dict[str, dict] = {
+    # What `distill --max-steps N` did before the faithful-students work: GAN, cycle and identity losses,
+    # constant lr under --max-steps (epochs_decay=0 reproduces it), raw weights, one crop per step.
+    "seed method": dict(objective="domain", ema_decay=0.0, epochs_decay=0, batch_size=1, lr=2e-4),
+    "fidelity objective": dict(ema_decay=0.0, epochs_decay=0, batch_size=1, lr=2e-4),
+    "+ lr decay": dict(ema_decay=0.0, batch_size=1, lr=2e-4),
+    "+ weight average": dict(batch_size=1, lr=2e-4),
+    "+ 4 crops per step": dict(batch_size=4, lr=2e-4),
+    "default": dict(),
+    "default, domain objective": dict(objective="domain"),
+    "default, random blocks": dict(init="copy-outer"),
+    "default, lr 2e-4": dict(lr=2e-4),
 }
 
 
-def fidelity(student_path: Path, teacher_out: torch.Tensor, inputs: torch.Tensor, device) -> tuple[float, float]:
-    student, _ = load_generator(student_path)
-    out = run_model(prepare_generator(student, device), inputs, device)
+def final_fidelity(run: Path, teacher_out: torch.Tensor, inputs: torch.Tensor) -> tuple[float, float]:
+    student, _ = load_generator(run / "G.safetensors")
+    out = run_model(prepare_generator(student, torch.device("cpu")), inputs, torch.device("cpu"))
     return psnr(to_unit(out), to_unit(teacher_out)), ssim(to_unit(out), to_unit(teacher_out))
+
+
+def mean_std(values: list[float], digits: int) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", required=True)
     parser.add_argument("--teacher", required=True)
-    parser.add_argument("--direction", default="A2B")
+    parser.add_argument("--direction", default="B2A")
     parser.add_argument("--data", required=True)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--load-size", type=int, default=None)
+    parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--every", type=int, default=150)
-    parser.add_argument("--blocks", type=int, default=3)
-    parser.add_argument("--limit", type=int, default=50)
-    parser.add_argument("--variants", default=";".join(VARIANTS), help="labels separated by semicolons")
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--compare-size", type=int, default=256)
+    parser.add_argument("--limit", type=int, default=50, help="test images for the final fidelity")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--variants", default="seed method;default", help="labels separated by semicolons")
+    parser.add_argument("--prefix", default="study")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     paths.set_home(args.home)
-    device = torch.device("cpu")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    labels = args.variants.split(";")
+    unknown = [label for label in labels if label not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
     teacher = load_teacher(args.teacher, args.direction)
-    tests = load_test_set(Path(args.data), args.direction, args.image_size, limit=args.limit)
-    teacher_out = run_model(prepare_generator(teacher.generator, device), tests.inputs, device)
-    t_cfg = teacher.generator.config
-    results = {
-        "teacher": {
-            "identity": teacher.identity,
-            "blocks": t_cfg.blocks,
-            "ngf": t_cfg.ngf,
-            "params": count_parameters(teacher.generator),
-            "macs": count_macs(t_cfg, args.image_size),
-        },
-        "settings": vars(args) | {"json": str(args.json)},
-        "variants": {},
-    }
-    for label in args.variants.split(";"):
-        options = dict(VARIANTS[label])
-        ngf = t_cfg.ngf // 2 if options.pop("ngf_half", False) else None
-        name = "study-" + label.replace(" ", "").replace(",", "-").replace("+", "-").replace("/", "").replace(
-            "(", ""
-        ).replace(")", "")
-        curve = []
-        started = time.perf_counter()
-        for target in range(args.every, args.steps + 1, args.every):
-            config = DistillConfig(
-                teacher=args.teacher, direction=args.direction, data=args.data, name=name, blocks=args.blocks,
-                ngf=ngf, image_size=args.image_size, load_size=args.load_size or args.image_size + args.image_size // 8,
-                max_steps=target, epochs=1000, epochs_decay=0, save_every=10**9, sample_every=10**9,
-                log_every=50, eval_every=10**9, **options,
-            )  # fmt: skip
-            run = distill(config, resume=target > args.every, given={"max_steps"})
-            p, s = fidelity(run / "G.safetensors", teacher_out, tests.inputs, device)
-            curve.append({"step": target, "psnr": round(p, 2), "ssim": round(s, 4)})
-            print(f"{label:20s} step {target:5d}  PSNR {p:6.2f} dB  SSIM {s:.4f}", flush=True)
-        student, _ = load_generator(run / "G.safetensors")
-        results["variants"][label] = {
-            "curve": curve,
-            "params": count_parameters(student),
-            "macs": count_macs(student.config, args.image_size),
-            "seconds": round(time.perf_counter() - started, 1),
-        }
-    steps = [point["step"] for point in next(iter(results["variants"].values()))["curve"]]
-    print()
-    print("| variant | params | MACs | " + " | ".join(f"step {s}" for s in steps) + " |")
-    print("|---|---:|---:|" + "---:|" * len(steps))
-    for label, variant in results["variants"].items():
-        cells = " | ".join(f"{p['psnr']:.2f} / {p['ssim']:.3f}" for p in variant["curve"])
-        print(f"| {label} | {variant['params']:,} | {variant['macs'] / 1e9:.3f} G | {cells} |")
-    t = results["teacher"]
-    print(
-        f"\nTeacher {t['identity']}: {t['blocks']} blocks, ngf {t['ngf']}, {t['params']:,} params, {t['macs'] / 1e9:.3f} G MACs"
+    tests = load_test_set(Path(args.data), args.direction, args.compare_size, limit=args.limit)
+    teacher_out = run_model(
+        prepare_generator(teacher.generator, torch.device("cpu")), tests.inputs, torch.device("cpu")
     )
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    results: dict = {"settings": vars(args) | {"json": str(args.json)}, "variants": {}}
+    for label in labels:
+        runs = []
+        for seed in seeds:
+            name = f"{args.prefix}-{label.replace(' ', '').replace(',', '-').replace('+', 'plus')}-s{seed}"
+            config = DistillConfig(
+                teacher=args.teacher, direction=args.direction, data=args.data, name=name,
+                image_size=args.image_size, max_steps=args.steps, seed=seed, save_every=10**9,
+                sample_every=10**9, log_every=50, eval_every=args.eval_every, **VARIANTS[label],
+            )  # fmt: skip
+            started = time.perf_counter()
+            run = distill(config)
+            seconds = time.perf_counter() - started
+            curve = [
+                {"step": r["step"], "psnr": r["psnr_to_teacher"], "ssim": r.get("ssim_to_teacher")}
+                for r in read_metrics(run / "metrics.jsonl")
+                if "psnr_to_teacher" in r and r["step"] % args.eval_every == 0
+            ]
+            p, s = final_fidelity(run, teacher_out, tests.inputs)
+            best = max(point["psnr"] for point in curve)
+            runs.append({"seed": seed, "seconds": seconds, "curve": curve, "psnr": p, "ssim": s,
+                         "best_minus_final": best - curve[-1]["psnr"]})  # fmt: skip
+            print(f"{label:28s} seed {seed}  {seconds:6.0f} s  PSNR {p:6.2f} dB  SSIM {s:.4f}  "
+                  f"curve {[pt['psnr'] for pt in curve]}", flush=True)  # fmt: skip
+        results["variants"][label] = runs
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+
+    steps = [point["step"] for point in results["variants"][labels[0]][0]["curve"]]
+    print(f"\nFinal fidelity on {len(tests.names)} test images at {args.compare_size} px, seeds {args.seeds}:\n")
+    print("| variant | wall time | PSNR to teacher | SSIM to teacher | best - final (held-out curve) |")
+    print("|---|---:|---:|---:|---:|")
+    for label, runs in results["variants"].items():
+        print(
+            f"| {label} | {mean_std([r['seconds'] for r in runs], 0)} s | {mean_std([r['psnr'] for r in runs], 2)} dB "
+            f"| {mean_std([r['ssim'] for r in runs], 3)} | {mean_std([r['best_minus_final'] for r in runs], 2)} dB |"
+        )
+    print("\nPSNR to teacher (dB) on the held-out curve images, by step:\n")
+    print("| variant | " + " | ".join(f"{s}" for s in steps) + " |")
+    print("|---|" + "---:|" * len(steps))
+    for label, runs in results["variants"].items():
+        cells = [mean_std([r["curve"][i]["psnr"] for r in runs], 2) for i in range(len(steps))]
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

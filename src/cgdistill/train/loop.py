@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from cgdistill.data.unpaired import EpochSampler, UnpairedDataset
 from cgdistill.errors import CgdistillError, WorkFailed
+from cgdistill.plots import write_curves
 from cgdistill.runs import METRICS_FILE
 from cgdistill.train.config import TrainConfig
 from cgdistill.train.pool import ImagePool
@@ -219,6 +220,7 @@ def fit(
                 scalers=scalers,
                 extra=recipe.state_extra(),
             )
+            write_curves(run_dir, METRICS_FILE)
             if on_checkpoint:
                 on_checkpoint(position.step)
         if runtime.distributed:
@@ -275,6 +277,8 @@ def fit(
                             **metrics,
                         }
                         _write_metrics(run_dir, record)
+                        if metrics:
+                            write_curves(run_dir, METRICS_FILE)
                         if tensorboard is not None:
                             for key, value in {**values, **metrics, "lr": config.lr * factor}.items():
                                 tensorboard.add_scalar(key, value, step)
