@@ -1,0 +1,108 @@
+"""The networks in a weights file: one generator, or several under names (``G_AB``, ``netG_A``, ...).
+
+A file may hold one state dict, a dict of state dicts (``{"G_AB": ..., "D_A": ...}``), a Lightning
+checkpoint whose one state dict prefixes every key with the network's attribute name
+(``G_AB.model.1.weight``), or any nesting of these. The search walks the tree of key segments from
+the top: a subtree whose tensors form a network is one; otherwise its children are searched. Names
+serve to tell networks apart and, where they say so, which way a generator maps.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from cgdistill.layouts.convert import RecognisedGenerator, recognise
+from cgdistill.layouts.structure import (
+    Layer,
+    NotResnet,
+    describe_other,
+    group_layers,
+    parameter_count,
+    resnet_structure,
+)
+
+WHOLE_FILE = "(the whole file)"
+
+_DIRECTION_NAME = re.compile(r"(?:net_?)?(?:g|gen|generator)_?(?P<d>a2b|ab|a_?to_?b|b2a|ba|b_?to_?a)", re.IGNORECASE)
+_AUTHORS_NAME = re.compile(r"net_?g_?(?P<d>a|b)", re.IGNORECASE)
+"""The CycleGAN authors' ``netG_A`` maps A to B and ``netG_B`` B to A."""
+
+
+@dataclass
+class Network:
+    """One network found in a file."""
+
+    path: str  # dotted key prefix in the file; "" when the whole file is one network
+    kind: str  # "generator", "discriminator" or "other"
+    what: str  # a short name: "ResNet generator", "PatchGAN discriminator", "U-Net generator", ...
+    summary: str  # what it is, in a clause
+    parameters: int
+    tensors: int
+    generator: RecognisedGenerator | None = None
+
+    @property
+    def label(self) -> str:
+        return self.path or WHOLE_FILE
+
+    @property
+    def direction(self) -> str | None:
+        """A2B or B2A when the name says so (``G_AB``, ``G_B2A``, ``netG_A``), else None."""
+        return direction_in_name(self.path)
+
+
+def direction_in_name(path: str) -> str | None:
+    last = path.rsplit(".", 1)[-1]
+    match = _DIRECTION_NAME.fullmatch(last)
+    if match:
+        return "A2B" if match.group("d").lower().startswith("a") else "B2A"
+    match = _AUTHORS_NAME.fullmatch(last)
+    if match:
+        return "A2B" if match.group("d").lower() == "a" else "B2A"
+    return None
+
+
+def _classify(layers: list[Layer], path: str, tensors: int) -> Network:
+    count = parameter_count(layers)
+    try:
+        structure = resnet_structure(layers)
+    except NotResnet as reason:
+        kind, what, summary = describe_other(layers, str(reason))
+        return Network(path, kind, what, summary, count, tensors)
+    found = recognise(structure)
+    cfg = found.config
+    summary = (
+        f"a ResNet generator ({found.layout.title}): {cfg.blocks} blocks, ngf {cfg.ngf}, {cfg.norm} norm, "
+        f"{cfg.upsample} upsampling, {cfg.in_channels} -> {cfg.out_channels} channels"
+    )
+    return Network(path, "generator", "ResNet generator", summary, count, tensors, found)
+
+
+def find_networks(entries: list[tuple[str, torch.Tensor]], path: str = "") -> list[Network]:
+    """The networks under ``path`` (keys in ``entries`` are relative to it), largest first found."""
+    prefix = f"{path}." if path else ""
+    network = _classify(group_layers(entries, prefix), path, len(entries))
+    if network.kind != "other":
+        return [network]
+    children: dict[str, list[tuple[str, torch.Tensor]]] = {}
+    for key, tensor in entries:
+        head, dot, rest = key.partition(".")
+        if dot:
+            children.setdefault(head, []).append((rest, tensor))
+    found: list[Network] = []
+    for head, sub in children.items():
+        if len(sub) > 1:
+            found += find_networks(sub, f"{prefix}{head}")
+    if any(n.kind != "other" for n in found):
+        return found
+    return [network]
+
+
+def matching(networks: list[Network], key: str) -> list[Network]:
+    """Networks named ``key``: the full path, or its last segments (``G_AB`` finds ``state_dict.G_AB``)."""
+    exact = [n for n in networks if n.path == key]
+    if exact:
+        return exact
+    return [n for n in networks if n.path.endswith(f".{key}")]
