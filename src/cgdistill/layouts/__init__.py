@@ -43,6 +43,50 @@ class WeightsReport:
     def generators(self) -> list[Network]:
         return [n for n in self.networks if n.kind == "generator"]
 
+    def to_dict(self) -> dict:
+        """Plain JSON types, for ``cgdistill inspect --json``."""
+        own = None
+        if self.cgdistill is not None:
+            info = self.cgdistill
+            own = {
+                "kind": info.kind,
+                "arch": info.arch,
+                "config": info.config,
+                "direction": info.direction,
+                "dataset": info.dataset,
+                "image_size": info.image_size,
+                "step": info.step,
+                "teacher": info.teacher,
+                "extra": info.extra,
+            }
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "tensors": self.tensors,
+            "parameters": self.parameters,
+            "networks": [_network_dict(n) for n in self.networks],
+            "metadata": self.metadata,
+            "skipped": self.skipped,
+            "cgdistill": own,
+        }
+
+
+def _network_dict(network: Network) -> dict:
+    found = network.generator
+    return {
+        "name": network.path,
+        "kind": network.kind,
+        "what": network.what,
+        "summary": network.summary,
+        "parameters": network.parameters,
+        "tensors": network.tensors,
+        "direction_from_name": network.direction,
+        "layout": found.layout.name if found else None,
+        "config": found.config.to_dict() if found else None,
+        "notes": found.notes if found else [],
+        "refusal": found.refusal if found else None,
+    }
+
 
 def inspect_weights(path: Path | str) -> WeightsReport:
     """Read a weights file (nothing in it runs) and say which networks it holds."""

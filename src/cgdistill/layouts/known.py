@@ -37,14 +37,11 @@ class Layout:
     refuses: Callable[[ResnetStructure], str | None] = lambda structure: None
 
 
-def _blocks_match(pattern: str) -> Callable[[ResnetStructure], bool]:
-    compiled = re.compile(pattern)
-    return lambda s: all(compiled.fullmatch(conv.module) for conv in s.block_convs)
-
-
 def _stem_is(module: str, blocks: str) -> Callable[[ResnetStructure], bool]:
-    match_blocks = _blocks_match(blocks)
-    return lambda s: s.stem.module == module and match_blocks(s)
+    """Stem and block convs named so, under any prefix (``state_dict.``, a network's name)."""
+    stem = re.compile(rf"(?:.*\.)?{re.escape(module)}")
+    block = re.compile(rf"(?:.*\.)?{blocks}")
+    return lambda s: bool(stem.fullmatch(s.stem.module)) and all(block.fullmatch(c.module) for c in s.block_convs)
 
 
 def _pads_by_channels(structure: ResnetStructure) -> str | None:

@@ -84,7 +84,7 @@ def find_networks(entries: list[tuple[str, torch.Tensor]], path: str = "") -> li
     """The networks under ``path`` (keys in ``entries`` are relative to it), largest first found."""
     prefix = f"{path}." if path else ""
     network = _classify(group_layers(entries, prefix), path, len(entries))
-    if network.kind != "other":
+    if network.kind == "generator":
         return [network]
     children: dict[str, list[tuple[str, torch.Tensor]]] = {}
     for key, tensor in entries:
@@ -95,7 +95,9 @@ def find_networks(entries: list[tuple[str, torch.Tensor]], path: str = "") -> li
     for head, sub in children.items():
         if len(sub) > 1:
             found += find_networks(sub, f"{prefix}{head}")
-    if any(n.kind != "other" for n in found):
+    # Several networks side by side can pass for one discriminator (3-channel outputs feed 3-channel
+    # inputs): generators found below win; else what this level is, if anything.
+    if any(n.kind == "generator" for n in found) or (network.kind == "other" and any(n.kind != "other" for n in found)):
         return found
     return [network]
 

@@ -144,9 +144,14 @@ def _assign_convs(layers: list[Layer]) -> tuple[list[Layer], str]:
     wide = [c for c in convs if c.kernel == (7, 7)]
     if len(wide) != 2:
         raise NotResnet(f"it has {len(wide)} 7x7 convs where the generator has 2 (the stem and the output conv)")
-    stem, head = wide
-    if stem.pair[0] != head.pair[1] and head.pair[0] == stem.pair[1]:
-        stem, head = head, stem
+
+    # The stem gives ngf channels, the output conv reads them, and the blocks run at 4 * ngf; with
+    # 3 channels in and out both orders connect, and the blocks' width decides.
+    def fits(stem: Layer, head: Layer) -> tuple[bool, bool]:
+        width = 4 * stem.pair[0]
+        return stem.pair[0] == head.pair[1], any(c.kernel == (3, 3) and c.pair == (width, width) for c in convs)
+
+    stem, head = max((tuple(wide), tuple(wide[::-1])), key=lambda pair: fits(*pair))
     ngf = stem.pair[0]
     if head.pair[1] != ngf:
         raise NotResnet(
@@ -166,9 +171,26 @@ def _assign_convs(layers: list[Layer]) -> tuple[list[Layer], str]:
         raise NotResnet(f"it has no residual blocks (no 3x3 convs at 4 x {ngf} = {width} channels)")
     if len(square) % 2:
         raise NotResnet(f"its {len(square)} 3x3 convs at {width} channels do not pair up into residual blocks")
+    rest = [c for c in middle if c.pair != (width, width)]
+    try:
+        down, up, upsample = _split_by_position(layers, square, rest, ngf)
+    except NotResnet as by_position:
+        # Files that keep no order (safetensors) may sort the up convs before the blocks; a conv's
+        # bias length is its output width, which tells a stride-2 conv from a transposed one.
+        split = _split_by_bias(rest, ngf)
+        if split is None:
+            raise by_position from None
+        down, up, upsample = split
+    return [stem, *down, *square, *up, head], upsample
+
+
+def _split_by_position(
+    layers: list[Layer], square: list[Layer], rest: list[Layer], ngf: int
+) -> tuple[list[Layer], list[Layer], str]:
+    """Stride-2 convs come before the residual blocks, upsampling convs after them."""
+    width = 4 * ngf
     position = {id(layer): i for i, layer in enumerate(layers)}
     first, last = position[id(square[0])], position[id(square[-1])]
-    rest = [c for c in middle if c.pair != (width, width)]
     inside = [c for c in rest if first < position[id(c)] < last]
     if inside:
         raise NotResnet(f"'{inside[0].label}' {_shape(inside[0])} sits among the residual blocks")
@@ -180,18 +202,45 @@ def _assign_convs(layers: list[Layer]) -> tuple[list[Layer], str]:
             f"before its residual blocks it has {found} where the generator has two stride-2 convs "
             f"({ngf} -> {2 * ngf} -> {width} channels)"
         )
+    return down, up, _upsample_kind(up, ngf)
+
+
+def _upsample_kind(up: list[Layer], ngf: int) -> str:
     pairs = [c.pair for c in up]
-    if pairs == [(width, 2 * ngf), (2 * ngf, ngf)]:
-        upsample = "deconv"
-    elif pairs == [(2 * ngf, width), (ngf, 2 * ngf)]:
-        upsample = "resize-conv"
-    else:
-        found = ", ".join(f"'{c.label}' {_shape(c)}" for c in up) or "none"
-        raise NotResnet(
-            f"after its residual blocks it has {found} where the generator has two upsampling convs "
-            f"({width} -> {2 * ngf} -> {ngf} channels)"
-        )
-    return [stem, *down, *square, *up, head], upsample
+    if pairs == [(4 * ngf, 2 * ngf), (2 * ngf, ngf)]:
+        return "deconv"
+    if pairs == [(2 * ngf, 4 * ngf), (ngf, 2 * ngf)]:
+        return "resize-conv"
+    found = ", ".join(f"'{c.label}' {_shape(c)}" for c in up) or "none"
+    raise NotResnet(
+        f"after its residual blocks it has {found} where the generator has two upsampling convs "
+        f"({4 * ngf} -> {2 * ngf} -> {ngf} channels)"
+    )
+
+
+def _split_by_bias(rest: list[Layer], ngf: int) -> tuple[list[Layer], list[Layer], str] | None:
+    """Roles from shapes and bias lengths alone; None where they leave a doubt."""
+    roles: dict[str, Layer] = {}
+    for conv in rest:
+        bias = conv.tensors.get("bias")
+        out = bias.numel() if bias is not None else None
+        a, b = conv.pair
+        if (a, b) == (2 * ngf, ngf):
+            role = {2 * ngf: "down1", ngf: "up2"}.get(out)  # type: ignore[call-overload]
+        elif (a, b) == (4 * ngf, 2 * ngf):
+            role = {4 * ngf: "down2", 2 * ngf: "up1"}.get(out)  # type: ignore[call-overload]
+        else:
+            role = {(2 * ngf, 4 * ngf): "up1", (ngf, 2 * ngf): "up2"}.get((a, b))
+        if role is None or role in roles:
+            return None
+        roles[role] = conv
+    if sorted(roles) != ["down1", "down2", "up1", "up2"]:
+        return None
+    up = [roles["up1"], roles["up2"]]
+    try:
+        return [roles["down1"], roles["down2"]], up, _upsample_kind(up, ngf)
+    except NotResnet:
+        return None
 
 
 def _assign_norms(layers: list[Layer], convs: list[Layer], structure_out: list[int]) -> list[Layer]:
@@ -320,7 +369,9 @@ def describe_other(layers: list[Layer], reason: str) -> tuple[str, str, str]:
                         "a U-Net generator, which cgdistill does not distill"
                     ),
                 )
-            if chained and ordered[-1].pair[0] == 1 and ordered[0].pair[1] <= 4:
+            widths = [c.pair[0] for c in ordered[:-1]]
+            widening = all(a <= b for a, b in zip(widths, widths[1:], strict=False))
+            if chained and widening and ordered[-1].pair[0] == 1 and ordered[0].pair[1] <= 4:
                 kind = "PatchGAN discriminator" if {c.kernel for c in ordered} == {(4, 4)} else "discriminator"
                 return (
                     "discriminator",
