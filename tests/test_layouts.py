@@ -16,10 +16,14 @@ from torch import nn
 
 from cgdistill import paths
 from cgdistill.checkpoint import load_generator
+from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import CgdistillError
 from cgdistill.layouts import inspect_weights
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.official import import_official, load_official_state_dict
+from cgdistill.train.config import DistillConfig
+from cgdistill.train.distill import build_student, distill
+from cgdistill.train.loop import Observer
 from layout_networks import (
     AitorzipGenerator,
     MmagicResnetGenerator,
@@ -450,3 +454,47 @@ def test_inspect_of_a_missing_file_is_one_sentence(cli, tmp_path: Path):
     result = cli("inspect", tmp_path / "nowhere.pth")
     assert result.code == 2
     assert "nowhere.pth does not exist" in result.err_text
+
+
+# --- distilling an imported teacher ---------------------------------------------------------------------
+
+
+class Messages(Observer):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.lines.append(text)
+
+
+def test_an_imported_resize_conv_affine_teacher_distills_end_to_end_with_copy_init(tmp_path: Path):
+    """PyTorch-GAN's layout with affine instance norm: resize-conv upsampling with zero padding, which
+    the student inherits so that the copied outer layers compute what they did in the teacher."""
+    make_toy_dataset(paths.dataset_path("toy"), size=36, n_train=6, n_test=3)
+    original = randomised(PyTorchGanGenerator(features=8, affine=True))
+    imported_run = import_official(saved(original.state_dict(), tmp_path / "G_AB.pth"), "pg", dataset="toy").run
+    teacher, _ = load_generator(imported_run / "G_A2B.safetensors")
+    assert (teacher.config.norm, teacher.config.upsample, teacher.config.up_padding) == (
+        "instance-affine",
+        "resize-conv",
+        "zeros",
+    )
+
+    built, notes = build_student(DistillConfig(blocks=1), teacher, torch.Generator().manual_seed(0))
+    student_state, teacher_state = built.generator.state_dict(), teacher.state_dict()
+    outer = [k for k in student_state if not k.startswith("blocks.")]
+    assert outer and all(torch.equal(student_state[k], teacher_state[k]) for k in outer)
+    assert built.generator.config == GeneratorConfig(**{**teacher.config.to_dict(), "blocks": 1})
+
+    observer = Messages()
+    settings = dict(
+        teacher="pg", blocks=1, image_size=32, load_size=36, ndf=4, pool_size=2, max_steps=2, sample_every=1000,
+        save_every=1000, log_every=1, eval_every=2, seed=1, device="cpu", amp=False,
+    )  # fmt: skip
+    run = distill(DistillConfig(**settings), observer=observer)
+    assert any("Copied the teacher's stem, downsampling, upsampling and output layers" in m for m in observer.lines)
+    student, info = load_generator(run / "G.safetensors")
+    assert student.config == built.generator.config
+    assert (info.teacher, info.direction, info.step) == ("pg", "A2B", 2)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(record.get("psnr_to_teacher") is not None for record in records)
