@@ -19,6 +19,7 @@ from cgdistill.checkpoint import load_generator
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import CgdistillError
 from cgdistill.layouts import inspect_weights
+from cgdistill.layouts.networks import direction_in_name
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.official import import_official, load_official_state_dict
 from cgdistill.train.config import DistillConfig
@@ -131,7 +132,7 @@ def test_the_tutorial_checkpoint_with_its_optimizer_state_imports(tmp_path: Path
     path = saved({"state_dict": net.state_dict(), "optimizer": optimizer.state_dict()}, tmp_path / "genh.pth.tar")
     assert max_difference(net, imported(path)) <= TOLERANCE
     report = inspect_weights(path)
-    assert [n.label for n in report.networks] == ["(the whole file)"]
+    assert [n.label for n in report.networks] == ["state_dict"]
     assert report.skipped == ["optimizer (optimizer state)"]
 
 
@@ -333,8 +334,28 @@ def test_direction_picks_one_of_two_generators_named_by_direction(tmp_path: Path
 def test_more_than_two_generators_ask_for_a_key(tmp_path: Path):
     nets = [randomised(PyTorchGanGenerator(features=8), seed) for seed in range(3)]
     path = saved({f"G_{i}": n.state_dict() for i, n in enumerate(nets)}, tmp_path / "three.pth")
-    with pytest.raises(CgdistillError, match=r"holds 3 generators \(G_0, G_1, G_2\); pick one with --key NAME"):
+    with pytest.raises(CgdistillError, match=r"holds 3 generators \(G_0, G_1, G_2\).* --key NAME"):
         import_official(path, "three")
+
+
+def test_two_generators_of_the_same_direction_ask_for_a_key(tmp_path: Path):
+    g, ema = cyclegan_pair()
+    path = saved({"model": {"G_AB": g.state_dict()}, "ema": {"G_AB": ema.state_dict()}}, tmp_path / "ema.pth")
+    with pytest.raises(CgdistillError, match=r"holds 2 generators \(model\.G_AB, ema\.G_AB\); pick one with --key"):
+        import_official(path, "ema")
+    assert import_official(path, "ema", key="ema.G_AB").directions == ["A2B"]
+
+
+@pytest.mark.parametrize(
+    ("name", "direction"),
+    [
+        ("G_AB", "A2B"), ("state_dict.G_BA", "B2A"), ("netG_A2B", "A2B"), ("gen_b2a", "B2A"), ("netG_A", "A2B"),
+        ("netG_B", "B2A"), ("G_XtoY", "A2B"), ("generator_YX", "B2A"), ("G_A", None), ("gen_Z", None),
+        ("generators.zebra", None), ("", None),
+    ],
+)  # fmt: skip
+def test_directions_are_read_from_names_only_where_they_say_so(name: str, direction: str | None):
+    assert direction_in_name(name) == direction
 
 
 # --- what is not a CycleGAN ResNet generator -----------------------------------------------------------

@@ -160,16 +160,18 @@ def choose_generators(
         if network.direction:
             return [ChosenGenerator(network, network.direction, "its name")]
         return [ChosenGenerator(network, check_direction(default_direction), "default")]
-    named = {n.direction: n for n in generators if n.direction}
-    if len(generators) == 2 and len(named) == 2:
-        if direction:
-            return [ChosenGenerator(named[direction], direction, "its name")]
-        return [ChosenGenerator(named[d], d, "its name") for d in ("A2B", "B2A")]
+    if direction:
+        says = [n for n in generators if n.direction == direction]
+        if len(says) == 1:
+            return [ChosenGenerator(says[0], direction, "its name")]
+    said = [n.direction for n in generators]
+    if not direction and len(generators) == 2 and sorted(d or "" for d in said) == ["A2B", "B2A"]:
+        return [ChosenGenerator(n, d, "its name") for d in ("A2B", "B2A") for n in generators if n.direction == d]
     labels = ", ".join(n.label for n in generators)
-    if len(generators) == 2:
+    if not any(said):
         raise CgdistillError(
-            f"{report.path} holds 2 generators ({labels}) whose names do not say which maps A to B; "
-            "import one with --key NAME --direction A2B|B2A (and the other the same way)."
+            f"{report.path} holds {len(generators)} generators ({labels}) whose names do not say which maps A to B; "
+            "import one with --key NAME --direction A2B|B2A (and another the same way)."
         )
     raise CgdistillError(f"{report.path} holds {len(generators)} generators ({labels}); pick one with --key NAME.")
 

@@ -26,7 +26,11 @@ from cgdistill.layouts.structure import (
 
 WHOLE_FILE = "(the whole file)"
 
-_DIRECTION_NAME = re.compile(r"(?:net_?)?(?:g|gen|generator)_?(?P<d>a2b|ab|a_?to_?b|b2a|ba|b_?to_?a)", re.IGNORECASE)
+_DIRECTION_NAME = re.compile(
+    r"(?:net_?)?(?:g|gen|generator)_?(?P<d>a2b|ab|a_?to_?b|x2y|xy|x_?to_?y|b2a|ba|b_?to_?a|y2x|yx|y_?to_?x)",
+    re.IGNORECASE,
+)
+"""``G_AB``, ``gen_BA``, ``netG_A2B``, ``G_XtoY`` (the paper's G: X -> Y is A -> B)."""
 _AUTHORS_NAME = re.compile(r"net_?g_?(?P<d>a|b)", re.IGNORECASE)
 """The CycleGAN authors' ``netG_A`` maps A to B and ``netG_B`` B to A."""
 
@@ -57,7 +61,7 @@ def direction_in_name(path: str) -> str | None:
     last = path.rsplit(".", 1)[-1]
     match = _DIRECTION_NAME.fullmatch(last)
     if match:
-        return "A2B" if match.group("d").lower().startswith("a") else "B2A"
+        return "A2B" if match.group("d").lower()[0] in "ax" else "B2A"
     match = _AUTHORS_NAME.fullmatch(last)
     if match:
         return "A2B" if match.group("d").lower() == "a" else "B2A"
@@ -85,7 +89,7 @@ def find_networks(entries: list[tuple[str, torch.Tensor]], path: str = "") -> li
     prefix = f"{path}." if path else ""
     network = _classify(group_layers(entries, prefix), path, len(entries))
     if network.kind == "generator":
-        return [network]
+        return [_narrowed(network, entries, path)]
     children: dict[str, list[tuple[str, torch.Tensor]]] = {}
     for key, tensor in entries:
         head, dot, rest = key.partition(".")
@@ -100,6 +104,22 @@ def find_networks(entries: list[tuple[str, torch.Tensor]], path: str = "") -> li
     if any(n.kind == "generator" for n in found) or (network.kind == "other" and any(n.kind != "other" for n in found)):
         return found
     return [network]
+
+
+def _narrowed(network: Network, entries: list[tuple[str, torch.Tensor]], path: str) -> Network:
+    """The same generator under its most specific name: ``{"G_BA": {...}}`` is ``G_BA``, not the whole
+    file; descending stops where the names would no longer identify the layout (``model.1`` -> ``1``)."""
+    while True:
+        heads = {key.partition(".")[0] for key, _ in entries}
+        if len(heads) != 1 or any("." not in key for key, _ in entries):
+            return network
+        head = heads.pop()
+        sub = [(key.partition(".")[2], tensor) for key, tensor in entries]
+        sub_path = f"{path}.{head}" if path else head
+        candidate = _classify(group_layers(sub, f"{sub_path}."), sub_path, len(sub))
+        if candidate.generator is None or candidate.generator.layout != network.generator.layout:  # type: ignore[union-attr]
+            return network
+        network, entries, path = candidate, sub, sub_path
 
 
 def matching(networks: list[Network], key: str) -> list[Network]:
