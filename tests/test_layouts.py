@@ -381,6 +381,17 @@ def test_a_classifier_is_named_as_such(tmp_path: Path):
         import_official(path, "classifier")
 
 
+def test_residual_blocks_of_three_convs_are_refused_naming_the_block(tmp_path: Path):
+    state = {}
+    for key, value in randomised(TutorialGenerator()).state_dict().items():
+        state[key] = value
+        if ".block.1.conv.0." in key:  # a third conv after each block's second
+            state[key.replace(".block.1.", ".block.2.")] = value.clone()
+    path = saved(state, tmp_path / "three_convs.pth")
+    with pytest.raises(CgdistillError, match=r"'res_blocks\.0\.block' holds 3 3x3 convs at 32 channels"):
+        load_official_state_dict(path)
+
+
 # --- the command line -----------------------------------------------------------------------------------
 
 

@@ -116,12 +116,6 @@ class ResnetStructure:
     def block_convs(self) -> list[Layer]:
         return self.convs[3:-3]
 
-    def out_channels_of(self, index: int) -> int:
-        """Output channels of conv ``index`` (transposed convs store them second)."""
-        pair = self.convs[index].pair
-        transposed = self.upsample == "deconv" and index in (len(self.convs) - 3, len(self.convs) - 2)
-        return pair[1] if transposed else pair[0]
-
 
 class NotResnet(Exception):
     """The tensors do not form a ResNet generator; the message says why, as a clause."""
@@ -171,6 +165,7 @@ def _assign_convs(layers: list[Layer]) -> tuple[list[Layer], str]:
         raise NotResnet(f"it has no residual blocks (no 3x3 convs at 4 x {ngf} = {width} channels)")
     if len(square) % 2:
         raise NotResnet(f"its {len(square)} 3x3 convs at {width} channels do not pair up into residual blocks")
+    _check_blocks_hold_two_convs(square)
     rest = [c for c in middle if c.pair != (width, width)]
     try:
         down, up, upsample = _split_by_position(layers, square, rest, ngf)
@@ -182,6 +177,32 @@ def _assign_convs(layers: list[Layer]) -> tuple[list[Layer], str]:
             raise by_position from None
         down, up, upsample = split
     return [stem, *down, *square, *up, head], upsample
+
+
+def _common_prefix(a: list[str], b: list[str]) -> list[str]:
+    prefix = []
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        prefix.append(x)
+    return prefix
+
+
+def _check_blocks_hold_two_convs(square: list[Layer]) -> None:
+    """Where names group the block convs (``res_blocks.3.block...``), each group must hold two."""
+    paths = [conv.module.split(".") for conv in square]
+    shared = paths[0]
+    for path in paths[1:]:
+        shared = _common_prefix(shared, path)
+    for first, second in zip(paths[::2], paths[1::2], strict=True):
+        block = _common_prefix(first, second)
+        if len(block) > len(shared):
+            members = sum(1 for path in paths if path[: len(block)] == block)
+            if members != 2:
+                width = square[0].pair[0]
+                raise NotResnet(
+                    f"'{'.'.join(block)}' holds {members} 3x3 convs at {width} channels where a residual block has 2"
+                )
 
 
 def _split_by_position(
