@@ -23,8 +23,10 @@ from cgdistill.layouts.structure import (
     parameter_count,
     resnet_structure,
 )
+from cgdistill.nets import GeneratorConfig
 
 WHOLE_FILE = "(the whole file)"
+_PADDING_WORD = {"zeros": "zero", "reflect": "reflection"}
 
 _DIRECTION_NAME = re.compile(
     r"(?:net_?)?(?:g|gen|generator)_?(?P<d>a2b|ab|a_?to_?b|x2y|xy|x_?to_?y|b2a|ba|b_?to_?a|y2x|yx|y_?to_?x)",
@@ -77,9 +79,18 @@ def _classify(layers: list[Layer], path: str, tensors: int) -> Network:
         return Network(path, kind, what, summary, count, tensors)
     found = recognise(structure)
     cfg = found.config
+    defaults = GeneratorConfig()
+    padding = "".join(
+        f", {what}"
+        for changed, what in (
+            (cfg.down_padding != defaults.down_padding, f"{_PADDING_WORD[cfg.down_padding]}-padded stride-2 convs"),
+            (cfg.up_padding != defaults.up_padding, f"{_PADDING_WORD[cfg.up_padding]}-padded convs after each resize"),
+        )
+        if changed
+    )
     summary = (
         f"a ResNet generator ({found.layout.title}): {cfg.blocks} blocks, ngf {cfg.ngf}, {cfg.norm} norm, "
-        f"{cfg.upsample} upsampling, {cfg.in_channels} -> {cfg.out_channels} channels"
+        f"{cfg.upsample} upsampling{padding}, {cfg.in_channels} -> {cfg.out_channels} channels"
     )
     return Network(path, "generator", "ResNet generator", summary, count, tensors, found)
 
