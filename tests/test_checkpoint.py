@@ -4,7 +4,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cgdistill.checkpoint import load_discriminator, load_generator, read_info, save_discriminator, save_generator
+from cgdistill.checkpoint import (
+    load_discriminator,
+    load_generator,
+    read_info,
+    read_safetensors,
+    save_discriminator,
+    save_generator,
+)
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import DiscriminatorConfig, GeneratorConfig, PatchDiscriminator, ResnetGenerator
 
@@ -97,3 +104,22 @@ def test_a_discriminator_is_not_loaded_as_a_generator(tmp_path: Path):
     path = save_discriminator(PatchDiscriminator(DiscriminatorConfig(ndf=4)), tmp_path / "D.safetensors")
     with pytest.raises(CgdistillError, match="not a generator"):
         load_generator(path)
+
+
+def test_the_padding_of_an_imported_layout_round_trips_through_the_metadata(tmp_path: Path):
+    config = GeneratorConfig(blocks=2, ngf=8, upsample="resize-conv", down_padding="reflect", up_padding="zeros")
+    g = ResnetGenerator(config).eval()
+    loaded, _ = load_generator(save_generator(g, tmp_path / "G.safetensors"))
+    assert loaded.config == config
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), g(x), rtol=0, atol=0)
+
+
+def test_a_file_written_before_the_padding_fields_loads_with_the_published_padding(tmp_path: Path):
+    g = ResnetGenerator(GeneratorConfig(blocks=1, ngf=4))
+    path = save_generator(g, tmp_path / "G.safetensors")
+    tensors, meta = read_safetensors(path)
+    del meta["down_padding"], meta["up_padding"]
+    save_file(tensors, str(path), metadata=meta)
+    loaded, _ = load_generator(path)
+    assert (loaded.config.down_padding, loaded.config.up_padding) == ("zeros", "reflect")

@@ -26,11 +26,24 @@ def fake_official(monkeypatch: pytest.MonkeyPatch, home: Path) -> list[dict]:
     """Stand in for cgdistill.official (tested on its own) and record how the CLI calls it."""
     calls: list[dict] = []
 
-    def import_official(pth_path: Path, name: str, direction: str | None = None, dataset: str | None = None) -> Path:
-        calls.append({"pth": Path(pth_path), "name": name, "direction": direction, "dataset": dataset})
+    def import_official(
+        pth_path: Path,
+        name: str,
+        direction: str | None = None,
+        dataset: str | None = None,
+        key: str | None = None,
+        default_direction: str = "A2B",
+    ) -> types.SimpleNamespace:
+        calls.append(
+            {"pth": Path(pth_path), "name": name, "direction": direction or default_direction, "dataset": dataset}
+        )
         run = home / "runs" / name
         run.mkdir(parents=True)
-        return run
+        chosen = direction or default_direction
+        generator = types.SimpleNamespace(
+            direction=chosen, network=None, layout_title="a layout", decided_by="default", notes=[]
+        )
+        return types.SimpleNamespace(run=run, directions=[chosen], generators=[generator])
 
     monkeypatch.setitem(sys.modules, "cgdistill.official", types.SimpleNamespace(import_official=import_official))
     return calls

@@ -62,19 +62,22 @@ class ModelInfo:
         return meta
 
 
-_GEN_KEYS = ("blocks", "ngf", "norm", "upsample", "in_channels", "out_channels")
+_GEN_KEYS = ("blocks", "ngf", "norm", "upsample", "in_channels", "out_channels", "down_padding", "up_padding")
 _DISC_KEYS = ("ndf", "n_layers", "norm", "in_channels")
+_OPTIONAL_KEYS = ("in_channels", "out_channels", "upsample", "down_padding", "up_padding")
+"""Absent from files written before they existed; the config's defaults are what those files mean."""
+_TEXT_KEYS = ("norm", "upsample", "down_padding", "up_padding")
 
 
 def _typed_config(meta: dict[str, str], keys: tuple[str, ...], path: Path) -> dict:
     config = {}
     for key in keys:
         if key not in meta:
-            if key in ("in_channels", "out_channels", "upsample"):
+            if key in _OPTIONAL_KEYS:
                 continue
             raise CgdistillError(f"Model file {path} lacks the '{key}' metadata; it is damaged or from another tool.")
         value = meta[key]
-        config[key] = value if key in ("norm", "upsample") else int(value)
+        config[key] = value if key in _TEXT_KEYS else int(value)
     return config
 
 
@@ -155,8 +158,12 @@ def save_discriminator(
     return save_model(discriminator, path, info)
 
 
-def _read(path: Path, with_tensors: bool) -> tuple[dict[str, torch.Tensor], ModelInfo]:
-    """Metadata (and the tensors when asked), turning every way a file can be wrong into one sentence."""
+def read_safetensors(path: Path | str, with_tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors (when asked) and the metadata header of any safetensors file, ours or not.
+
+    Every way a file can be wrong becomes one sentence naming it.
+    """
+    path = Path(path)
     if not path.is_file():
         raise CgdistillError(f"Model file {path} does not exist.")
     try:
@@ -167,6 +174,16 @@ def _read(path: Path, with_tensors: bool) -> tuple[dict[str, torch.Tensor], Mode
         raise CgdistillError(
             f"{path} is not a readable safetensors model file ({exc}); it may be truncated or of another format."
         ) from None
+    return tensors, meta
+
+
+def info_from_metadata(meta: dict[str, str], path: Path | str) -> ModelInfo:
+    """The typed metadata of one of our files; refuses headers that cgdistill did not write."""
+    return _info_from_metadata(meta, Path(path))
+
+
+def _read(path: Path, with_tensors: bool) -> tuple[dict[str, torch.Tensor], ModelInfo]:
+    tensors, meta = read_safetensors(path, with_tensors)
     return tensors, _info_from_metadata(meta, path)
 
 

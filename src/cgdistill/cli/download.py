@@ -54,6 +54,14 @@ def download(
     force: Annotated[
         bool, typer.Option("--force", help="Download and extract again even if it is already here.")
     ] = False,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            help="With --pretrained: the network to import from a file that holds several (see `cgdistill inspect`).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Download a dataset into the home, or import an official pretrained generator as a teacher run."""
     if list_:
@@ -65,8 +73,10 @@ def download(
         )
     if direction is not None and not pretrained:
         raise CgdistillError("--direction only applies to --pretrained models; datasets hold both directions.")
+    if key is not None and not pretrained:
+        raise CgdistillError("--key only applies to --pretrained models; it names a network inside a weights file.")
     if pretrained:
-        _download_pretrained(name, from_file, url, direction, force)
+        _download_pretrained(name, from_file, url, direction, force, key)
     else:
         _download_dataset(name, from_file, url, force)
 
@@ -86,20 +96,34 @@ def _download_dataset(name: str, from_file: Path | None, url: str | None, force:
 
 
 def _download_pretrained(
-    name: str, from_file: Path | None, url: str | None, direction: str | None, force: bool
+    name: str, from_file: Path | None, url: str | None, direction: str | None, force: bool, key: str | None
 ) -> None:
     from cgdistill.data.download import download_pretrained
+    from cgdistill.runs import reverse
 
-    result = download_pretrained(name, from_file=from_file, url=url, direction=direction, force=force)
-    mapping = result.direction
-    if result.entry is not None and result.entry.input_domain and result.entry.output_domain:
-        mapping += f" ({result.entry.input_domain} -> {result.entry.output_domain})"
+    result = download_pretrained(name, from_file=from_file, url=url, direction=direction, force=force, key=key)
     dataset = f" of dataset {result.dataset}" if result.dataset else ""
-    console.print(f"Imported generator [bold]{name}[/] ({mapping}{dataset}) as teacher run {result.run}")
+    noun = "generator" if len(result.generators) == 1 else "generators"
+    console.print(f"Imported {noun} [bold]{name}[/]{dataset} as teacher run {result.run}")
+    entry = result.entry
+    decided = {"--direction": "", "its name": ", direction from its name", "default": ", direction assumed"}
+    for generator in result.generators:
+        mapping = generator.direction
+        if entry is not None and entry.input_domain and entry.output_domain:
+            domains = (entry.input_domain, entry.output_domain)
+            reads, writes = domains if generator.direction == entry.direction else domains[::-1]
+            mapping += f" ({reads} -> {writes})"
+        origin = f"'{generator.network}', " if generator.network else ""
+        console.print(f"  {mapping}: {origin}{generator.layout_title}{decided[generator.decided_by]}")
+        for line in generator.notes:
+            note(f"  note: {line}")
     console.print(f"  weights: {result.weights}")
+    first = result.directions[0]
+    if any(g.decided_by == "default" for g in result.generators):
+        note(f"If it maps the other way, import it again with --direction {reverse(first)}.")
     note(
-        f"Next: cgdistill translate IMAGE --model {result.run.name} --direction {result.direction}, "
-        f"or cgdistill distill --teacher {result.run.name} --direction {result.direction}"
+        f"Next: cgdistill translate IMAGE --model {result.run.name} --direction {first}, "
+        f"or cgdistill distill --teacher {result.run.name} --direction {first}"
         + (f" --data {result.dataset}" if result.dataset else " --data NAME|PATH")
     )
 

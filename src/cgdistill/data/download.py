@@ -15,8 +15,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cgdistill import __version__, paths
 from cgdistill.data.extract import extract_dataset, has_layout, remove_stale_staging
@@ -31,6 +32,9 @@ from cgdistill.data.registry import (
 )
 from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.fsutil import fsync_dir
+
+if TYPE_CHECKING:
+    from cgdistill.official import ImportedGenerator
 
 # Seconds before the first retry; doubled on each further one. Tests set it near zero.
 DEFAULT_BACKOFF_S = 1.0
@@ -400,10 +404,11 @@ class PretrainedResult:
     name: str
     run: Path
     weights: Path
-    direction: str
+    directions: list[str]
     dataset: str | None
     entry: PretrainedEntry | None
     downloaded: bool
+    generators: list[ImportedGenerator] = field(default_factory=list)  # one per direction imported
 
 
 def download_pretrained(
@@ -415,11 +420,13 @@ def download_pretrained(
     force: bool = False,
     progress: bool = True,
     retries: int = 4,
+    key: str | None = None,
 ) -> PretrainedResult:
     """Fetch an official CycleGAN generator (or take ``from_file``) and import it as teacher run NAME.
 
-    The direction is the registry's for known names, ``direction`` when given, else A2B; it is
-    recorded in the model file so ``translate`` knows which domain the generator reads.
+    The direction is ``direction`` when given, else what the network's name says (``G_AB``), else
+    the registry's for known names, else A2B; it is recorded in the model file so ``translate`` knows
+    which domain the generator reads. ``key`` picks one network of a file that holds several.
     """
     check_name(name)
     if url and from_file:
@@ -427,7 +434,7 @@ def download_pretrained(
     if direction is not None and direction not in ("A2B", "B2A"):
         raise CgdistillError(f"Direction {direction!r} is not valid; use A2B or B2A.")
     entry = PRETRAINED.get(name) if (url or from_file) else get_pretrained(name)
-    direction = direction or (entry.direction if entry else "A2B")
+    default_direction = entry.direction if entry else "A2B"
     dataset = entry.dataset if entry else None
 
     downloaded = False
@@ -448,5 +455,7 @@ def download_pretrained(
 
     from cgdistill.official import import_official
 
-    run = import_official(weights, name, direction=direction, dataset=dataset)
-    return PretrainedResult(name, Path(run), weights, direction, dataset, entry, downloaded)
+    result = import_official(
+        weights, name, direction=direction, dataset=dataset, key=key, default_direction=default_direction
+    )
+    return PretrainedResult(name, result.run, weights, result.directions, dataset, entry, downloaded, result.generators)

@@ -181,6 +181,6 @@ def get_pretrained(name: str) -> PretrainedEntry:
     if entry is None:
         raise CgdistillError(
             f"Unknown pretrained model {name!r}; choose one of {', '.join(PRETRAINED)}, "
-            "or pass --from-file PTH to import any generator in the official layout under that name."
+            "or pass --from-file FILE to import any ResNet CycleGAN generator under that name."
         )
     return entry

@@ -15,6 +15,7 @@ from torch import nn
 
 NORMS = ("instance", "instance-affine", "batch")
 UPSAMPLES = ("deconv", "resize-conv")
+PADDINGS = ("zeros", "reflect")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class GeneratorConfig:
     upsample: str = "deconv"
     in_channels: int = 3
     out_channels: int = 3
+    # Padding of the layers where public implementations differ (weights cannot show it): the
+    # stride-2 convs (zero-padded as published) and the convs after a resize (reflect in ours).
+    down_padding: str = "zeros"
+    up_padding: str = "reflect"
 
     def __post_init__(self) -> None:
         if self.blocks < 1:
@@ -37,6 +42,11 @@ class GeneratorConfig:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         if self.upsample not in UPSAMPLES:
             raise ValueError(f"upsample must be one of {', '.join(UPSAMPLES)}, got {self.upsample!r}")
+        for name in ("down_padding", "up_padding"):
+            if getattr(self, name) not in PADDINGS:
+                raise ValueError(f"{name} must be one of {', '.join(PADDINGS)}, got {getattr(self, name)!r}")
+        if self.upsample == "deconv" and self.up_padding != "reflect":
+            raise ValueError("up_padding applies to resize-conv upsampling only; transposed convs do not pad")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,6 +61,11 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     raise ValueError(f"unknown norm {kind!r}")
+
+
+def padding_layer(mode: str, size: int) -> nn.Module:
+    """Explicit padding, so the conv after it sits at the same state-dict index whatever the mode."""
+    return nn.ReflectionPad2d(size) if mode == "reflect" else nn.ZeroPad2d(size)
 
 
 def conv_bias(kind: str) -> bool:
@@ -86,7 +101,7 @@ def _upsample_stage(in_ch: int, out_ch: int, cfg: GeneratorConfig) -> nn.Sequent
         # Resize then convolve: no checkerboard artifacts (Odena et al., 2016).
         up = [
             nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.ReflectionPad2d(1),
+            padding_layer(cfg.up_padding, 1),
             nn.Conv2d(in_ch, out_ch, 3, bias=bias),
         ]
     return nn.Sequential(*up, norm_layer(cfg.norm, out_ch), nn.ReLU(inplace=True))
@@ -112,11 +127,12 @@ class ResnetGenerator(nn.Module):
             norm_layer(cfg.norm, ngf),
             nn.ReLU(inplace=True),
         )
+        down_mode = cfg.down_padding
         self.down = nn.Sequential(
-            nn.Conv2d(ngf, ngf * 2, 3, stride=2, padding=1, bias=bias),
+            nn.Conv2d(ngf, ngf * 2, 3, stride=2, padding=1, bias=bias, padding_mode=down_mode),
             norm_layer(cfg.norm, ngf * 2),
             nn.ReLU(inplace=True),
-            nn.Conv2d(ngf * 2, ngf * 4, 3, stride=2, padding=1, bias=bias),
+            nn.Conv2d(ngf * 2, ngf * 4, 3, stride=2, padding=1, bias=bias, padding_mode=down_mode),
             norm_layer(cfg.norm, ngf * 4),
             nn.ReLU(inplace=True),
         )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,7 +32,6 @@ from cgdistill.losses import cycle_loss, discriminator_loss, feature_loss, gan_l
 from cgdistill.nets import (
     SHARED_PREFIXES,
     DiscriminatorConfig,
-    GeneratorConfig,
     PatchDiscriminator,
     ResnetGenerator,
     init_weights,
@@ -148,7 +147,9 @@ def build_student(config: DistillConfig, teacher: ResnetGenerator, seed: torch.G
     """The student and notes for the user on how it was initialised."""
     t_cfg = teacher.config
     ngf = config.ngf or t_cfg.ngf
-    s_cfg = GeneratorConfig(blocks=config.blocks, ngf=ngf, norm=t_cfg.norm, upsample=t_cfg.upsample)
+    # Everything but depth and width comes from the teacher (norm, upsampling, padding, channels),
+    # so copied layers compute what they computed in the teacher.
+    s_cfg = replace(t_cfg, blocks=config.blocks, ngf=ngf)
     generator = ResnetGenerator(s_cfg)
     init_weights(generator, generator=seed)
     notes = []

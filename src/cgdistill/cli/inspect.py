@@ -1,0 +1,81 @@
+"""`cgdistill inspect FILE`: what a weights file holds, without importing it (logic in cgdistill.layouts)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from cgdistill.cli.app import app, console, note
+
+_FORMATS = {"pytorch": "PyTorch checkpoint", "safetensors": "safetensors file"}
+_MAX_METADATA = 12
+
+
+@app.command("inspect")
+def inspect(
+    file: Annotated[
+        Path, typer.Argument(help="A .pth, .pt, .ckpt or .safetensors file.", show_default=False, dir_okay=False)
+    ],
+    json_: Annotated[bool, typer.Option("--json", help="Print a machine-readable report instead.")] = False,
+) -> None:
+    """Show the networks in a weights file, their recognised layout, config and size; nothing in it runs."""
+    from cgdistill.layouts import inspect_weights
+
+    report = inspect_weights(file)
+    if json_:
+        console.print_json(json.dumps(report.to_dict()))
+        return
+    kind = _FORMATS[report.format]
+    if report.cgdistill is not None:
+        kind = "cgdistill model file"
+    console.print(
+        f"[bold]{escape(str(report.path))}[/]: {kind}, {report.tensors} tensors, {report.parameters:,} parameters"
+    )
+    if report.cgdistill is not None:
+        info = report.cgdistill
+        facts = {"kind": info.kind, "direction": info.direction, "dataset": info.dataset, "step": info.step}
+        if info.teacher:
+            facts["teacher"] = info.teacher
+        console.print("  " + ", ".join(f"{k} {escape(str(v))}" for k, v in facts.items() if v is not None))
+
+    table = Table(title="Networks", title_justify="left")
+    table.add_column("name", overflow="fold")
+    table.add_column("what", overflow="fold")
+    table.add_column("parameters", justify="right", no_wrap=True)
+    table.add_column("direction", no_wrap=True)
+    for network in report.networks:
+        direction = network.direction or ""
+        table.add_row(escape(network.label), escape(network.summary), f"{network.parameters:,}", direction)
+    console.print(table)
+
+    for network in report.generators:
+        found = network.generator
+        assert found is not None
+        for line in found.notes:
+            note(f"{escape(network.label)}: {escape(line)}")
+        if found.refusal:
+            note(f"{escape(network.label)} cannot be imported: {escape(found.refusal)}.")
+
+    shown = list(report.metadata.items())
+    if report.cgdistill is not None:
+        shown = []
+    if shown:
+        console.print("Other entries: " + ", ".join(f"{escape(k)}={escape(v)}" for k, v in shown[:_MAX_METADATA]))
+        if len(shown) > _MAX_METADATA:
+            console.print(f"  ... and {len(shown) - _MAX_METADATA} more (see --json)")
+    if report.skipped:
+        console.print("Not networks: " + escape(", ".join(report.skipped)))
+
+    importable = [n for n in report.generators if n.generator and not n.generator.refusal]
+    if importable and report.cgdistill is None:
+        key = "" if len(importable) == 1 or _both_directions(importable) else " --key NAME"
+        note(f"Import with: cgdistill download --pretrained NAME --from-file {escape(str(report.path))}{key}")
+
+
+def _both_directions(generators: list) -> bool:
+    return len(generators) == 2 and {g.direction for g in generators} == {"A2B", "B2A"}
