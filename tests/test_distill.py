@@ -14,7 +14,15 @@ from cgdistill.checkpoint import load_generator, save_generator
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.train.config import DistillConfig, TeacherConfig
-from cgdistill.train.distill import Adapters, block_mapping, build_student, check_wiring, distill, load_teacher
+from cgdistill.train.distill import (
+    Adapters,
+    block_mapping,
+    build_student,
+    check_wiring,
+    distill,
+    load_teacher,
+    spread_blocks,
+)
 from cgdistill.train.loop import TrainingInterrupted
 from cgdistill.train.teacher import train_teacher
 
@@ -71,15 +79,37 @@ def test_a_single_generator_teacher_distills_without_cycle_and_with_a_fresh_disc
     assert load_generator(run / "G.safetensors")[1].teacher == str(loose.resolve())
 
 
-def test_copy_init_copies_the_outer_layers_and_not_the_blocks():
-    teacher = ResnetGenerator(GeneratorConfig(blocks=6, ngf=8))
+def test_copy_init_copies_the_outer_layers_and_evenly_spaced_blocks():
+    teacher = ResnetGenerator(GeneratorConfig(blocks=9, ngf=8))
     for p in teacher.parameters():
         torch.nn.init.normal_(p)
-    student, _ = build_student(DistillConfig(blocks=2), teacher, torch.Generator().manual_seed(0))
+    student, notes = build_student(DistillConfig(blocks=3), teacher, torch.Generator().manual_seed(0))
     s_state, t_state = student.generator.state_dict(), teacher.state_dict()
     outer = [k for k in s_state if not k.startswith("blocks.")]
     assert outer and all(torch.equal(s_state[k], t_state[k]) for k in outer)
-    assert not torch.equal(s_state["blocks.0.conv.1.weight"], t_state["blocks.0.conv.1.weight"])
+    for i, j in enumerate((0, 4, 8)):
+        assert torch.equal(s_state[f"blocks.{i}.conv.1.weight"], t_state[f"blocks.{j}.conv.1.weight"])
+    assert any("teacher blocks [1, 5, 9]" in note for note in notes)
+
+
+def test_copy_outer_init_leaves_the_blocks_fresh():
+    teacher = ResnetGenerator(GeneratorConfig(blocks=6, ngf=8))
+    for p in teacher.parameters():
+        torch.nn.init.normal_(p)
+    student, _ = build_student(DistillConfig(blocks=2, init="copy-outer"), teacher, torch.Generator().manual_seed(0))
+    s_state, t_state = student.generator.state_dict(), teacher.state_dict()
+    outer = [k for k in s_state if not k.startswith("blocks.")]
+    assert outer and all(torch.equal(s_state[k], t_state[k]) for k in outer)
+    assert not any(
+        torch.equal(s_state["blocks.0.conv.1.weight"], t_state[f"blocks.{j}.conv.1.weight"]) for j in range(6)
+    )
+
+
+def test_spread_blocks_takes_the_first_the_last_and_evenly_between():
+    assert spread_blocks(3, 9) == [0, 4, 8]
+    assert spread_blocks(2, 9) == [0, 8]
+    assert spread_blocks(1, 9) == [4]
+    assert spread_blocks(9, 9) == list(range(9))
 
 
 def test_random_init_copies_nothing():

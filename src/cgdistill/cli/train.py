@@ -321,7 +321,13 @@ def distill_command(
         ),
     ] = 0.999,
     init: Annotated[
-        str, typer.Option("--init", help="copy (teacher's outer layers) or random.", rich_help_panel=TRAIN)
+        str,
+        typer.Option(
+            "--init",
+            help="copy (the teacher's outer layers and evenly spaced blocks), copy-outer (outer layers only) "
+            "or random.",
+            rich_help_panel=TRAIN,
+        ),
     ] = "copy",
     epochs: Epochs = 25,
     epochs_decay: EpochsDecay = 25,
@@ -352,10 +358,10 @@ def distill_command(
     from cgdistill.errors import CgdistillError
     from cgdistill.runs import check_direction
     from cgdistill.train.config import OBJECTIVES, DistillConfig
-    from cgdistill.train.distill import distill
+    from cgdistill.train.distill import INITS, distill
 
-    if init not in ("copy", "random"):
-        raise CgdistillError(f"--init {init!r} is not valid; use copy or random.")
+    if init not in INITS:
+        raise CgdistillError(f"--init {init!r} is not valid; use {', '.join(INITS)}.")
     if objective not in OBJECTIVES:
         raise CgdistillError(f"--objective {objective!r} is not valid; use {' or '.join(OBJECTIVES)}.")
     if direction is not None:
