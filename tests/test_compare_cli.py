@@ -76,6 +76,36 @@ def test_report_writes_html_that_shows_the_grid(cli, pair, tmp_path):
     assert len(list((tmp_path / "report" / "images").glob("*.png"))) == 2 * 4
 
 
+def test_json_lists_the_images_where_the_student_differs_most_lowest_first(cli, pair):
+    data = _json(cli("compare", "--json"))
+    worst = data["worst_images"]
+    assert len(worst) == 5 and [w["psnr"] for w in worst] == sorted(w["psnr"] for w in worst)
+    assert {w["name"] for w in worst} == {p.name for p in (paths.dataset_path("toy") / "testA").iterdir()}
+    # The mean of the per-image values is the reported fidelity.
+    assert abs(sum(w["psnr"] for w in worst) / 5 - data["fidelity"]["psnr"]) < 1e-9
+
+
+def test_report_shows_the_worst_images_and_the_students_fidelity_curve(cli, pair, tmp_path):
+    records = [{"step": 100 * i, "output": 1.0 / i, "psnr_to_teacher": 20.0 + i} for i in range(1, 4)]
+    (paths.run_path("stud") / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = cli("compare", "--report", tmp_path / "report")
+    assert result.code == 0, result.err
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert 'src="worst.png"' in page and 'src="fidelity.svg"' in page and "Where the student differs most" in page
+    assert (tmp_path / "report" / "worst.png").stat().st_size > 0
+    curve = (tmp_path / "report" / "fidelity.svg").read_text()
+    assert curve.startswith("<svg") and "psnr_to_teacher 23" in curve
+    assert "Lowest PSNR to the teacher:" in " ".join(result.out.split())
+
+
+def test_by_default_compare_evaluates_at_the_test_images_own_size(cli, pair):
+    save_generator(
+        ResnetGenerator(blocks=1, ngf=8), paths.run_path("stud") / "G.safetensors", direction="A2B", dataset="toy",
+        image_size=24, teacher="teach",
+    )  # fmt: skip
+    assert _json(cli("compare", "--json"))["image_size"] == 32
+
+
 class StandIn(nn.Module):
     num_features = 4
 

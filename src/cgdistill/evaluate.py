@@ -31,10 +31,12 @@ from cgdistill.device import describe
 from cgdistill.errors import CgdistillError
 from cgdistill.fid_inception import missing_weights_note
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, count_parameters
+from cgdistill.plots import read_metrics
 from cgdistill.runs import ResolvedModel
 from cgdistill.translate import autocast_context, prepare_generator, translate_batch, use_channels_last
 
-PSNR_CAP_DB = 100.0  # identical images would give +inf, which JSON cannot hold
+PSNR_CAP_DB = 100.0
+WORST_IMAGES = 5  # the report shows where the student falls short: this many lowest-PSNR test images  # identical images would give +inf, which JSON cannot hold
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 
@@ -166,11 +168,15 @@ def measure_speed(
 # Image quality
 
 
+def psnr_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """PSNR (dB) of each image pair of two float batches in [0, 1], capped at ``PSNR_CAP_DB``."""
+    mse = (a.double() - b.double()).pow(2).flatten(1).mean(1)
+    return 10.0 * torch.log10(1.0 / mse.clamp_min(10 ** (-PSNR_CAP_DB / 10)))
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean over images of the PSNR (dB) between two float batches in [0, 1]."""
-    mse = (a.double() - b.double()).pow(2).flatten(1).mean(1)
-    values = 10.0 * torch.log10(1.0 / mse.clamp_min(10 ** (-PSNR_CAP_DB / 10)))
-    return float(values.mean())
+    return float(psnr_per_image(a, b).mean())
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -374,6 +380,7 @@ class Comparison:
     throughput_batch: int
     inception: str | None  # where the FID weights came from, or None when FID/KID were skipped
     notes: list[str] = field(default_factory=list)
+    worst: list[tuple[str, float]] = field(default_factory=list)  # (image, PSNR to teacher), lowest first
 
     def to_json(self) -> dict:
         """The machine-readable result; the keys of issue 6, plus direction, models and notes."""
@@ -389,6 +396,7 @@ class Comparison:
             "direction": self.direction,
             "models": {"teacher": self.teacher_label, "student": self.student_label},
             "notes": list(self.notes),
+            "worst_images": [{"name": name, "psnr": value} for name, value in self.worst],
         }
 
 
@@ -400,6 +408,7 @@ class CompareOutputs:
     test_set: TestSet
     teacher_images: torch.Tensor
     student_images: torch.Tensor
+    student_curve: list[dict] = field(default_factory=list)  # the student run's metrics records, when known
 
 
 def resolve_pair(
@@ -490,6 +499,8 @@ def compare(
             kid=scores[name][1],
         )
 
+    per_image = psnr_per_image(s_unit, t_unit).tolist()
+    order = sorted(range(len(per_image)), key=per_image.__getitem__)[:WORST_IMAGES]
     result = Comparison(
         teacher=report("teacher", teacher),
         student=report("student", student),
@@ -506,6 +517,7 @@ def compare(
         throughput_batch=speed["teacher"].batch,
         inception=inception_origin,
         notes=notes,
+        worst=[(test_set.names[i], per_image[i]) for i in order],
     )
     return CompareOutputs(result, test_set, t_out, s_out)
 
@@ -533,7 +545,7 @@ def compare_models(
     teacher_net, _ = load_generator(teacher.path)
     student_net, _ = load_generator(student.path)
     test_set = load_test_set(data_dir, direction, size, limit)
-    return compare(
+    outputs = compare(
         teacher_net,
         student_net,
         test_set,
@@ -546,3 +558,7 @@ def compare_models(
         student_label=student.label,
         log=log,
     )
+    metrics = Path(student.path).parent / runs.METRICS_FILE
+    if metrics.is_file():  # a student from a run folder: the report shows how its fidelity grew
+        outputs.student_curve = read_metrics(metrics)
+    return outputs

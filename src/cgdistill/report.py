@@ -14,10 +14,13 @@ from PIL import Image, ImageDraw
 
 from cgdistill.evaluate import CompareOutputs, Comparison
 from cgdistill.fsutil import atomic_path, atomic_write_text
+from cgdistill.plots import fidelity_svg
 
 DIFF_GAIN = 4  # |teacher - student| is mostly small: amplify it so a person can see where they differ
 DEFAULT_GRID_ROWS = 4
 GRID_FILE = "grid.png"
+WORST_GRID_FILE = "worst.png"
+FIDELITY_FILE = "fidelity.svg"
 REPORT_FILE = "report.html"
 _GAP = 4
 _HEADER = 18
@@ -54,6 +57,9 @@ def summary_lines(result: Comparison) -> list[str]:
         f"MAC ratio {result.teacher.macs / max(result.student.macs, 1):.2f}x.",
         f"Student fidelity to the teacher: PSNR {result.fidelity_psnr:.2f} dB, SSIM {result.fidelity_ssim:.4f}.",
     ]
+    if result.worst:
+        shown = ", ".join(f"{name} ({value:.2f} dB)" for name, value in result.worst)
+        lines.append(f"Lowest PSNR to the teacher: {shown}.")
     if result.baseline_psnr_gt is not None:
         lines.append(f"Baseline (input left unchanged) PSNR to ground truth: {result.baseline_psnr_gt:.2f} dB.")
     lines.append(
@@ -75,9 +81,11 @@ def amplified_difference(a: torch.Tensor, b: torch.Tensor, gain: int = DIFF_GAIN
 _MIN_PANEL = 96  # pixels: wide enough for the longest column label
 
 
-def grid_image(outputs: CompareOutputs, rows: int = DEFAULT_GRID_ROWS) -> Image.Image:
-    """input | teacher | student | amplified difference, one test image per row, with a header."""
-    count = min(rows, len(outputs.test_set.names))
+def grid_image(outputs: CompareOutputs, rows: int = DEFAULT_GRID_ROWS, indices: list[int] | None = None) -> Image.Image:
+    """input | teacher | student | amplified difference, one test image per row (the first ``rows``,
+    or those at ``indices``), with a header."""
+    indices = indices if indices is not None else list(range(min(rows, len(outputs.test_set.names))))
+    count = len(indices)
     # Small panels are enlarged by an integer factor (nearest neighbour) so the labels fit above them.
     scale = max(1, -(-_MIN_PANEL // outputs.test_set.inputs.shape[1]))
     size = outputs.test_set.inputs.shape[1] * scale
@@ -88,8 +96,8 @@ def grid_image(outputs: CompareOutputs, rows: int = DEFAULT_GRID_ROWS) -> Image.
     draw = ImageDraw.Draw(canvas)
     for column, label in enumerate(labels):
         draw.text((_GAP + column * (size + _GAP) + 2, 3), label, fill=(0, 0, 0))
-    for row in range(count):
-        panels = _panels(outputs, row)
+    for row, index in enumerate(indices):
+        panels = _panels(outputs, index)
         y = _HEADER + row * (size + _GAP)
         for column, panel in enumerate(panels):
             image = Image.fromarray(panel.numpy(), "RGB")
@@ -114,6 +122,13 @@ def write_report(outputs: CompareOutputs, folder: Path, rows: int = DEFAULT_GRID
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _save_png(grid_image(outputs, rows), folder / GRID_FILE)
+    names = outputs.test_set.names
+    worst = [names.index(name) for name, _ in outputs.result.worst]
+    if worst:
+        _save_png(grid_image(outputs, indices=worst), folder / WORST_GRID_FILE)
+    curve = fidelity_svg(outputs.student_curve)
+    if curve is not None:
+        atomic_write_text(folder / FIDELITY_FILE, curve)
     kinds = ("input", "teacher", "student", "difference")
     links = []
     for row in range(min(rows, len(outputs.test_set.names))):
@@ -124,11 +139,27 @@ def write_report(outputs: CompareOutputs, folder: Path, rows: int = DEFAULT_GRID
             _save_png(Image.fromarray(panel.numpy(), "RGB"), folder / name)
         links.append(stem)
     target = folder / REPORT_FILE
-    atomic_write_text(target, render_html(outputs.result, links))
+    atomic_write_text(target, render_html(outputs.result, links, has_curve=curve is not None))
     return target
 
 
-def render_html(result: Comparison, image_stems: list[str]) -> str:
+def _worst_section(result: Comparison) -> str:
+    if not result.worst:
+        return ""
+    esc = html.escape
+    items = "\n".join(f"<tr><th>{esc(name)}</th><td>{value:.2f} dB</td></tr>" for name, value in result.worst)
+    return f"""<h2>Where the student differs most</h2>
+<p>The {len(result.worst)} test images with the lowest PSNR between student and teacher (input | teacher | student |
+difference):</p>
+<table>
+<tr><th>Image</th><th>PSNR to teacher</th></tr>
+{items}
+</table>
+<img class="grid" src="{WORST_GRID_FILE}" alt="the test images where student and teacher differ most">
+"""
+
+
+def render_html(result: Comparison, image_stems: list[str], *, has_curve: bool = False) -> str:
     """A self-contained page: the table, the summary, and the grid (relative links, so the folder can move)."""
     esc = html.escape
     body_rows = "\n".join(
@@ -143,6 +174,11 @@ def render_html(result: Comparison, image_stems: list[str]) -> str:
         )
         + f"<th>{esc(stem)}</th></tr>"
         for stem in image_stems
+    )
+    curve = (
+        f'<img src="{FIDELITY_FILE}" alt="the student\'s PSNR to the teacher on held-out images during distillation">'
+        if has_curve
+        else ""
     )
     css = (
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:72em}"
@@ -163,12 +199,14 @@ def render_html(result: Comparison, image_stems: list[str]) -> str:
 <ul>
 {summary}
 </ul>
+{curve}
 <h2>Test images</h2>
 <p>Each row: input | teacher | student | |teacher - student| amplified {DIFF_GAIN}x.</p>
 <img class="grid" src="{GRID_FILE}" alt="grid of test images: input, teacher, student, difference">
 <table>
 {panels}
 </table>
+{_worst_section(result)}
 </body>
 </html>
 """
