@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from cgdistill import paths
-from cgdistill.cli.app import app, console, note
+from cgdistill.cli.app import app, console, note, show, styled
 from cgdistill.errors import CgdistillError
 
 
@@ -76,12 +77,12 @@ def _download_dataset(name: str, from_file: Path | None, url: str | None, force:
 
     result = download_dataset(name, url=url, from_file=from_file, force=force)
     if result.status == "present":
-        console.print(f"Dataset [bold]{name}[/] is already here: {result.path} (pass --force to download it again).")
+        show(styled("Dataset [bold]{}[/] is already here: {} (pass --force to download it again).", name, result.path))
         return
     verb = {"downloaded": "Downloaded", "extracted": "Extracted", "generated": "Generated"}[result.status]
     source = "" if result.status == "generated" else f" from {result.source}"
-    console.print(f"{verb} dataset [bold]{name}[/]{source} into {result.path}")
-    console.print(f"  {_split_counts(result.path)}")
+    show(styled("{} dataset [bold]{}[/]{} into {}", verb, name, source, result.path))
+    show(f"  {_split_counts(result.path)}")
     note(f"Next: cgdistill train-teacher --data {name}")
 
 
@@ -95,8 +96,8 @@ def _download_pretrained(
     if result.entry is not None and result.entry.input_domain and result.entry.output_domain:
         mapping += f" ({result.entry.input_domain} -> {result.entry.output_domain})"
     dataset = f" of dataset {result.dataset}" if result.dataset else ""
-    console.print(f"Imported generator [bold]{name}[/] ({mapping}{dataset}) as teacher run {result.run}")
-    console.print(f"  weights: {result.weights}")
+    show(styled("Imported generator [bold]{}[/] ({}{}) as teacher run {}", name, mapping, dataset, result.run))
+    show(f"  weights: {result.weights}")
     note(
         f"Next: cgdistill translate IMAGE --model {result.run.name} --direction {result.direction}, "
         f"or cgdistill distill --teacher {result.run.name} --direction {result.direction}"
@@ -118,9 +119,9 @@ def _print_lists() -> None:
     from cgdistill.data.registry import DATASETS_URL, PRETRAINED
 
     table = Table(
-        title=f"Datasets in {paths.datasets_dir()}",
+        title=Text(f"Datasets in {paths.datasets_dir()}"),
         title_justify="left",
-        caption=f"`cgdistill download NAME` fetches {DATASETS_URL.format(name='NAME')}",
+        caption=Text(f"`cgdistill download NAME` fetches {DATASETS_URL.format(name='NAME')}"),
         caption_justify="left",
     )
     table.add_column("name", no_wrap=True)
@@ -139,7 +140,7 @@ def _print_lists() -> None:
                 row.source, ""
             )
         size = human_size(row.size_bytes) if exists else ""
-        table.add_row(row.name, row.domain_a or "", row.domain_b or "", here, size, where)
+        table.add_row(Text(row.name), Text(row.domain_a or ""), Text(row.domain_b or ""), here, size, Text(where))
     console.print(table)
 
     models = Table(title="Pretrained generators (cgdistill download --pretrained NAME)", title_justify="left")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cgdistill.cli.app import app, console, err_console
+from cgdistill.cli.app import app, note, show, styled
 from cgdistill.cli.progress import RichObserver
 from cgdistill.device import DEVICE_HELP
 from cgdistill.train.loop import TrainingInterrupted
@@ -149,13 +149,17 @@ def run_training(job, config, *, resume: bool, given: set[str], command: str) ->
     except TrainingInterrupted as stop:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         launcher = f"torchrun --nproc_per_node {world_size} -m cgdistill" if world_size > 1 else "cgdistill"
-        err_console.print(
-            f"Stopped at step {stop.step}; the checkpoint is saved. Resume with: "
-            f"[bold]{launcher} {command} --name {stop.run_dir.name} --resume[/]",
-            soft_wrap=True,
+        note(
+            styled(
+                "Stopped at step {}; the checkpoint is saved. Resume with: [bold]{} {} --name {} --resume[/]",
+                stop.step,
+                launcher,
+                command,
+                stop.run_dir.name,
+            )
         )
         raise typer.Exit(130) from None
-    console.print(f"Run [bold]{run_dir.name}[/] is in {run_dir}", soft_wrap=True)
+    show(styled("Run [bold]{}[/] is in {}", run_dir.name, run_dir))
 
 
 @app.command("train-teacher")

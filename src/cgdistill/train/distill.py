@@ -382,8 +382,8 @@ def distill(
         if runtime.is_main:
             s_cfg = unwrap(recipe.student).generator.config
             observer.message(
-                f"Distilling [bold]{teacher.identity}[/] ({teacher.direction}, {teacher.generator.config.blocks} blocks, "
-                f"ngf {teacher.generator.config.ngf}) into [bold]{config.name}[/] ({s_cfg.blocks} blocks, "
+                f"Distilling {teacher.identity} ({teacher.direction}, {teacher.generator.config.blocks} blocks, "
+                f"ngf {teacher.generator.config.ngf}) into {config.name} ({s_cfg.blocks} blocks, "
                 f"ngf {s_cfg.ngf}) on {session.data_dir} on {runtime.describe()}."
             )
             for note in recipe.notes:

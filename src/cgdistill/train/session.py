@@ -105,7 +105,7 @@ def open_session(
         )
     if runtime.is_main:
         for text in dataset.warnings:
-            observer.message(f"[yellow]Warning:[/] {text}")
+            observer.message(f"Warning: {text}")
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             write_config(run_dir, kind, config, data_dir)
