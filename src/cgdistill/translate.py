@@ -167,9 +167,14 @@ def collect_inputs(inputs: Sequence[Path | str], recursive: bool = False) -> lis
 def plan_outputs(files: Sequence[Path], output_dir: Path, direction: str) -> tuple[list[Path], list[tuple[Path, Path]]]:
     """``<output>/<stem>_<direction>.png`` for each input, never the path of an input or of another output.
 
+    Names are built only from the checked direction and the input's own stem, and each must resolve
+    to a file directly inside ``output_dir``.
+
     A name that is taken gets ``-2``, ``-3``, ... before ``.png``; the inputs so renamed are returned
     so that the caller can say so.
     """
+    check_direction(direction)
+    folder = output_dir.resolve()
     protected = {f.resolve() for f in files}
     taken: set[Path] = set()
     outputs: list[Path] = []
@@ -181,6 +186,8 @@ def plan_outputs(files: Sequence[Path], output_dir: Path, direction: str) -> tup
         while candidate.resolve() in protected or candidate.resolve() in taken:
             index += 1
             candidate = output_dir / f"{base}-{index}.png"
+        if candidate.resolve().parent != folder:
+            raise CgdistillError(f"The output name for {source} would leave the output folder {output_dir}.")
         if index > 1:
             renamed.append((source, candidate))
         taken.add(candidate.resolve())
