@@ -8,6 +8,7 @@ in (``direction``, ``dataset``, ``image_size``, ``step``, ``teacher``).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from torch import nn
 
 from cgdistill import __version__
 from cgdistill.errors import CgdistillError
-from cgdistill.fsutil import atomic_write_bytes
+from cgdistill.fsutil import atomic_write_bytes, not_a_file_reason
 from cgdistill.metadata import DIRECTIONS as DIRECTIONS  # re-exported: where callers have always found it
 from cgdistill.metadata import FORMAT, FORMAT_VERSION, parse_metadata
 from cgdistill.nets import DiscriminatorConfig, GeneratorConfig, PatchDiscriminator, ResnetGenerator, unwrap
@@ -123,8 +124,8 @@ def save_discriminator(
 
 def _read(path: Path, with_tensors: bool) -> tuple[dict[str, torch.Tensor], ModelInfo]:
     """Metadata (and the tensors when asked), turning every way a file can be wrong into one sentence."""
-    if not path.is_file():
-        raise CgdistillError(f"Model file {path} does not exist.")
+    if not os.path.isfile(path):
+        raise CgdistillError(f"Model file {path} {not_a_file_reason(path)}.")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             meta = handle.metadata() or {}

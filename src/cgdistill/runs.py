@@ -7,6 +7,7 @@ suitable run is used and the caller says which.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def resolve_generator(spec: str | None, direction: str | None = None, role: str 
         check_direction(direction)
     if spec:
         candidate = Path(spec).expanduser()
-        if candidate.suffix == ".safetensors" or candidate.is_file():
+        if os.path.isfile(candidate) or (paths.looks_like_path(spec) and not os.path.isdir(candidate)):
             info = read_info(candidate)
             if info.kind != "generator":
                 raise CgdistillError(f"{candidate} holds a {info.kind}, not a generator.")
@@ -116,7 +117,7 @@ def resolve_generator(spec: str | None, direction: str | None = None, role: str 
                     f"{candidate} translates {info.direction}, not {direction}; pass --direction {info.direction}."
                 )
             return ResolvedModel(candidate, info, None, "student" if info.teacher else "teacher")
-        run = paths.run_path(spec)
+        run = paths.run_folder(spec)
         if not run.is_dir():
             raise CgdistillError(
                 f"No run named '{spec}' in {paths.runs_dir()} and no such file; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from typing import Annotated
 
 import typer
@@ -141,21 +142,30 @@ def given_flags(ctx: typer.Context) -> set[str]:
     return given
 
 
-def run_training(job, config, *, resume: bool, given: set[str], command: str) -> None:
+def resume_command(ctx: typer.Context, command: str, run_name: str) -> str:
+    """The command that continues this run: the run remembers its settings and its length, so only
+    the launcher, a --home given on the command line, and the run's name are needed."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    words = [f"torchrun --nproc_per_node {world_size} -m cgdistill" if world_size > 1 else "cgdistill"]
+    root = ctx.find_root()
+    source = root.get_parameter_source("home")
+    if source is not None and source.name == "COMMANDLINE" and root.params.get("home") is not None:
+        words.append(f"--home {shlex.quote(str(root.params['home']))}")
+    words.append(f"{command} --name {shlex.quote(run_name)} --resume")
+    return " ".join(words)
+
+
+def run_training(ctx: typer.Context, job, config, *, resume: bool, command: str) -> None:
     """Run a training function with the live display, turning Ctrl-C into a resume hint."""
     observer = RichObserver()
     try:
-        run_dir = job(config, resume=resume, observer=observer, given=given)
+        run_dir = job(config, resume=resume, observer=observer, given=given_flags(ctx))
     except TrainingInterrupted as stop:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        launcher = f"torchrun --nproc_per_node {world_size} -m cgdistill" if world_size > 1 else "cgdistill"
         note(
             styled(
-                "Stopped at step {}; the checkpoint is saved. Resume with: [bold]{} {} --name {} --resume[/]",
+                "Stopped at step {}; the checkpoint is saved. Resume with: [bold]{}[/]",
                 stop.step,
-                launcher,
-                command,
-                stop.run_dir.name,
+                resume_command(ctx, command, stop.run_dir.name),
             )
         )
         raise typer.Exit(130) from None
@@ -220,7 +230,7 @@ def train_teacher_command(
         fuse_passes=fuse_passes, workers=workers, seed=seed, save_every=save_every, sample_every=sample_every,
         log_every=log_every, tensorboard=tensorboard,
     )  # fmt: skip
-    run_training(train_teacher, config, resume=resume, given=given_flags(ctx), command="train-teacher")
+    run_training(ctx, train_teacher, config, resume=resume, command="train-teacher")
 
 
 @app.command("distill")
@@ -327,4 +337,4 @@ def distill_command(
         channels_last=channels_last, compile=compile, workers=workers, seed=seed, save_every=save_every,
         sample_every=sample_every, log_every=log_every, eval_every=eval_every, tensorboard=tensorboard,
     )  # fmt: skip
-    run_training(distill, config, resume=resume, given=given_flags(ctx), command="distill")
+    run_training(ctx, distill, config, resume=resume, command="distill")
