@@ -53,8 +53,17 @@ def download(
         ),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Download and extract again even if it is already here.")
+        bool,
+        typer.Option(
+            "--force", help="Download and extract again even if it is already here; with --pretrained, replace the run."
+        ),
     ] = False,
+    run_name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", help="With --pretrained: the teacher run to create (default: NAME).", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Download a dataset into the home, or import an official pretrained generator as a teacher run."""
     if list_:
@@ -66,8 +75,10 @@ def download(
         )
     if direction is not None and not pretrained:
         raise CgdistillError("--direction only applies to --pretrained models; datasets hold both directions.")
+    if run_name is not None and not pretrained:
+        raise CgdistillError("--name only applies to --pretrained models; a dataset's folder is its NAME.")
     if pretrained:
-        _download_pretrained(name, from_file, url, direction, force)
+        _download_pretrained(name, from_file, url, direction, force, run_name)
     else:
         _download_dataset(name, from_file, url, force)
 
@@ -87,11 +98,13 @@ def _download_dataset(name: str, from_file: Path | None, url: str | None, force:
 
 
 def _download_pretrained(
-    name: str, from_file: Path | None, url: str | None, direction: str | None, force: bool
+    name: str, from_file: Path | None, url: str | None, direction: str | None, force: bool, run_name: str | None
 ) -> None:
     from cgdistill.data.download import download_pretrained
 
-    result = download_pretrained(name, from_file=from_file, url=url, direction=direction, force=force)
+    result = download_pretrained(
+        name, run_name=run_name, from_file=from_file, url=url, direction=direction, force=force
+    )
     mapping = result.direction
     if result.entry is not None and result.entry.input_domain and result.entry.output_domain:
         mapping += f" ({result.entry.input_domain} -> {result.entry.output_domain})"

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import re
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -406,9 +408,44 @@ class PretrainedResult:
     downloaded: bool
 
 
+def _earlier_import(run: Path) -> bool:
+    """Whether ``run`` is empty or holds only an earlier import (which a new import may replace)."""
+    if not any(run.iterdir()):
+        return True
+    from cgdistill.runs import CONFIG_FILE
+
+    try:
+        config = json.loads((run / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("source") == "official-pretrained"
+
+
+def _set_aside(run: Path, force: bool, *, move: bool = True) -> Path | None:
+    """Refuse to import over a run an import did not make; with ``force`` move it aside (the caller
+    deletes it once the import succeeded, or puts it back). ``move=False`` only checks."""
+    if not run.exists():
+        return None
+    if not run.is_dir():
+        raise CgdistillError(f"{run} is a file, not a run folder; pass another --name.")
+    if _earlier_import(run):
+        return None
+    if not force:
+        raise CgdistillError(
+            f"Run '{run.name}' already exists in {run.parent} and is not an earlier import; pass --name to "
+            "import under another name, or --force to replace the run."
+        )
+    if not move:
+        return None
+    aside = run.with_name(f".{run.name}.replaced-{os.getpid()}")
+    os.replace(run, aside)
+    return aside
+
+
 def download_pretrained(
     name: str,
     *,
+    run_name: str | None = None,
     from_file: Path | str | None = None,
     url: str | None = None,
     direction: str | None = None,
@@ -419,9 +456,12 @@ def download_pretrained(
     """Fetch an official CycleGAN generator (or take ``from_file``) and import it as teacher run NAME.
 
     The direction is the registry's for known names, ``direction`` when given, else A2B; it is
-    recorded in the model file so ``translate`` knows which domain the generator reads.
+    recorded in the model file so ``translate`` knows which domain the generator reads. The run is
+    ``run_name`` (default NAME); a run there that is not an earlier import is kept unless ``force``.
     """
     check_name(name)
+    run_dir = paths.run_path(run_name if run_name is not None else name)
+    _set_aside(run_dir, force, move=False)  # refuse before downloading anything
     if url and from_file:
         raise CgdistillError("Pass either --url or --from-file, not both.")
     if direction is not None and direction not in ("A2B", "B2A"):
@@ -448,5 +488,14 @@ def download_pretrained(
 
     from cgdistill.official import import_official
 
-    run = import_official(weights, name, direction=direction, dataset=dataset)
+    aside = _set_aside(run_dir, force)
+    try:
+        run = import_official(weights, run_dir.name, direction=direction, dataset=dataset)
+    except BaseException:
+        if aside is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            os.replace(aside, run_dir)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
     return PretrainedResult(name, Path(run), weights, direction, dataset, entry, downloaded)
