@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from cgdistill.errors import CgdistillError
+
 
 def fsync_dir(path: Path) -> None:
     """Flush a directory entry so a rename inside it survives a power cut."""
@@ -70,3 +72,23 @@ def not_a_file_reason(path: Path | str) -> str:
     if not stat.S_ISREG(mode):
         return "is not a regular file (a device, FIFO or socket)"
     return "is a file"
+
+
+def prepare_output_dir(folder: Path | str, flag: str) -> Path:
+    """Create ``folder`` and prove it takes files, before any work whose results would go there.
+
+    ``flag`` is the option that named it, for the sentence that says what to change.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CgdistillError(f"Output folder {folder} is a file, not a folder; pass another {flag}.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".cgdistill-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CgdistillError(
+            f"Cannot write into output folder {folder} ({exc.strerror or exc}); pass another {flag}."
+        ) from None
+    return folder

@@ -75,6 +75,8 @@ def compare(
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Measure teacher and student on the same test images: size, MACs, speed, fidelity, FID/KID."""
+    evaluate.check_compare_options(image_size, limit)
+    report.check_report_options(report_dir, grid)
     target = pick_device(device)
     teacher_model, student_model, chosen = evaluate.resolve_pair(teacher, student, direction)
     dataset = data or student_model.info.dataset or teacher_model.info.dataset
@@ -83,6 +85,8 @@ def compare(
     data_dir = paths.resolve_data(dataset)
     note(f"Teacher: {teacher_model.label}")
     note(f"Student: {student_model.label}")
+    if student_model.role == "teacher":
+        note(f"Note: the student {student_model.label} is a teacher (it records no teacher of its own).")
 
     source = fid_inception.find_weights(inception, download=download_inception)
     feature_network = None

@@ -52,7 +52,7 @@ def translate(
     """Translate images with a teacher or student generator; writes PNGs of the same size (alpha kept)."""
     target = pick_device(device)
     resolved, chosen = tr.choose_model(model, direction)
-    files = tr.collect_inputs(inputs, recursive=recursive)
+    files = tr.collect_inputs(inputs, recursive=recursive, output_dir=output)
     if not files:
         raise WorkFailed("No image files found in the given inputs" + ("" if recursive else " (try --recursive)") + ".")
     generator, _ = load_generator(resolved.path)
