@@ -1,3 +1,5 @@
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,21 @@ def test_a_discriminator_is_not_loaded_as_a_generator(tmp_path: Path):
     path = save_discriminator(PatchDiscriminator(DiscriminatorConfig(ndf=4)), tmp_path / "D.safetensors")
     with pytest.raises(CgdistillError, match="not a generator"):
         load_generator(path)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_files_written_atomically_get_the_mode_open_would_give(tmp_path: Path, umask: int):
+    from cgdistill.fsutil import atomic_write_text
+
+    previous = os.umask(umask)
+    try:
+        model = save_generator(ResnetGenerator(GeneratorConfig(blocks=1, ngf=4)), tmp_path / "G.safetensors")
+        atomic_write_text(tmp_path / "config.json", "{}")
+        with open(tmp_path / "plain.txt", "w") as handle:
+            handle.write("x")
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == expected
+    assert stat.S_IMODE(model.stat().st_mode) == expected
+    assert stat.S_IMODE((tmp_path / "config.json").stat().st_mode) == expected
