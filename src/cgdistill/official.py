@@ -20,6 +20,7 @@ without bias, real running statistics), dropout, a ``module.`` / ``_orig_mod.`` 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 from collections.abc import Mapping
@@ -30,7 +31,7 @@ import torch
 from cgdistill import paths
 from cgdistill.checkpoint import save_generator
 from cgdistill.errors import CgdistillError
-from cgdistill.fsutil import atomic_write_text
+from cgdistill.fsutil import atomic_write_text, not_a_file_reason
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.runs import CONFIG_FILE, check_direction, generator_file
 
@@ -51,8 +52,8 @@ def _describe_shape(tensor: torch.Tensor) -> str:
 
 def _read_pth(path: Path) -> object:
     """``torch.load`` with ``weights_only=True``: arbitrary pickled objects are refused, never run."""
-    if not path.is_file():
-        raise CgdistillError(f"Checkpoint file {path} does not exist.")
+    if not os.path.isfile(path):
+        raise CgdistillError(f"Checkpoint file {path} {not_a_file_reason(path)}.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -17,9 +17,16 @@ _home_override: Path | None = None
 
 
 def set_home(path: Path | str | None) -> None:
-    """Make ``path`` the home for this process (the CLI's ``--home``); None restores the default."""
+    """Make ``path`` the home for this process (the CLI's ``--home``); None restores the default.
+
+    A home that exists must be a folder (a missing one is created when something is stored).
+    """
     global _home_override
-    _home_override = Path(path).expanduser() if path is not None else None
+    if path is not None:
+        path = Path(path).expanduser()
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise CgdistillError(f"The home {path} is a file, not a folder; pass a folder to --home (or {HOME_ENV}).")
+    _home_override = path
 
 
 @contextlib.contextmanager
@@ -92,11 +99,15 @@ def run_folder(spec: str) -> Path:
 def resolve_data(name_or_path: str) -> Path:
     """Turn ``--data NAME|PATH`` into a folder: an existing path wins, else a dataset in the home."""
     candidate = Path(name_or_path).expanduser()
-    if candidate.is_dir():
+    if os.path.isdir(candidate):
         return candidate
     registered = dataset_path(name_or_path)
-    if registered.is_dir():
+    if os.path.isdir(registered):
         return registered
+    if os.path.exists(candidate):
+        raise CgdistillError(
+            f"--data {candidate} is a file, not a dataset folder; pass a folder with trainA/ and trainB/."
+        )
     if os.sep in name_or_path or name_or_path.startswith("."):
         raise CgdistillError(f"Dataset folder {candidate} does not exist.")
     raise CgdistillError(

@@ -13,6 +13,7 @@ from cgdistill.checkpoint import load_generator
 from cgdistill.cli.app import app, err_console, note, show, styled
 from cgdistill.device import DEVICE_HELP, describe, pick_device
 from cgdistill.errors import WorkFailed
+from cgdistill.fsutil import prepare_output_dir
 
 PROGRESS_FROM = 8  # fewer files finish before a bar would tell anyone anything
 
@@ -55,6 +56,7 @@ def translate(
     files = tr.collect_inputs(inputs, recursive=recursive, output_dir=output)
     if not files:
         raise WorkFailed("No image files found in the given inputs" + ("" if recursive else " (try --recursive)") + ".")
+    prepare_output_dir(output, "--output")  # before the model is loaded and anything is translated
     generator, _ = load_generator(resolved.path)
     config = generator.config
     note(

@@ -32,7 +32,7 @@ from cgdistill.data.registry import (
     get_pretrained,
 )
 from cgdistill.errors import CgdistillError, WorkFailed
-from cgdistill.fsutil import fsync_dir
+from cgdistill.fsutil import fsync_dir, not_a_file_reason
 
 # Seconds before the first retry; doubled on each further one. Tests set it near zero.
 DEFAULT_BACKOFF_S = 1.0
@@ -322,8 +322,10 @@ def download_dataset(
 
     if from_file is not None:
         zip_path = Path(from_file).expanduser()
-        if not zip_path.is_file():
-            raise CgdistillError(f"Zip file {zip_path} does not exist; check the path given to --from-file.")
+        if not os.path.isfile(zip_path):
+            raise CgdistillError(
+                f"Zip file {zip_path} {not_a_file_reason(zip_path)}; check the path given to --from-file."
+            )
         extract_dataset(zip_path, target, required=required, fix="check the file, or download it again")
         return DatasetResult(name, target, "extracted", str(zip_path))
     if entry is not None and entry.source == "local" and not url:
@@ -473,8 +475,10 @@ def download_pretrained(
     downloaded = False
     if from_file is not None:
         weights = Path(from_file).expanduser()
-        if not weights.is_file():
-            raise CgdistillError(f"Weights file {weights} does not exist; check the path given to --from-file.")
+        if not os.path.isfile(weights):
+            raise CgdistillError(
+                f"Weights file {weights} {not_a_file_reason(weights)}; check the path given to --from-file."
+            )
     else:
         weights = downloads_dir() / f"{name}.pth"
         if force:
