@@ -127,3 +127,34 @@ def test_output_names_stay_inside_the_output_folder(tmp_path):
     assert outputs == [tmp_path / "out" / "in_B2A.png"]
     with pytest.raises(CgdistillError, match="Direction .* is not valid"):
         tr.plan_outputs([tmp_path / "in.png"], tmp_path / "out", "/../../x")
+
+
+def test_a_file_reading_would_refuse_is_never_written(tmp_path):
+    with pytest.raises(CgdistillError, match="'dataset'"):
+        save_generator(ResnetGenerator(GeneratorConfig(blocks=1, ngf=4)), tmp_path / "G.safetensors", dataset="../x")
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_run_on_a_data_folder_given_by_path_records_the_folders_name(home, tmp_path):
+    from cgdistill.data.toy import make_toy_dataset
+    from cgdistill.train.config import TeacherConfig
+    from cgdistill.train.teacher import train_teacher
+
+    data = make_toy_dataset(tmp_path / "my pairs", size=32, n_train=2, n_test=1)
+    run = train_teacher(
+        TeacherConfig(
+            data=str(data),
+            name="t",
+            blocks=1,
+            ngf=4,
+            ndf=4,
+            image_size=24,
+            load_size=28,
+            max_steps=1,
+            device="cpu",
+            amp=False,
+            workers=0,
+            sample_every=1000,
+        )  # fmt: skip
+    )
+    assert read_info(run / "G_A2B.safetensors").dataset == "my pairs"

@@ -84,7 +84,9 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
 def save_model(module: nn.Module, path: Path | str, info: ModelInfo) -> Path:
     """Write ``module``'s weights and ``info`` to ``path`` atomically; returns the path."""
     path = Path(path)
-    atomic_write_bytes(path, safetensors_bytes(_cpu_state(module), metadata=info.to_metadata()))
+    metadata = info.to_metadata()
+    parse_metadata(metadata, path)  # never write a file that reading would refuse
+    atomic_write_bytes(path, safetensors_bytes(_cpu_state(module), metadata=metadata))
     return path
 
 

@@ -19,6 +19,7 @@ from cgdistill import __version__, paths
 from cgdistill.data.unpaired import UnpairedDataset
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import atomic_write_text
+from cgdistill.metadata import COMMON_FIELDS
 from cgdistill.runs import CONFIG_FILE, METRICS_FILE
 from cgdistill.train.config import RESUMABLE_FIELDS, TrainConfig
 from cgdistill.train.loop import Observer
@@ -36,9 +37,15 @@ class Session:
     resume: bool
 
 
-def dataset_label(data_dir: Path, spec: str) -> str:
-    """The dataset's name for metadata: its registered name, else the folder name."""
-    return spec if paths.dataset_path(spec) == data_dir else data_dir.name
+def dataset_label(data_dir: Path, spec: str) -> str | None:
+    """The dataset's name for metadata: its registered name, else the folder's name (None when the
+    folder has no name the metadata schema accepts, such as the root)."""
+    if not paths.looks_like_path(spec) and paths.dataset_path(spec) == data_dir:
+        return spec
+    try:
+        return str(COMMON_FIELDS["dataset"].parse(data_dir.resolve().name))
+    except ValueError:
+        return None
 
 
 def _fits(value: object, hint: object) -> bool:
