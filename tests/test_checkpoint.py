@@ -1,3 +1,5 @@
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,21 @@ def test_a_file_written_before_the_padding_fields_loads_with_the_published_paddi
     save_file(tensors, str(path), metadata=meta)
     loaded, _ = load_generator(path)
     assert (loaded.config.down_padding, loaded.config.up_padding) == ("zeros", "reflect")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_files_written_atomically_get_the_mode_open_would_give(tmp_path: Path, umask: int):
+    from cgdistill.fsutil import atomic_write_text
+
+    previous = os.umask(umask)
+    try:
+        model = save_generator(ResnetGenerator(GeneratorConfig(blocks=1, ngf=4)), tmp_path / "G.safetensors")
+        atomic_write_text(tmp_path / "config.json", "{}")
+        with open(tmp_path / "plain.txt", "w") as handle:
+            handle.write("x")
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == expected
+    assert stat.S_IMODE(model.stat().st_mode) == expected
+    assert stat.S_IMODE((tmp_path / "config.json").stat().st_mode) == expected

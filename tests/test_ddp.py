@@ -95,6 +95,7 @@ def test_two_cpu_ranks_train_resume_and_match_one_process_with_batch_two(toy, ho
 def test_an_existing_run_is_refused_by_every_rank_without_hanging(toy, home):
     (home / "runs" / "taken").mkdir(parents=True)
     (home / "runs" / "taken" / "config.json").write_text("{}")
+    (home / "runs" / "taken" / "G_A2B.safetensors").write_bytes(b"")  # work that a new run would destroy
     result = torchrun(home, "--name", "taken", "--max-steps", "1")
     assert result.returncode != 0
     text = " ".join(result.stderr.split())

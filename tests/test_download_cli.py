@@ -199,3 +199,112 @@ def test_pretrained_end_to_end_stores_a_teacher_run_with_the_generator_direction
     info = read_info(model)
     assert (info.direction, info.dataset) == ("B2A", "monet2photo")
     assert "photos -> Monet paintings" in result.out
+
+
+def _official_pth(tmp_path: Path) -> Path:
+    helpers = pytest.importorskip("test_official")  # builds a network in the published layout
+    import torch
+
+    pth = tmp_path / "x.pth"
+    torch.save(helpers.official_network(ngf=4, n_blocks=1).state_dict(), pth)
+    return pth
+
+
+def _trained_teacher(home: Path, name: str) -> Path:
+    from cgdistill.data.toy import make_toy_dataset
+    from cgdistill.train.config import TeacherConfig
+    from cgdistill.train.teacher import train_teacher
+
+    make_toy_dataset(home / "datasets" / "toy", size=32, n_train=2, n_test=1)
+    config = TeacherConfig(data="toy", name=name, blocks=1, ngf=4, ndf=4, image_size=24, load_size=28, max_steps=1,
+                           device="cpu", amp=False, workers=0, sample_every=1000)  # fmt: skip
+    return train_teacher(config)
+
+
+def test_importing_over_a_trained_run_is_refused_and_changes_nothing(cli, home, tmp_path):
+    run = _trained_teacher(home, "t")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    result = cli("download", "--pretrained", "t", "--from-file", _official_pth(tmp_path))
+    assert result.code == 2
+    assert "--name" in result.err_text and "--force" in result.err_text
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_an_import_can_take_another_name(cli, home, tmp_path):
+    _trained_teacher(home, "t")
+    result = cli("download", "--pretrained", "t", "--from-file", _official_pth(tmp_path), "--name", "t-official")
+    assert result.code == 0, result.err
+    assert (home / "runs" / "t-official" / "G_A2B.safetensors").is_file()
+
+
+def test_force_replaces_a_trained_run_whole(cli, home, tmp_path):
+    run = _trained_teacher(home, "t")
+    result = cli("download", "--pretrained", "t", "--from-file", _official_pth(tmp_path), "--force")
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in run.iterdir()) == ["G_A2B.safetensors", "config.json"]
+    assert not [p for p in (home / "runs").iterdir() if p.name.startswith(".")]
+
+
+def test_a_failed_forced_import_keeps_the_trained_run(cli, home, tmp_path):
+    run = _trained_teacher(home, "t")
+    before = sorted(p.name for p in run.iterdir())
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not a checkpoint")
+    result = cli("download", "--pretrained", "t", "--from-file", broken, "--force")
+    assert result.code == 2
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert not [p for p in (home / "runs").iterdir() if p.name.startswith(".")]
+
+
+def test_reimporting_over_an_earlier_import_needs_no_force(cli, home, tmp_path):
+    pth = _official_pth(tmp_path)
+    assert cli("download", "--pretrained", "mine", "--from-file", pth).code == 0
+    assert cli("download", "--pretrained", "mine", "--from-file", pth).code == 0
+
+
+def _pair_pth(tmp_path: Path) -> Path:
+    """A file with two generators whose names say their direction (imports as A2B and B2A)."""
+    helpers = pytest.importorskip("test_official")
+    import torch
+
+    pth = tmp_path / "pair.pth"
+    pair = {"G_AB": helpers.official_network(ngf=4, n_blocks=1, seed=1).state_dict()}
+    pair["G_BA"] = helpers.official_network(ngf=4, n_blocks=1, seed=2).state_dict()
+    torch.save(pair, pth)
+    return pth
+
+
+def test_reimporting_both_directions_over_an_earlier_import_needs_no_force(cli, home, tmp_path):
+    pth = _pair_pth(tmp_path)
+    assert cli("download", "--pretrained", "pair", "--from-file", pth).code == 0
+    again = cli("download", "--pretrained", "pair", "--from-file", pth)
+    assert again.code == 0, again.err
+    run = home / "runs" / "pair"
+    assert sorted(p.name for p in run.iterdir()) == ["G_A2B.safetensors", "G_B2A.safetensors", "config.json"]
+
+
+def test_an_import_made_before_layouts_is_still_an_earlier_import(cli, home, tmp_path):
+    import json
+
+    run = home / "runs" / "old"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"kind": "teacher", "source": "official-pretrained"}))
+    result = cli("download", "--pretrained", "old", "--from-file", _official_pth(tmp_path))
+    assert result.code == 0, result.err
+    assert json.loads((run / "config.json").read_text())["source"] == "imported-pretrained"
+
+
+def test_key_and_name_together_import_one_network_beside_a_trained_run(cli, home, tmp_path):
+    run = _trained_teacher(home, "t")
+    before = sorted(p.name for p in run.iterdir())
+    result = cli("download", "--pretrained", "t", "--from-file", _pair_pth(tmp_path), "--key", "G_BA", "--name", "t2")
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in (home / "runs" / "t2").iterdir()) == ["G_B2A.safetensors", "config.json"]
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_force_replaces_a_trained_run_with_both_imported_directions(cli, home, tmp_path):
+    run = _trained_teacher(home, "t")
+    result = cli("download", "--pretrained", "t", "--from-file", _pair_pth(tmp_path), "--force")
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in run.iterdir()) == ["G_A2B.safetensors", "G_B2A.safetensors", "config.json"]

@@ -119,7 +119,7 @@ def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(toy
 
     monkeypatch.setattr(teacher, "cycle_loss", poisoned)
     with pytest.raises(WorkFailed, match="diverged at step 4"):
-        train_teacher(tiny(max_steps=6, name="nan", save_every=1), resume=True, given={"save_every"})
+        train_teacher(tiny(max_steps=6, name="nan", save_every=1), resume=True, given={"save_every", "max_steps"})
     after = weights(run)
     # Step 3 was good and saved (save_every=1); step 4 diverged and wrote nothing.
     assert json.loads((run / "state" / "latest.json").read_text())["step"] == 3

@@ -8,6 +8,7 @@ in (``direction``, ``dataset``, ``image_size``, ``step``, ``teacher``).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,12 +19,10 @@ from torch import nn
 
 from cgdistill import __version__
 from cgdistill.errors import CgdistillError
-from cgdistill.fsutil import atomic_write_bytes
+from cgdistill.fsutil import atomic_write_bytes, not_a_file_reason
+from cgdistill.metadata import DIRECTIONS as DIRECTIONS  # re-exported: where callers have always found it
+from cgdistill.metadata import FORMAT, FORMAT_VERSION, parse_metadata
 from cgdistill.nets import DiscriminatorConfig, GeneratorConfig, PatchDiscriminator, ResnetGenerator, unwrap
-
-FORMAT = "cgdistill"
-FORMAT_VERSION = 1
-DIRECTIONS = ("A2B", "B2A")
 
 
 @dataclass
@@ -62,53 +61,18 @@ class ModelInfo:
         return meta
 
 
-_GEN_KEYS = ("blocks", "ngf", "norm", "upsample", "in_channels", "out_channels", "down_padding", "up_padding")
-_DISC_KEYS = ("ndf", "n_layers", "norm", "in_channels")
-_OPTIONAL_KEYS = ("in_channels", "out_channels", "upsample", "down_padding", "up_padding")
-"""Absent from files written before they existed; the config's defaults are what those files mean."""
-_TEXT_KEYS = ("norm", "upsample", "down_padding", "up_padding")
-
-
-def _typed_config(meta: dict[str, str], keys: tuple[str, ...], path: Path) -> dict:
-    config = {}
-    for key in keys:
-        if key not in meta:
-            if key in _OPTIONAL_KEYS:
-                continue
-            raise CgdistillError(f"Model file {path} lacks the '{key}' metadata; it is damaged or from another tool.")
-        value = meta[key]
-        config[key] = value if key in _TEXT_KEYS else int(value)
-    return config
-
-
 def _info_from_metadata(meta: dict[str, str], path: Path) -> ModelInfo:
-    if meta.get("format") != FORMAT:
-        raise CgdistillError(
-            f"{path} is a safetensors file but was not written by cgdistill (no format=cgdistill metadata); "
-            "import official CycleGAN weights with `cgdistill download --pretrained NAME --from-file FILE.pth`."
-        )
-    version = int(meta.get("format_version", "0"))
-    if version > FORMAT_VERSION:
-        raise CgdistillError(
-            f"{path} uses model format version {version}, newer than this cgdistill ({__version__}) reads; upgrade cgdistill."
-        )
-    kind = meta.get("kind")
-    if kind == "generator":
-        config = _typed_config(meta, _GEN_KEYS, path)
-    elif kind == "discriminator":
-        config = _typed_config(meta, _DISC_KEYS, path)
-    else:
-        raise CgdistillError(f"Model file {path} has unknown kind {kind!r}; expected generator or discriminator.")
+    common, config = parse_metadata(meta, path)
     return ModelInfo(
-        kind=kind,
-        arch=meta.get("arch", "resnet" if kind == "generator" else "patchgan"),
+        kind=common["kind"],
+        arch=common["arch"],
         config=config,
-        direction=meta.get("direction"),
-        dataset=meta.get("dataset"),
-        image_size=int(meta["image_size"]) if "image_size" in meta else None,
-        step=int(meta.get("step", "0")),
-        teacher=meta.get("teacher"),
-        extra=json.loads(meta["extra"]) if "extra" in meta else {},
+        direction=common.get("direction"),
+        dataset=common.get("dataset"),
+        image_size=common.get("image_size"),
+        step=common.get("step", 0),
+        teacher=common.get("teacher"),
+        extra=common.get("extra", {}),
     )
 
 
@@ -120,7 +84,9 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
 def save_model(module: nn.Module, path: Path | str, info: ModelInfo) -> Path:
     """Write ``module``'s weights and ``info`` to ``path`` atomically; returns the path."""
     path = Path(path)
-    atomic_write_bytes(path, safetensors_bytes(_cpu_state(module), metadata=info.to_metadata()))
+    metadata = info.to_metadata()
+    parse_metadata(metadata, path)  # never write a file that reading would refuse
+    atomic_write_bytes(path, safetensors_bytes(_cpu_state(module), metadata=metadata))
     return path
 
 
@@ -164,8 +130,8 @@ def read_safetensors(path: Path | str, with_tensors: bool = True) -> tuple[dict[
     Every way a file can be wrong becomes one sentence naming it.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CgdistillError(f"Model file {path} does not exist.")
+    if not os.path.isfile(path):
+        raise CgdistillError(f"Model file {path} {not_a_file_reason(path)}.")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             meta = handle.metadata() or {}
@@ -197,15 +163,29 @@ def read_info(path: Path | str) -> ModelInfo:
     return _read(Path(path), with_tensors=False)[1]
 
 
-def _load_into(module: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    try:
-        module.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = first[1].strip() if len(first) > 1 else first[0]
-        raise CgdistillError(
-            f"Weights in {path} do not fit the architecture its metadata describes: {detail}"
-        ) from None
+def _build(factory, tensors: dict[str, torch.Tensor], path: Path) -> nn.Module:
+    """Build the network the metadata describes and load the file's weights into it.
+
+    The network is first laid out on the meta device (no memory) and its shapes compared with the
+    file's tensors, so metadata that describes a huge network cannot make us allocate it.
+    """
+    with torch.device("meta"):
+        expected = {key: tuple(value.shape) for key, value in factory().state_dict().items()}
+    found = {key: tuple(value.shape) for key, value in tensors.items()}
+    if expected != found:
+        missing = sorted(expected.keys() - found.keys())
+        unexpected = sorted(found.keys() - expected.keys())
+        wrong = sorted(key for key in expected.keys() & found.keys() if expected[key] != found[key])
+        if wrong:
+            detail = f"'{wrong[0]}' has shape {found[wrong[0]]} where {expected[wrong[0]]} is expected"
+        elif missing:
+            detail = f"'{missing[0]}' is missing"
+        else:
+            detail = f"'{unexpected[0]}' is unexpected"
+        raise CgdistillError(f"Weights in {path} do not fit the architecture its metadata describes: {detail}.")
+    module = factory()
+    module.load_state_dict(tensors, strict=True)
+    return module
 
 
 def load_generator(path: Path | str) -> tuple[ResnetGenerator, ModelInfo]:
@@ -213,8 +193,7 @@ def load_generator(path: Path | str) -> tuple[ResnetGenerator, ModelInfo]:
     tensors, info = read_file(path)
     if info.kind != "generator":
         raise CgdistillError(f"{path} holds a {info.kind}, not a generator.")
-    generator = ResnetGenerator(GeneratorConfig(**info.config))
-    _load_into(generator, tensors, Path(path))
+    generator = _build(lambda: ResnetGenerator(GeneratorConfig(**info.config)), tensors, Path(path))
     return generator.eval(), info
 
 
@@ -222,6 +201,5 @@ def load_discriminator(path: Path | str) -> tuple[PatchDiscriminator, ModelInfo]
     tensors, info = read_file(path)
     if info.kind != "discriminator":
         raise CgdistillError(f"{path} holds a {info.kind}, not a discriminator.")
-    discriminator = PatchDiscriminator(DiscriminatorConfig(**info.config))
-    _load_into(discriminator, tensors, Path(path))
+    discriminator = _build(lambda: PatchDiscriminator(DiscriminatorConfig(**info.config)), tensors, Path(path))
     return discriminator.eval(), info

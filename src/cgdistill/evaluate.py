@@ -427,6 +427,10 @@ def resolve_pair(
     direction = direction or teacher.info.direction
     if direction is None:
         raise CgdistillError("Neither model records which way it translates; pass --direction A2B or B2A.")
+    if teacher.path.resolve() == student.path.resolve():
+        raise CgdistillError(
+            f"Teacher and student are the same model ({student.path}); pass another --student or --teacher."
+        )
     return teacher, student, direction
 
 
@@ -522,6 +526,14 @@ def compare(
     return CompareOutputs(result, test_set, t_out, s_out)
 
 
+def check_compare_options(image_size: int | None, limit: int | None) -> None:
+    """Refuse sizes and limits that cannot be measured (None: the default), before any work."""
+    if image_size is not None and image_size < 8:
+        raise CgdistillError(f"--image-size must be at least 8, got {image_size}.")
+    if limit is not None and limit < 1:
+        raise CgdistillError(f"--limit must be at least 1, got {limit}.")
+
+
 def compare_models(
     teacher: ResolvedModel,
     student: ResolvedModel,
@@ -536,12 +548,9 @@ def compare_models(
     log: Log | None = None,
 ) -> CompareOutputs:
     """Load both model files and the test set, then :func:`compare`."""
-    if limit is not None and limit < 1:
-        raise CgdistillError(f"--limit must be at least 1, got {limit}.")
+    check_compare_options(image_size, limit)
     # By default the test images' own size: the distiller's psnr_to_teacher is measured the same way.
     size = image_size if image_size is not None else native_size(source_test_files(data_dir, direction, limit))
-    if size < 8:
-        raise CgdistillError(f"--image-size must be at least 8, got {size}.")
     teacher_net, _ = load_generator(teacher.path)
     student_net, _ = load_generator(student.path)
     test_set = load_test_set(data_dir, direction, size, limit)

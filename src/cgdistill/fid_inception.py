@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import pickle
 import zipfile
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from torchvision.models.inception import (
 
 from cgdistill import paths
 from cgdistill.errors import CgdistillError
+from cgdistill.fsutil import not_a_file_reason
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{INCEPTION_FILE}"
@@ -207,8 +209,10 @@ def find_weights(
     """
     if explicit is not None:
         path = Path(explicit).expanduser()
-        if not path.is_file():
-            raise CgdistillError(f"Inception weight file {path} does not exist; pass the path of {INCEPTION_FILE}.")
+        if not os.path.isfile(path):
+            raise CgdistillError(
+                f"Inception weight file {path} {not_a_file_reason(path)}; pass the path of {INCEPTION_FILE}."
+            )
         return InceptionSource(path, _layout_of(path), "--inception")
     home_file = home_weights_path()
     if home_file.is_file():

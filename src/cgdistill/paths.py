@@ -17,9 +17,16 @@ _home_override: Path | None = None
 
 
 def set_home(path: Path | str | None) -> None:
-    """Make ``path`` the home for this process (the CLI's ``--home``); None restores the default."""
+    """Make ``path`` the home for this process (the CLI's ``--home``); None restores the default.
+
+    A home that exists must be a folder (a missing one is created when something is stored).
+    """
     global _home_override
-    _home_override = Path(path).expanduser() if path is not None else None
+    if path is not None:
+        path = Path(path).expanduser()
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise CgdistillError(f"The home {path} is a file, not a folder; pass a folder to --home (or {HOME_ENV}).")
+    _home_override = path
 
 
 @contextlib.contextmanager
@@ -60,18 +67,47 @@ def dataset_path(name: str) -> Path:
     return datasets_dir() / name
 
 
+MAX_RUN_NAME = 100  # file systems allow 255 bytes; room for suffixes such as "-2" and UTF-8
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one visible folder name under ``runs/``: never a path, hidden, empty or too long."""
+    if not name.strip() or "/" in name or "\\" in name or name.startswith(".") or not name.isprintable():
+        raise CgdistillError(f"Run name {name!r} is not valid; use letters, digits, '-' and '_'.")
+    if len(name) > MAX_RUN_NAME:
+        raise CgdistillError(f"Run name {name[:20]!r}... is {len(name)} characters long; use at most {MAX_RUN_NAME}.")
+    return name
+
+
 def run_path(name: str) -> Path:
-    return runs_dir() / name
+    """The folder of run ``name`` (the name is checked: it can only name a folder directly in ``runs/``)."""
+    return runs_dir() / check_run_name(name)
+
+
+def looks_like_path(spec: str) -> bool:
+    """``--model``/``--teacher`` values with a separator or a model suffix name files or folders, not runs."""
+    return "/" in spec or os.sep in spec or spec.endswith(".safetensors") or spec.startswith("~")
+
+
+def run_folder(spec: str) -> Path:
+    """A run given by its name (a folder in ``runs/``) or by the path of its folder."""
+    if looks_like_path(spec):
+        return Path(spec).expanduser()
+    return run_path(spec)
 
 
 def resolve_data(name_or_path: str) -> Path:
     """Turn ``--data NAME|PATH`` into a folder: an existing path wins, else a dataset in the home."""
     candidate = Path(name_or_path).expanduser()
-    if candidate.is_dir():
+    if os.path.isdir(candidate):
         return candidate
     registered = dataset_path(name_or_path)
-    if registered.is_dir():
+    if os.path.isdir(registered):
         return registered
+    if os.path.exists(candidate):
+        raise CgdistillError(
+            f"--data {candidate} is a file, not a dataset folder; pass a folder with trainA/ and trainB/."
+        )
     if os.sep in name_or_path or name_or_path.startswith("."):
         raise CgdistillError(f"Dataset folder {candidate} does not exist.")
     raise CgdistillError(

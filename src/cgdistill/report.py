@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
+from cgdistill.errors import CgdistillError
 from cgdistill.evaluate import CompareOutputs, Comparison
-from cgdistill.fsutil import atomic_path, atomic_write_text
+from cgdistill.fsutil import atomic_path, atomic_write_text, prepare_output_dir
 from cgdistill.plots import fidelity_svg
 
 DIFF_GAIN = 4  # |teacher - student| is mostly small: amplify it so a person can see where they differ
@@ -117,10 +118,18 @@ def _save_png(image: Image.Image, target: Path) -> None:
         image.save(tmp, format="PNG")
 
 
+def check_report_options(folder: Path | str | None, rows: int) -> None:
+    """Refuse a report that could not be written, before the measuring that fills it."""
+    if rows < 1:
+        raise CgdistillError(f"--grid must be at least 1 (test images in the report's grid), got {rows}.")
+    if folder is not None:
+        prepare_output_dir(folder, "--report")
+
+
 def write_report(outputs: CompareOutputs, folder: Path, rows: int = DEFAULT_GRID_ROWS) -> Path:
     """Write ``report.html``, ``grid.png`` and each grid image's panels under ``images/``; returns the HTML path."""
+    check_report_options(folder, rows)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     _save_png(grid_image(outputs, rows), folder / GRID_FILE)
     names = outputs.test_set.names
     worst = [names.index(name) for name, _ in outputs.result.worst]

@@ -1,12 +1,13 @@
 """Run folders: which files a teacher or student run holds, and how ``RUN|FILE`` resolves to a model.
 
-A teacher run holds ``G_A2B``, ``G_B2A``, ``D_A`` and ``D_B`` (an imported official generator: one
-of the two ``G_*`` only); a student run holds ``G``. When the user names no model, the most recent
+A teacher run holds ``G_A2B``, ``G_B2A``, ``D_A`` and ``D_B`` (an imported run: one or both
+``G_*`` only); a student run holds ``G``. When the user names no model, the most recent
 suitable run is used and the caller says which.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,13 @@ from cgdistill.errors import CgdistillError
 STUDENT_FILE = "G.safetensors"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+IMPORTED_SOURCES = ("imported-pretrained", "official-pretrained")
+"""``config.json`` "source" of a run an import made (``official-pretrained``: imports before layouts)."""
+
+
+def is_imported_run(config: object) -> bool:
+    """Whether a run's parsed ``config.json`` says an import made it (nothing to resume, safe to re-import)."""
+    return isinstance(config, dict) and config.get("source") in IMPORTED_SOURCES
 
 
 def generator_file(direction: str) -> str:
@@ -107,7 +115,7 @@ def resolve_generator(spec: str | None, direction: str | None = None, role: str 
         check_direction(direction)
     if spec:
         candidate = Path(spec).expanduser()
-        if candidate.suffix == ".safetensors" or candidate.is_file():
+        if os.path.isfile(candidate) or (paths.looks_like_path(spec) and not os.path.isdir(candidate)):
             info = read_info(candidate)
             if info.kind != "generator":
                 raise CgdistillError(f"{candidate} holds a {info.kind}, not a generator.")
@@ -116,7 +124,7 @@ def resolve_generator(spec: str | None, direction: str | None = None, role: str 
                     f"{candidate} translates {info.direction}, not {direction}; pass --direction {info.direction}."
                 )
             return ResolvedModel(candidate, info, None, "student" if info.teacher else "teacher")
-        run = paths.run_path(spec)
+        run = paths.run_folder(spec)
         if not run.is_dir():
             raise CgdistillError(
                 f"No run named '{spec}' in {paths.runs_dir()} and no such file; "

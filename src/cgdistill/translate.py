@@ -25,7 +25,7 @@ from torch import nn
 from cgdistill import paths
 from cgdistill.data.images import list_images, read_image_with_alpha
 from cgdistill.errors import CgdistillError
-from cgdistill.fsutil import atomic_path
+from cgdistill.fsutil import atomic_path, not_a_file_reason, prepare_output_dir
 from cgdistill.runs import ResolvedModel, check_direction, resolve_generator, run_kind
 
 DEFAULT_MAX_SIDE = 1024
@@ -140,22 +140,33 @@ def choose_model(spec: str | None, direction: str | None) -> tuple[ResolvedModel
     return resolved, chosen
 
 
-def collect_inputs(inputs: Sequence[Path | str], recursive: bool = False) -> list[Path]:
+def collect_inputs(
+    inputs: Sequence[Path | str], recursive: bool = False, output_dir: Path | str | None = None
+) -> list[Path]:
     """Expand files and folders into image files, in the order given (folders sorted by path).
 
-    A path that does not exist is a usage error; a file named directly is kept whatever its
-    suffix, so a mislabelled or broken file is reported by name when it fails to decode.
+    A path that does not exist, or is no regular file or folder, is a usage error; a file named
+    directly is kept whatever its suffix, so a mislabelled or broken file is reported by name when
+    it fails to decode. A folder input may not hold ``output_dir``: each run would translate the
+    previous run's outputs again.
     """
+    output = Path(output_dir).expanduser().resolve() if output_dir is not None else None
     files: list[Path] = []
     seen: set[Path] = set()
     for raw in inputs:
         path = Path(raw).expanduser()
-        if path.is_dir():
+        if os.path.isdir(path):
+            folder = path.resolve()
+            if output is not None and (output == folder or (recursive and folder in output.parents)):
+                raise CgdistillError(
+                    f"Output folder {output_dir} is inside input folder {path}, so later runs would translate "
+                    "these outputs again; pass another --output."
+                )
             found = list_images(path, recursive=recursive)
-        elif path.is_file():
+        elif os.path.isfile(path):
             found = [path]
         else:
-            raise CgdistillError(f"Input {path} does not exist.")
+            raise CgdistillError(f"Input {path} {not_a_file_reason(path)}.")
         for item in found:
             key = item.resolve()
             if key not in seen:
@@ -167,9 +178,14 @@ def collect_inputs(inputs: Sequence[Path | str], recursive: bool = False) -> lis
 def plan_outputs(files: Sequence[Path], output_dir: Path, direction: str) -> tuple[list[Path], list[tuple[Path, Path]]]:
     """``<output>/<stem>_<direction>.png`` for each input, never the path of an input or of another output.
 
+    Names are built only from the checked direction and the input's own stem, and each must resolve
+    to a file directly inside ``output_dir``.
+
     A name that is taken gets ``-2``, ``-3``, ... before ``.png``; the inputs so renamed are returned
     so that the caller can say so.
     """
+    check_direction(direction)
+    folder = output_dir.resolve()
     protected = {f.resolve() for f in files}
     taken: set[Path] = set()
     outputs: list[Path] = []
@@ -181,6 +197,8 @@ def plan_outputs(files: Sequence[Path], output_dir: Path, direction: str) -> tup
         while candidate.resolve() in protected or candidate.resolve() in taken:
             index += 1
             candidate = output_dir / f"{base}-{index}.png"
+        if candidate.resolve().parent != folder:
+            raise CgdistillError(f"The output name for {source} would leave the output folder {output_dir}.")
         if index > 1:
             renamed.append((source, candidate))
         taken.add(candidate.resolve())
@@ -271,7 +289,7 @@ def translate_files(
         raise CgdistillError(f"--batch-size must be at least 1, got {batch_size}.")
     if max_side < 0:
         raise CgdistillError(f"--max-side must be 0 (no limit) or positive, got {max_side}.")
-    output_dir = Path(output_dir)
+    output_dir = prepare_output_dir(output_dir, "--output")
     outputs, renamed = plan_outputs(files, output_dir, direction)
     result = TranslateResult(renamed=renamed)
     model = prepare_generator(generator, device)

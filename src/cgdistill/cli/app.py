@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from cgdistill import __version__, paths
 from cgdistill.errors import CgdistillError
@@ -27,8 +28,9 @@ app = typer.Typer(
 _RANK = int(os.environ.get("RANK", "0") or 0)
 
 # Results go to stdout; progress, notes and errors to stderr (so `--json` output stays clean).
-console = Console(highlight=False, quiet=_RANK > 0)
-err_console = Console(stderr=True, highlight=False, quiet=_RANK > 0)
+# No emoji codes: a path such as `a:cat:b.png` is printed as written.
+console = Console(highlight=False, emoji=False, quiet=_RANK > 0)
+err_console = Console(stderr=True, highlight=False, emoji=False, quiet=_RANK > 0)
 
 _debug = {"on": False}
 
@@ -61,9 +63,39 @@ def global_options(
     _debug["on"] = debug
 
 
-def note(message: str) -> None:
+def styled(template: str, *values: object) -> Text:
+    """The one way to put values into a styled message: ``template`` is our own rich markup and each
+    ``{}`` takes a value (a path, a name, text from a file or the user) that is shown exactly as written.
+
+    The markup is rendered with a placeholder in each slot and the values go in afterwards as plain
+    text with the slot's style, so no value is ever parsed (escaping alone fails on a trailing backslash).
+    """
+    holders = [f"\ue000{index}\ue001" for index in range(len(values))]
+    rendered = Text.from_markup(template.format(*holders), emoji=False)
+    result = Text()
+    position = 0
+    for holder, value in zip(holders, values, strict=True):
+        start = rendered.plain.index(holder, position)
+        result.append_text(rendered[position:start])
+        piece = Text(str(value))
+        for span in rendered.spans:
+            if span.start <= start < span.end:
+                piece.stylize(span.style)
+        result.append_text(piece)
+        position = start + len(holder)
+    result.append_text(rendered[position:])
+    return result
+
+
+def show(message: str | Text, *, stderr: bool = False) -> None:
+    """Print one message: a plain ``str`` is never read as markup; styling comes only from :func:`styled`."""
+    target = err_console if stderr else console
+    target.print(message, soft_wrap=True, markup=False)
+
+
+def note(message: str | Text) -> None:
     """A line for the user that is not the command's result (goes to stderr)."""
-    err_console.print(message, soft_wrap=True)
+    show(message, stderr=True)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -79,11 +111,11 @@ def run(argv: list[str] | None = None) -> int:
         if _debug["on"]:
             traceback.print_exc()
         if _RANK > 0:
-            Console(stderr=True, highlight=False).print(
-                f"[bold red]Error (rank {_RANK}):[/] {exc.message}", soft_wrap=True
+            Console(stderr=True, highlight=False, emoji=False).print(
+                styled("[bold red]Error (rank {}):[/] {}", _RANK, exc.message), soft_wrap=True
             )
         else:
-            err_console.print(f"[bold red]Error:[/] {exc.message}", soft_wrap=True)
+            note(styled("[bold red]Error:[/] {}", exc.message))
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("Interrupted.")

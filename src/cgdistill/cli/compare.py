@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from cgdistill import evaluate, fid_inception, paths, report
-from cgdistill.cli.app import app, console, note
+from cgdistill.cli.app import app, console, note, show
 from cgdistill.device import DEVICE_HELP, pick_device
 from cgdistill.errors import CgdistillError
 
@@ -77,19 +77,23 @@ def compare(
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Measure teacher and student on the same test images: size, MACs, speed, fidelity, FID/KID."""
+    evaluate.check_compare_options(image_size, limit)
+    report.check_report_options(report_dir, grid)
     target = pick_device(device)
     teacher_model, student_model, chosen = evaluate.resolve_pair(teacher, student, direction)
     dataset = data or student_model.info.dataset or teacher_model.info.dataset
     if dataset is None:
         raise CgdistillError("The models do not record their dataset; pass --data NAME|PATH.")
     data_dir = paths.resolve_data(dataset)
-    note(escape(f"Teacher: {teacher_model.label}"))
-    note(escape(f"Student: {student_model.label}"))
+    note(f"Teacher: {teacher_model.label}")
+    note(f"Student: {student_model.label}")
+    if student_model.role == "teacher":
+        note(f"Note: the student {student_model.label} is a teacher (it records no teacher of its own).")
 
     source = fid_inception.find_weights(inception, download=download_inception)
     feature_network = None
     if source is not None:
-        note(escape(f"FID Inception weights: {source.path} ({source.origin})"))
+        note(f"FID Inception weights: {source.path} ({source.origin})")
         feature_network = fid_inception.load_fid_inception(source)
     outputs = evaluate.compare_models(
         teacher_model,
@@ -106,16 +110,16 @@ def compare(
     result = outputs.result
     if report_dir is not None:
         page = report.write_report(outputs, report_dir, rows=grid)
-        note(escape(f"Report: {page}"))
+        note(f"Report: {page}")
     if as_json:
         print(json.dumps(result.to_json()))  # plain print: no rich markup or wrapping in machine output
         return
-    table = Table(title=f"Teacher vs student, {chosen}, {result.image_size}x{result.image_size}")
+    table = Table(title=Text(f"Teacher vs student, {chosen}, {result.image_size}x{result.image_size}"))
     table.add_column("Measure")
     table.add_column("Teacher", justify="right")
     table.add_column("Student", justify="right")
     for row in report.table_rows(result):
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     console.print(table)
     for line in report.summary_lines(result):
-        console.print(line, soft_wrap=True, markup=False)
+        show(line)

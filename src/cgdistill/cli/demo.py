@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.status import Status
 from rich.table import Table
 
-from cgdistill.cli.app import app, console, err_console, note
+from cgdistill.cli.app import app, console, err_console, note, show, styled
 from cgdistill.cli.progress import RichObserver
 from cgdistill.demo import DEFAULT_OUTPUT, QUICK_SETTINGS, DemoObserver, DemoResult, DemoSettings, run_demo
 from cgdistill.train.loop import Observer
@@ -24,8 +23,8 @@ class _LiveDemo(DemoObserver):
         self.status: Status | None = None
 
     def stage(self, index: int, total: int, title: str) -> None:
-        err_console.print(f"[bold cyan][{index}/{total}][/] [bold]{escape(title)}[/]")
-        self.status = err_console.status(f"{escape(title)}...")
+        note(styled("[bold cyan]\\[{}/{}][/] [bold]{}[/]", index, total, title))
+        self.status = err_console.status(styled("{}...", title))
         self.status.start()
 
     def training(self) -> Observer:
@@ -33,11 +32,11 @@ class _LiveDemo(DemoObserver):
         return RichObserver()
 
     def message(self, text: str) -> None:
-        err_console.print(f"  {escape(text)}", soft_wrap=True)
+        note(f"  {text}")
 
     def stage_done(self, index: int, seconds: float, detail: str) -> None:
         self._stop_spinner()
-        err_console.print(f"  [green]done[/] in {seconds:.0f} s: {escape(detail)}", soft_wrap=True)
+        note(styled("  [green]done[/] in {} s: {}", f"{seconds:.0f}", detail))
 
     def close(self) -> None:
         self._stop_spinner()
@@ -73,20 +72,19 @@ def _present(result: DemoResult) -> None:
     console.print(_summary_table(summary))
     for check in result.checks:
         mark = "[green]✓[/]" if check.passed else "[red]✗[/]"
-        console.print(f"{mark} {escape(check.name)}: {escape(check.detail)}", soft_wrap=True)
+        show(styled(mark + " {}: {}", check.name, check.detail))
     if not result.passed:
-        console.print(
+        show(
             "The pipeline ran, but the result is weaker than the demo usually gets; "
-            "the report shows what the models learned.",
-            soft_wrap=True,
+            "the report shows what the models learned."
         )
     seconds = summary["seconds"]
     parts = ", ".join(f"{key} {value:.0f} s" for key, value in seconds.items() if key not in ("total", "cpu_total"))
     minutes, rest = divmod(round(seconds["total"]), 60)
-    console.print(f"Finished in {minutes} min {rest} s ({parts}) on {summary['device']}.", soft_wrap=True)
-    console.print(f"Translated images: {escape(str(result.output / 'translated'))}", soft_wrap=True)
-    console.print(f"Report: [bold]{escape(str(result.report))}[/]", soft_wrap=True)
-    console.print(f"Open it in a browser: {escape(result.report.as_uri())}", soft_wrap=True)
+    show(f"Finished in {minutes} min {rest} s ({parts}) on {summary['device']}.")
+    show(f"Translated images: {result.output / 'translated'}")
+    show(styled("Report: [bold]{}[/]", result.report))
+    show(f"Open it in a browser: {result.report.as_uri()}")
 
 
 @app.command("demo")
@@ -100,7 +98,7 @@ def demo(
     """Generate a toy dataset, train a teacher, distill a student, translate, compare: a few minutes on a CPU."""
     settings = replace(QUICK_SETTINGS if quick else DemoSettings(), seed=seed)
     note(
-        f"The demo keeps its dataset and runs in {escape(str(output / 'home'))}; nothing outside {escape(str(output))} "
+        f"The demo keeps its dataset and runs in {output / 'home'}; nothing outside {output} "
         "is touched and no network is used."
     )
     display = _LiveDemo()

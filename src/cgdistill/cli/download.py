@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from cgdistill import paths
-from cgdistill.cli.app import app, console, note
+from cgdistill.cli.app import app, console, note, show, styled
 from cgdistill.errors import CgdistillError
 
 
@@ -52,7 +53,10 @@ def download(
         ),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Download and extract again even if it is already here.")
+        bool,
+        typer.Option(
+            "--force", help="Download and extract again even if it is already here; with --pretrained, replace the run."
+        ),
     ] = False,
     key: Annotated[
         str | None,
@@ -60,6 +64,12 @@ def download(
             "--key",
             help="With --pretrained: the network to import from a file that holds several (see `cgdistill inspect`).",
             show_default=False,
+        ),
+    ] = None,
+    run_name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", help="With --pretrained: the teacher run to create (default: NAME).", show_default=False
         ),
     ] = None,
 ) -> None:
@@ -75,8 +85,10 @@ def download(
         raise CgdistillError("--direction only applies to --pretrained models; datasets hold both directions.")
     if key is not None and not pretrained:
         raise CgdistillError("--key only applies to --pretrained models; it names a network inside a weights file.")
+    if run_name is not None and not pretrained:
+        raise CgdistillError("--name only applies to --pretrained models; a dataset's folder is its NAME.")
     if pretrained:
-        _download_pretrained(name, from_file, url, direction, force, key)
+        _download_pretrained(name, from_file, url, direction, force, key, run_name)
     else:
         _download_dataset(name, from_file, url, force)
 
@@ -86,25 +98,33 @@ def _download_dataset(name: str, from_file: Path | None, url: str | None, force:
 
     result = download_dataset(name, url=url, from_file=from_file, force=force)
     if result.status == "present":
-        console.print(f"Dataset [bold]{name}[/] is already here: {result.path} (pass --force to download it again).")
+        show(styled("Dataset [bold]{}[/] is already here: {} (pass --force to download it again).", name, result.path))
         return
     verb = {"downloaded": "Downloaded", "extracted": "Extracted", "generated": "Generated"}[result.status]
     source = "" if result.status == "generated" else f" from {result.source}"
-    console.print(f"{verb} dataset [bold]{name}[/]{source} into {result.path}")
-    console.print(f"  {_split_counts(result.path)}")
+    show(styled("{} dataset [bold]{}[/]{} into {}", verb, name, source, result.path))
+    show(f"  {_split_counts(result.path)}")
     note(f"Next: cgdistill train-teacher --data {name}")
 
 
 def _download_pretrained(
-    name: str, from_file: Path | None, url: str | None, direction: str | None, force: bool, key: str | None
+    name: str,
+    from_file: Path | None,
+    url: str | None,
+    direction: str | None,
+    force: bool,
+    key: str | None,
+    run_name: str | None,
 ) -> None:
     from cgdistill.data.download import download_pretrained
     from cgdistill.runs import reverse
 
-    result = download_pretrained(name, from_file=from_file, url=url, direction=direction, force=force, key=key)
+    result = download_pretrained(
+        name, run_name=run_name, from_file=from_file, url=url, direction=direction, force=force, key=key
+    )
     dataset = f" of dataset {result.dataset}" if result.dataset else ""
     noun = "generator" if len(result.generators) == 1 else "generators"
-    console.print(f"Imported {noun} [bold]{name}[/]{dataset} as teacher run {result.run}")
+    show(styled("Imported {} [bold]{}[/]{} as teacher run {}", noun, name, dataset, result.run))
     entry = result.entry
     decided = {"--direction": "", "its name": ", direction from its name", "default": ", direction assumed"}
     for generator in result.generators:
@@ -114,10 +134,10 @@ def _download_pretrained(
             reads, writes = domains if generator.direction == entry.direction else domains[::-1]
             mapping += f" ({reads} -> {writes})"
         origin = f"'{generator.network}', " if generator.network else ""
-        console.print(f"  {mapping}: {origin}{generator.layout_title}{decided[generator.decided_by]}")
+        show(f"  {mapping}: {origin}{generator.layout_title}{decided[generator.decided_by]}")
         for line in generator.notes:
             note(f"  note: {line}")
-    console.print(f"  weights: {result.weights}")
+    show(f"  weights: {result.weights}")
     first = result.directions[0]
     if any(g.decided_by == "default" for g in result.generators):
         note(f"If it maps the other way, import it again with --direction {reverse(first)}.")
@@ -142,9 +162,9 @@ def _print_lists() -> None:
     from cgdistill.data.registry import DATASETS_URL, PRETRAINED
 
     table = Table(
-        title=f"Datasets in {paths.datasets_dir()}",
+        title=Text(f"Datasets in {paths.datasets_dir()}"),
         title_justify="left",
-        caption=f"`cgdistill download NAME` fetches {DATASETS_URL.format(name='NAME')}",
+        caption=Text(f"`cgdistill download NAME` fetches {DATASETS_URL.format(name='NAME')}"),
         caption_justify="left",
     )
     table.add_column("name", no_wrap=True)
@@ -163,7 +183,7 @@ def _print_lists() -> None:
                 row.source, ""
             )
         size = human_size(row.size_bytes) if exists else ""
-        table.add_row(row.name, row.domain_a or "", row.domain_b or "", here, size, where)
+        table.add_row(Text(row.name), Text(row.domain_a or ""), Text(row.domain_b or ""), here, size, Text(where))
     console.print(table)
 
     models = Table(title="Pretrained generators (cgdistill download --pretrained NAME)", title_justify="left")

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from cgdistill.cli.app import app, console, note
+from cgdistill.cli.app import app, console, note, show, styled
 
 _FORMATS = {"pytorch": "PyTorch checkpoint", "safetensors": "safetensors file"}
 _MAX_METADATA = 12
@@ -33,15 +33,13 @@ def inspect(
     kind = _FORMATS[report.format]
     if report.cgdistill is not None:
         kind = "cgdistill model file"
-    console.print(
-        f"[bold]{escape(str(report.path))}[/]: {kind}, {report.tensors} tensors, {report.parameters:,} parameters"
-    )
+    show(styled("[bold]{}[/]: {}", report.path, f"{kind}, {report.tensors} tensors, {report.parameters:,} parameters"))
     if report.cgdistill is not None:
         info = report.cgdistill
         facts = {"kind": info.kind, "direction": info.direction, "dataset": info.dataset, "step": info.step}
         if info.teacher:
             facts["teacher"] = info.teacher
-        console.print("  " + ", ".join(f"{k} {escape(str(v))}" for k, v in facts.items() if v is not None))
+        show("  " + ", ".join(f"{k} {v}" for k, v in facts.items() if v is not None))
 
     table = Table(title="Networks", title_justify="left")
     table.add_column("name", overflow="fold")
@@ -50,31 +48,31 @@ def inspect(
     table.add_column("direction", no_wrap=True)
     for network in report.networks:
         direction = network.direction or ""
-        table.add_row(escape(network.label), escape(network.summary), f"{network.parameters:,}", direction)
+        table.add_row(Text(network.label), Text(network.summary), f"{network.parameters:,}", Text(direction))
     console.print(table)
 
     for network in report.generators:
         found = network.generator
         assert found is not None
         for line in found.notes:
-            note(f"{escape(network.label)}: {escape(line)}")
+            note(f"{network.label}: {line}")
         if found.refusal:
-            note(f"{escape(network.label)} cannot be imported: {escape(found.refusal)}.")
+            note(f"{network.label} cannot be imported: {found.refusal}.")
 
     shown = list(report.metadata.items())
     if report.cgdistill is not None:
         shown = []
     if shown:
-        console.print("Other entries: " + ", ".join(f"{escape(k)}={escape(v)}" for k, v in shown[:_MAX_METADATA]))
+        show("Other entries: " + ", ".join(f"{k}={v}" for k, v in shown[:_MAX_METADATA]))
         if len(shown) > _MAX_METADATA:
-            console.print(f"  ... and {len(shown) - _MAX_METADATA} more (see --json)")
+            show(f"  ... and {len(shown) - _MAX_METADATA} more (see --json)")
     if report.skipped:
-        console.print("Not networks: " + escape(", ".join(report.skipped)))
+        show("Not networks: " + ", ".join(report.skipped))
 
     importable = [n for n in report.generators if n.generator and not n.generator.refusal]
     if importable and report.cgdistill is None:
         key = "" if len(importable) == 1 or _both_directions(importable) else " --key NAME"
-        note(f"Import with: cgdistill download --pretrained NAME --from-file {escape(str(report.path))}{key}")
+        note(f"Import with: cgdistill download --pretrained NAME --from-file {report.path}{key}")
 
 
 def _both_directions(generators: list) -> bool:

@@ -62,7 +62,7 @@ class RichObserver(Observer):
 
     def message(self, text: str) -> None:
         console = self.progress.console if self.progress is not None else err_console
-        console.print(text, soft_wrap=True)
+        console.print(text, soft_wrap=True, markup=False)  # library text is plain, never markup
 
     def finish(self) -> None:
         if self.progress is not None:

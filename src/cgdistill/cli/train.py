@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import shlex
 from typing import Annotated
 
 import typer
 
-from cgdistill.cli.app import app, console, err_console
+from cgdistill.cli.app import app, note, show, styled
 from cgdistill.cli.progress import RichObserver
 from cgdistill.device import DEVICE_HELP
 from cgdistill.train.loop import TrainingInterrupted
@@ -141,21 +142,34 @@ def given_flags(ctx: typer.Context) -> set[str]:
     return given
 
 
-def run_training(job, config, *, resume: bool, given: set[str], command: str) -> None:
+def resume_command(ctx: typer.Context, command: str, run_name: str) -> str:
+    """The command that continues this run: the run remembers its settings and its length, so only
+    the launcher, a --home given on the command line, and the run's name are needed."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    words = [f"torchrun --nproc_per_node {world_size} -m cgdistill" if world_size > 1 else "cgdistill"]
+    root = ctx.find_root()
+    source = root.get_parameter_source("home")
+    if source is not None and source.name == "COMMANDLINE" and root.params.get("home") is not None:
+        words.append(f"--home {shlex.quote(str(root.params['home']))}")
+    words.append(f"{command} --name {shlex.quote(run_name)} --resume")
+    return " ".join(words)
+
+
+def run_training(ctx: typer.Context, job, config, *, resume: bool, command: str) -> None:
     """Run a training function with the live display, turning Ctrl-C into a resume hint."""
     observer = RichObserver()
     try:
-        run_dir = job(config, resume=resume, observer=observer, given=given)
+        run_dir = job(config, resume=resume, observer=observer, given=given_flags(ctx))
     except TrainingInterrupted as stop:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        launcher = f"torchrun --nproc_per_node {world_size} -m cgdistill" if world_size > 1 else "cgdistill"
-        err_console.print(
-            f"Stopped at step {stop.step}; the checkpoint is saved. Resume with: "
-            f"[bold]{launcher} {command} --name {stop.run_dir.name} --resume[/]",
-            soft_wrap=True,
+        note(
+            styled(
+                "Stopped at step {}; the checkpoint is saved. Resume with: [bold]{}[/]",
+                stop.step,
+                resume_command(ctx, command, stop.run_dir.name),
+            )
         )
         raise typer.Exit(130) from None
-    console.print(f"Run [bold]{run_dir.name}[/] is in {run_dir}", soft_wrap=True)
+    show(styled("Run [bold]{}[/] is in {}", run_dir.name, run_dir))
 
 
 @app.command("train-teacher")
@@ -216,7 +230,7 @@ def train_teacher_command(
         fuse_passes=fuse_passes, workers=workers, seed=seed, save_every=save_every, sample_every=sample_every,
         log_every=log_every, tensorboard=tensorboard,
     )  # fmt: skip
-    run_training(train_teacher, config, resume=resume, given=given_flags(ctx), command="train-teacher")
+    run_training(ctx, train_teacher, config, resume=resume, command="train-teacher")
 
 
 @app.command("distill")
@@ -377,4 +391,4 @@ def distill_command(
         channels_last=channels_last, compile=compile, workers=workers, seed=seed, save_every=save_every,
         sample_every=sample_every, log_every=log_every, eval_every=eval_every, tensorboard=tensorboard,
     )  # fmt: skip
-    run_training(distill, config, resume=resume, given=given_flags(ctx), command="distill")
+    run_training(ctx, distill, config, resume=resume, command="distill")

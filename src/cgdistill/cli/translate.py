@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cgdistill import translate as tr
 from cgdistill.checkpoint import load_generator
-from cgdistill.cli.app import app, console, err_console, note
+from cgdistill.cli.app import app, err_console, note, show, styled
 from cgdistill.device import DEVICE_HELP, describe, pick_device
 from cgdistill.errors import WorkFailed
+from cgdistill.fsutil import prepare_output_dir
 
 PROGRESS_FROM = 8  # fewer files finish before a bar would tell anyone anything
 
@@ -53,16 +53,15 @@ def translate(
     """Translate images with a teacher or student generator; writes PNGs of the same size (alpha kept)."""
     target = pick_device(device)
     resolved, chosen = tr.choose_model(model, direction)
-    files = tr.collect_inputs(inputs, recursive=recursive)
+    files = tr.collect_inputs(inputs, recursive=recursive, output_dir=output)
     if not files:
         raise WorkFailed("No image files found in the given inputs" + ("" if recursive else " (try --recursive)") + ".")
+    prepare_output_dir(output, "--output")  # before the model is loaded and anything is translated
     generator, _ = load_generator(resolved.path)
     config = generator.config
     note(
-        escape(
-            f"Model: {resolved.label} ({resolved.role}, {config.blocks} blocks, ngf {config.ngf}), "
-            f"{chosen}, on {describe(target)}."
-        )
+        f"Model: {resolved.label} ({resolved.role}, {config.blocks} blocks, ngf {config.ngf}), "
+        f"{chosen}, on {describe(target)}."
     )
     with Progress(
         TextColumn("Translating"),
@@ -85,15 +84,15 @@ def translate(
             progress=lambda done, _total: bar.update(task, completed=done),
         )
     for source, renamed in result.renamed:
-        note(escape(f"{renamed.name}: the usual name for {source} would overwrite an input or another output."))
+        note(f"{renamed.name}: the usual name for {source} would overwrite an input or another output.")
     for _source, reason in result.failures:
-        note(f"[red]Failed:[/] {escape(reason)}")
+        note(styled("[red]Failed:[/] {}", reason))
     if len(files) == 1 and result.written:
-        console.print(f"Wrote {result.written[0][1]}", markup=False)
+        show(f"Wrote {result.written[0][1]}")
     summary = (
         f"Translated {len(result.written)} of {len(files)} images into {output} "
         f"in {result.seconds:.1f} s ({result.images_per_s:.2f} images/s)"
     )
     if result.failures:
         raise WorkFailed(f"{summary}; {len(result.failures)} failed (listed above).")
-    console.print(summary + ".", markup=False, soft_wrap=True)
+    show(summary + ".")

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import re
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -31,7 +33,7 @@ from cgdistill.data.registry import (
     get_pretrained,
 )
 from cgdistill.errors import CgdistillError, WorkFailed
-from cgdistill.fsutil import fsync_dir
+from cgdistill.fsutil import fsync_dir, not_a_file_reason
 
 if TYPE_CHECKING:
     from cgdistill.official import ImportedGenerator
@@ -224,7 +226,7 @@ class _Bar:
 
     def note(self, message: str) -> None:
         if self._progress is not None:
-            self._progress.console.print(message, soft_wrap=True)
+            self._progress.console.print(message, soft_wrap=True, markup=False)  # URLs and paths as written
 
 
 @contextlib.contextmanager
@@ -324,8 +326,10 @@ def download_dataset(
 
     if from_file is not None:
         zip_path = Path(from_file).expanduser()
-        if not zip_path.is_file():
-            raise CgdistillError(f"Zip file {zip_path} does not exist; check the path given to --from-file.")
+        if not os.path.isfile(zip_path):
+            raise CgdistillError(
+                f"Zip file {zip_path} {not_a_file_reason(zip_path)}; check the path given to --from-file."
+            )
         extract_dataset(zip_path, target, required=required, fix="check the file, or download it again")
         return DatasetResult(name, target, "extracted", str(zip_path))
     if entry is not None and entry.source == "local" and not url:
@@ -411,9 +415,44 @@ class PretrainedResult:
     generators: list[ImportedGenerator] = field(default_factory=list)  # one per direction imported
 
 
+def _earlier_import(run: Path) -> bool:
+    """Whether ``run`` is empty or holds only an earlier import (which a new import may replace)."""
+    if not any(run.iterdir()):
+        return True
+    from cgdistill.runs import CONFIG_FILE, is_imported_run
+
+    try:
+        config = json.loads((run / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return is_imported_run(config)
+
+
+def _set_aside(run: Path, force: bool, *, move: bool = True) -> Path | None:
+    """Refuse to import over a run an import did not make; with ``force`` move it aside (the caller
+    deletes it once the import succeeded, or puts it back). ``move=False`` only checks."""
+    if not run.exists():
+        return None
+    if not run.is_dir():
+        raise CgdistillError(f"{run} is a file, not a run folder; pass another --name.")
+    if _earlier_import(run):
+        return None
+    if not force:
+        raise CgdistillError(
+            f"Run '{run.name}' already exists in {run.parent} and is not an earlier import; pass --name to "
+            "import under another name, or --force to replace the run."
+        )
+    if not move:
+        return None
+    aside = run.with_name(f".{run.name}.replaced-{os.getpid()}")
+    os.replace(run, aside)
+    return aside
+
+
 def download_pretrained(
     name: str,
     *,
+    run_name: str | None = None,
     from_file: Path | str | None = None,
     url: str | None = None,
     direction: str | None = None,
@@ -426,9 +465,12 @@ def download_pretrained(
 
     The direction is ``direction`` when given, else what the network's name says (``G_AB``), else
     the registry's for known names, else A2B; it is recorded in the model file so ``translate`` knows
-    which domain the generator reads. ``key`` picks one network of a file that holds several.
+    which domain the generator reads. ``key`` picks one network of a file that holds several. The run
+    is ``run_name`` (default NAME); a run there that is not an earlier import is kept unless ``force``.
     """
     check_name(name)
+    run_dir = paths.run_path(run_name if run_name is not None else name)
+    _set_aside(run_dir, force, move=False)  # refuse before downloading anything
     if url and from_file:
         raise CgdistillError("Pass either --url or --from-file, not both.")
     if direction is not None and direction not in ("A2B", "B2A"):
@@ -440,8 +482,10 @@ def download_pretrained(
     downloaded = False
     if from_file is not None:
         weights = Path(from_file).expanduser()
-        if not weights.is_file():
-            raise CgdistillError(f"Weights file {weights} does not exist; check the path given to --from-file.")
+        if not os.path.isfile(weights):
+            raise CgdistillError(
+                f"Weights file {weights} {not_a_file_reason(weights)}; check the path given to --from-file."
+            )
     else:
         weights = downloads_dir() / f"{name}.pth"
         if force:
@@ -455,7 +499,16 @@ def download_pretrained(
 
     from cgdistill.official import import_official
 
-    result = import_official(
-        weights, name, direction=direction, dataset=dataset, key=key, default_direction=default_direction
-    )
+    aside = _set_aside(run_dir, force)
+    try:
+        result = import_official(
+            weights, run_dir.name, direction=direction, dataset=dataset, key=key, default_direction=default_direction
+        )
+    except BaseException:
+        if aside is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            os.replace(aside, run_dir)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
     return PretrainedResult(name, result.run, weights, result.directions, dataset, entry, downloaded, result.generators)

@@ -8,6 +8,7 @@ were registered in, for ``torch.save``), plus the plain values beside them (epoc
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import torch
 
 from cgdistill.checkpoint import read_safetensors
 from cgdistill.errors import CgdistillError
+from cgdistill.fsutil import not_a_file_reason
 
 WRAPPER_SEGMENTS = ("module", "_orig_mod")
 """Path segments added by DataParallel/DDP and torch.compile when a wrapped model was saved."""
@@ -37,8 +39,8 @@ class WeightsFile:
 
 def read_pth(path: Path) -> object:
     """``torch.load`` with ``weights_only=True``: arbitrary pickled objects are refused, never run."""
-    if not path.is_file():
-        raise CgdistillError(f"Checkpoint file {path} does not exist.")
+    if not os.path.isfile(path):
+        raise CgdistillError(f"Checkpoint file {path} {not_a_file_reason(path)}.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -15,8 +15,8 @@ D_B starts from the teacher's when the teacher has one and keeps training agains
 from __future__ import annotations
 
 import copy
-import json
 import math
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,7 +38,6 @@ from cgdistill.nets import (
     unwrap,
 )
 from cgdistill.runs import (
-    CONFIG_FILE,
     STUDENT_FILE,
     discriminator_file,
     generator_file,
@@ -51,7 +50,7 @@ from cgdistill.train.ema import WeightAverage
 from cgdistill.train.loop import Observer, Recipe, fit
 from cgdistill.train.pool import ImagePool
 from cgdistill.train.runtime import Runtime, teardown_runtime
-from cgdistill.train.session import dataset_label, open_session, resolve_config
+from cgdistill.train.session import dataset_label, open_session, read_run_config, resolve_config
 
 
 def teacher_block_for(student_block: int, student_blocks: int, teacher_blocks: int) -> int:
@@ -88,14 +87,19 @@ def _latest_teacher_run() -> Path:
 def load_teacher(spec: str | None, direction: str | None) -> Teacher:
     """Resolve ``--teacher RUN|FILE`` (default: the most recent teacher run) for ``direction``."""
     candidate = Path(spec).expanduser() if spec else None
-    if candidate is not None and (candidate.suffix == ".safetensors" or candidate.is_file()):
+    if candidate is not None and (candidate.suffix == ".safetensors" or os.path.isfile(candidate)):
         generator, info = load_generator(candidate)
         chosen = direction or info.direction or "A2B"
         if direction and info.direction and direction != info.direction:
             raise CgdistillError(f"Teacher {candidate} translates {info.direction}; pass --direction {info.direction}.")
         return Teacher(generator, chosen, str(candidate.resolve()), dataset=info.dataset)
     if spec:
-        run = paths.run_path(spec)
+        run = paths.run_folder(spec)
+        if run_kind(run) == "student":
+            raise CgdistillError(
+                f"Run '{spec}' is a student, not a teacher; pass the teacher run it was distilled from, "
+                "or another teacher run or .safetensors file, to --teacher."
+            )
         if not run.is_dir() or run_kind(run) != "teacher":
             raise CgdistillError(
                 f"'{spec}' is neither a teacher run in {paths.runs_dir()} nor a .safetensors file; "
@@ -397,11 +401,9 @@ def distill(
 ) -> Path:
     """Distill a teacher generator into a student run; returns the run folder."""
     observer = observer or Observer()
-    if resume:
-        stored = paths.run_path(config.name or "") / CONFIG_FILE
-        if config.name and stored.is_file():
-            settings = json.loads(stored.read_text())["settings"]
-            config.teacher, config.direction = settings["teacher"], settings["direction"]
+    if resume and config.name is not None:
+        settings = read_run_config(config.name, "student", DistillConfig)
+        config.teacher, config.direction = settings.get("teacher"), settings.get("direction")
     config.resolve_objective()
     teacher = load_teacher(config.teacher, config.direction)
     config.direction = teacher.direction
@@ -437,8 +439,8 @@ def distill(
         if runtime.is_main:
             s_cfg = unwrap(recipe.student).generator.config
             observer.message(
-                f"Distilling [bold]{teacher.identity}[/] ({teacher.direction}, {teacher.generator.config.blocks} blocks, "
-                f"ngf {teacher.generator.config.ngf}) into [bold]{config.name}[/] ({s_cfg.blocks} blocks, "
+                f"Distilling {teacher.identity} ({teacher.direction}, {teacher.generator.config.blocks} blocks, "
+                f"ngf {teacher.generator.config.ngf}) into {config.name} ({s_cfg.blocks} blocks, "
                 f"ngf {s_cfg.ngf}) on {session.data_dir} on {runtime.describe()}."
             )
             for note in recipe.notes:

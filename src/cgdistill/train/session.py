@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ from cgdistill import __version__, paths
 from cgdistill.data.unpaired import UnpairedDataset
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import atomic_write_text
-from cgdistill.runs import CONFIG_FILE
+from cgdistill.metadata import COMMON_FIELDS
+from cgdistill.runs import CONFIG_FILE, METRICS_FILE, is_imported_run
 from cgdistill.train.config import RESUMABLE_FIELDS, TrainConfig
 from cgdistill.train.loop import Observer
 from cgdistill.train.runtime import Runtime, join_process_group, main_decides, setup_runtime
@@ -35,39 +37,109 @@ class Session:
     resume: bool
 
 
-def dataset_label(data_dir: Path, spec: str) -> str:
-    """The dataset's name for metadata: its registered name, else the folder name."""
-    return spec if paths.dataset_path(spec) == data_dir else data_dir.name
+def dataset_label(data_dir: Path, spec: str) -> str | None:
+    """The dataset's name for metadata: its registered name, else the folder's name (None when the
+    folder has no name the metadata schema accepts, such as the root)."""
+    if not paths.looks_like_path(spec) and paths.dataset_path(spec) == data_dir:
+        return spec
+    try:
+        return str(COMMON_FIELDS["dataset"].parse(data_dir.resolve().name))
+    except ValueError:
+        return None
+
+
+def _fits(value: object, hint: object) -> bool:
+    """Whether a JSON value has the type a config field declares (``int | None``, ``float``, ...)."""
+    for kind in typing.get_args(hint) or (hint,):
+        if kind is type(None) and value is None:
+            return True
+        if kind is bool and isinstance(value, bool):
+            return True
+        if kind in (int, float) and isinstance(value, kind if kind is int else (int, float)):
+            return not isinstance(value, bool)
+        if kind is str and isinstance(value, str):
+            return True
+    return False
+
+
+def _type_name(hint: object) -> str:
+    return " or ".join("None" if kind is type(None) else kind.__name__ for kind in typing.get_args(hint) or (hint,))
+
+
+def read_run_config(name: str, kind: str, config_type: type[TrainConfig]) -> dict:
+    """The stored settings of run ``name`` to resume, checked against ``config_type``'s fields.
+
+    One sentence for each way the folder can fail to be a resumable run of ``kind``: missing, not a
+    folder, a damaged config.json, an imported model (nothing to resume), another kind of run.
+    """
+    run_dir = paths.run_path(name)
+    stored_path = run_dir / CONFIG_FILE
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CgdistillError(f"{run_dir} is a file, not a run folder; check --name.")
+    if not stored_path.is_file():
+        raise CgdistillError(f"There is no run named '{name}' to resume in {paths.runs_dir()}; check --name.")
+    try:
+        stored = json.loads(stored_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CgdistillError(
+            f"{stored_path} is not valid JSON ({exc}); the run cannot be resumed as it is: restore the file, "
+            "or start again under another --name."
+        ) from None
+    if is_imported_run(stored):
+        raise CgdistillError(
+            f"Run '{name}' is an imported pretrained generator, not a training run: there is nothing to resume "
+            f"(distill it with `cgdistill distill --teacher {name}`)."
+        )
+    if not isinstance(stored, dict) or not isinstance(stored.get("settings"), dict):
+        raise CgdistillError(f"{stored_path} is not a run's settings (no 'settings' object); check --name.")
+    if stored.get("kind") != kind:
+        raise CgdistillError(f"Run '{name}' is a {stored.get('kind')} run, not a {kind} run; check --name.")
+    settings = stored["settings"]
+    hints = typing.get_type_hints(config_type)
+    for field_name, value in settings.items():
+        if field_name in hints and not _fits(value, hints[field_name]):
+            raise CgdistillError(
+                f"{stored_path} is damaged: setting '{field_name}' is {value!r}, not {_type_name(hints[field_name])}; "
+                "restore the file, or start again under another --name."
+            )
+    return settings
+
+
+def _holds_work(run_dir: Path) -> bool:
+    """Whether a run folder holds anything a new run would destroy: a model file or a checkpoint."""
+    return any(run_dir.glob("*.safetensors")) or latest_checkpoint(run_dir) is not None
 
 
 def resolve_config(
     config: TrainConfig, kind: str, resume: bool, default_name: str, given: set[str] | None = None
 ) -> tuple[TrainConfig, Path]:
     """Pick the run folder; on resume, take the stored settings plus those of the ``given`` flags that
-    may change (``RESUMABLE_FIELDS``); ``max_steps`` always comes from the command line.
+    may change (``RESUMABLE_FIELDS``).
+
+    The folder named by ``--name`` is the run: its name is never taken from the stored settings, so a
+    copied or renamed run trains in its own folder. ``max_steps`` is stored, so a plain ``--resume``
+    finishes the run it continues; ``--max-steps`` changes it. Library callers that pass no ``given``
+    change the resumable settings they set to something other than the default.
 
     Under torchrun a new run joins the process group here, so that all ranks agree on refusing it.
     """
-    name = config.name or default_name
-    if "/" in name or name.startswith(".") or not name.strip():
-        raise CgdistillError(f"Run name {name!r} is not valid; use letters, digits, '-' and '_'.")
+    name = paths.check_run_name(config.name if config.name is not None else default_name)
     run_dir = paths.run_path(name)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CgdistillError(f"{run_dir} is a file, not a run folder; pass another --name.")
     if resume:
-        stored_path = run_dir / CONFIG_FILE
-        if not stored_path.is_file():
-            raise CgdistillError(f"There is no run named '{name}' to resume in {paths.runs_dir()}; check --name.")
-        stored = json.loads(stored_path.read_text())
-        if stored.get("kind") != kind:
-            raise CgdistillError(f"Run '{name}' is a {stored.get('kind')} run, not a {kind} run; check --name.")
-        merged = dict(stored["settings"])
-        for key in (given or set()) & set(RESUMABLE_FIELDS):
+        merged = dict(read_run_config(name, kind, type(config)))
+        if given is None:
+            defaults = type(config)()
+            given = {key for key in RESUMABLE_FIELDS if getattr(config, key, None) != getattr(defaults, key, None)}
+        for key in given & set(RESUMABLE_FIELDS):
             merged[key] = getattr(config, key)
-        merged["max_steps"] = config.max_steps
+        merged["name"] = name
         return type(config).from_dict(merged), run_dir
     # Under torchrun rank 0 answers for all: it creates the folder moments later (open_session), so
     # a rank that looked after that would otherwise refuse a run that is its own.
     rank, _, _ = join_process_group(config.device)
-    if main_decides(rank == 0 and run_dir.exists() and any(run_dir.iterdir())):
+    if main_decides(rank == 0 and run_dir.is_dir() and _holds_work(run_dir)):
         raise CgdistillError(
             f"Run '{name}' already exists in {paths.runs_dir()}; pass --resume to continue it, or another --name."
         )
@@ -91,7 +163,8 @@ def open_session(
     run_dir = paths.run_path(config.name)
     if resume and latest_checkpoint(run_dir) is None:
         raise CgdistillError(
-            f"Run '{config.name}' has no complete checkpoint yet; start it again under another --name."
+            f"Run '{config.name}' stopped before its first checkpoint, so there is nothing to resume; "
+            "start it again with the same command without --resume."
         )
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
@@ -107,12 +180,15 @@ def open_session(
         )
     if runtime.is_main:
         for text in dataset.warnings:
-            observer.message(f"[yellow]Warning:[/] {text}")
+            observer.message(f"Warning: {text}")
         run_dir.mkdir(parents=True, exist_ok=True)
+        # On resume too: the settings it continues with (a longer --max-steps, say) become the run's own.
+        write_config(run_dir, kind, config, data_dir)
         if not resume:
-            write_config(run_dir, kind, config, data_dir)
-            for leftover in ("state", "samples"):
+            # What a run that stopped before its first checkpoint left behind.
+            for leftover in ("state", "samples", "tensorboard"):
                 shutil.rmtree(run_dir / leftover, ignore_errors=True)
+            (run_dir / METRICS_FILE).unlink(missing_ok=True)
     return Session(config, run_dir, data_dir, dataset, runtime, resume)
 
 

@@ -155,7 +155,7 @@ def train_teacher(
         runtime = session.runtime
         if runtime.is_main:
             observer.message(
-                f"Training teacher [bold]{config.name}[/] on {session.data_dir} "
+                f"Training teacher {config.name} on {session.data_dir} "
                 f"({len(session.dataset.A_paths)} A / {len(session.dataset.B_paths)} B images) on {runtime.describe()}."
             )
         recipe = CycleGANRecipe(config, runtime, dataset_label(session.data_dir, config.data))
