@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from cgdistill.device import describe, pick_device
+from cgdistill.errors import CgdistillError
 from cgdistill.train.config import TrainConfig
 
 
@@ -121,20 +122,40 @@ class Runtime:
         return torch.tensor(float(value), device=self.device)
 
 
+def torchrun_ranks() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1, 0
+    return int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def process_device(device_spec: str) -> torch.device:
+    """This process's device: under torchrun, ``auto`` and ``cuda`` give each rank ``cuda:<LOCAL_RANK>``."""
+    _, world_size, local_rank = torchrun_ranks()
+    if world_size <= 1:
+        return pick_device(device_spec)
+    device = pick_device(device_spec, local_rank=local_rank)
+    on_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if device.type == "cuda" and ":" in device_spec and on_node > 1:
+        raise CgdistillError(
+            f"--device {device_spec} would put all {on_node} processes torchrun started on this machine on one GPU; "
+            "use --device cuda (each process then takes cuda:<LOCAL_RANK>)."
+        )
+    return device
+
+
 def join_process_group(device_spec: str) -> tuple[int, int, int]:
     """Join torchrun's process group (once; later calls only read it); returns (rank, world size, local rank).
 
     NCCL for CUDA, gloo otherwise. Launched without torchrun this is a single process: (0, 1, 0).
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return 0, 1, 0
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_spec in ("auto", "cuda") or device_spec.startswith("cuda")
-    if not dist.is_initialized():
-        if use_cuda:
-            torch.cuda.set_device(local_rank)  # NCCL collectives run on the current device
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    rank, world_size, local_rank = torchrun_ranks()
+    if world_size > 1 and not dist.is_initialized():
+        device = process_device(device_spec)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # NCCL collectives run on the current device
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return rank, world_size, local_rank
 
 
@@ -168,10 +189,7 @@ def cpu_has_fast_bf16() -> bool:
 def setup_runtime(config: TrainConfig, *, norm: str = "instance") -> Runtime:
     """Decide device and precision from the config (``None`` fields take the device's best default)."""
     rank, world_size, local_rank = join_process_group(config.device)
-    spec = config.device
-    if world_size > 1 and torch.cuda.is_available() and spec in ("auto", "cuda"):
-        spec = f"cuda:{local_rank}"
-    device = pick_device(spec)
+    device = process_device(config.device)
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.set_device(device)
