@@ -97,6 +97,14 @@ def gpus(monkeypatch: pytest.MonkeyPatch):
     fake.restore()
 
 
+@pytest.fixture
+def volta(monkeypatch: pytest.MonkeyPatch):
+    """A V100 (compute capability 7.0): ``is_bf16_supported()`` says yes, but bf16 is emulated there."""
+    fake = FakeGpus(monkeypatch, count=1, capability=(7, 0))
+    yield fake
+    fake.restore()
+
+
 class FakeProcessGroup:
     """torchrun's environment for one rank of ``world_size``, with the process group faked (no peers)."""
 
@@ -182,6 +190,29 @@ def test_torchrun_ranks_join_nccl_on_their_own_gpu(gpus, monkeypatch):
 def test_the_fake_gpu_refuses_a_bare_cuda_device_like_the_real_one(gpus):
     with pytest.raises(ValueError, match="specified index"):
         torch.cuda.set_device(torch.device("cuda"))
+
+
+# --- precision: what the GPU runs natively
+
+
+def test_an_ampere_or_newer_gpu_trains_in_bf16_without_loss_scaling(gpus):
+    rt = runtime_module.setup_runtime(TeacherConfig(device="auto"))
+    assert rt.amp_dtype == torch.bfloat16 and rt.scaler("G") is None
+
+
+def test_a_gpu_before_ampere_trains_in_fp16_though_it_reports_bf16_support(volta):
+    assert torch.cuda.is_bf16_supported()
+    assert runtime_module.setup_runtime(TeacherConfig(device="auto")).amp_dtype == torch.float16
+
+
+def test_amp_dtype_overrides_the_gpus_default(volta):
+    assert runtime_module.setup_runtime(TeacherConfig(device="auto", amp_dtype="bf16")).amp_dtype == torch.bfloat16
+
+
+def test_translate_runs_fp16_on_a_gpu_before_ampere(volta):
+    from cgdistill.translate import autocast_context
+
+    assert autocast_context(torch.device("cuda", 0)).fast_dtype == torch.float16
 
 
 # --- every command reaches its first CUDA allocation on cuda:0

@@ -26,7 +26,8 @@ class TrainConfig:
     lambda_identity: float = 0.5
     pool_size: int = 50
     device: str = "auto"
-    amp: bool | None = None  # None: on for CUDA (bf16, else fp16) and off on the CPU
+    amp: bool | None = None  # None: on for CUDA, and on CPUs with bf16 units
+    amp_dtype: str | None = None  # "bf16" | "fp16"; None: bf16 where native (GPU >= Ampere, CPU), else fp16
     channels_last: bool | None = None  # None: on for CUDA
     compile: bool = False
     fuse_passes: bool | None = None  # None: batch same-network passes on CUDA (instance norm only)
@@ -83,6 +84,7 @@ RESUMABLE_FIELDS = (
     "max_steps",
     "device",
     "amp",
+    "amp_dtype",
     "channels_last",
     "compile",
     "fuse_passes",

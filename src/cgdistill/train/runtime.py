@@ -14,9 +14,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from cgdistill.device import describe, pick_device
+from cgdistill.device import cuda_amp_dtype, describe, pick_device
 from cgdistill.errors import CgdistillError
 from cgdistill.train.config import TrainConfig
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -186,6 +188,34 @@ def cpu_has_fast_bf16() -> bool:
     return False
 
 
+def parse_amp_dtype(name: str | None) -> torch.dtype | None:
+    """``--amp-dtype bf16|fp16`` as a torch dtype (None when not given)."""
+    if name is None:
+        return None
+    if name not in AMP_DTYPES:
+        raise CgdistillError(f"--amp-dtype {name!r} is not valid; use {' or '.join(AMP_DTYPES)}.")
+    return AMP_DTYPES[name]
+
+
+def choose_amp_dtype(amp: bool | None, requested: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full precision.
+
+    ``amp`` None means on for CUDA and for CPUs with bf16 units; naming a dtype (``requested``)
+    turns it on too, unless ``amp`` is False. Unnamed, the dtype is the one the hardware runs
+    natively: bf16 on Ampere and newer GPUs and on the CPU, fp16 (with loss scaling) on older GPUs.
+    """
+    named = parse_amp_dtype(requested)
+    if amp is None:
+        amp = requested is not None or device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
+    if not amp:
+        return None
+    if named is not None:
+        return named
+    if device.type == "cuda":
+        return cuda_amp_dtype(device)
+    return torch.bfloat16 if device.type == "cpu" else torch.float16
+
+
 def setup_runtime(config: TrainConfig, *, norm: str = "instance") -> Runtime:
     """Decide device and precision from the config (``None`` fields take the device's best default)."""
     rank, world_size, local_rank = join_process_group(config.device)
@@ -196,13 +226,7 @@ def setup_runtime(config: TrainConfig, *, norm: str = "instance") -> Runtime:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    amp_on = config.amp if config.amp is not None else (cuda or (device.type == "cpu" and cpu_has_fast_bf16()))
-    amp_dtype = None
-    if amp_on:
-        if cuda:
-            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        elif device.type in ("cpu", "mps"):
-            amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    amp_dtype = choose_amp_dtype(config.amp, config.amp_dtype, device)
     channels_last = config.channels_last if config.channels_last is not None else cuda
     # Batching passes through one network is exact only when every norm is per sample.
     fuse = (config.fuse_passes if config.fuse_passes is not None else cuda) and norm.startswith("instance")
