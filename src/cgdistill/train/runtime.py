@@ -106,22 +106,29 @@ class Runtime:
             value /= self.world_size
         return value
 
-    def agree_step(self, losses: dict[str, torch.Tensor], stop: bool) -> tuple[dict[str, float], bool]:
-        """The losses averaged over ranks, and whether any rank was asked to stop, in one all-reduce.
+    @staticmethod
+    def pack(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A step's losses as one tensor on the device; reading it waits for the device, so the loop
+        keeps these and reads them only at :meth:`agree` (logging, checkpoints, samples)."""
+        return torch.stack([value.detach().float().reshape(()) for value in losses.values()])
+
+    def agree(self, pending: list[torch.Tensor], stop: bool) -> tuple[list[list[float]], bool]:
+        """The packed losses of the steps since the last call, averaged over ranks, and whether any rank
+        was asked to stop: one all-reduce and one host sync for all of them.
 
         Every rank must leave the loop at the same step (a Ctrl-C reaches each process at its own
-        moment), or one would wait in a collective that the other never joins.
+        moment), or one would wait in a collective that the other never joins; and a loss that is not
+        finite on one rank is not finite in the average, so all ranks stop together.
         """
-        names = list(losses)
-        packed = torch.stack([losses[name].detach().float().reshape(()) for name in names] + [self._flag(stop)])
+        history = torch.stack(pending)
+        flag = torch.full((1,), float(stop), device=history.device)
+        packed = torch.cat([history.flatten(), flag])
         if self.distributed:
             dist.all_reduce(packed)
             packed[:-1] /= self.world_size
         values = packed.tolist()
-        return dict(zip(names, values[:-1], strict=True)), values[-1] > 0
-
-    def _flag(self, value: bool) -> torch.Tensor:
-        return torch.tensor(float(value), device=self.device)
+        width = history.shape[1]
+        return [values[i * width : (i + 1) * width] for i in range(len(pending))], values[-1] > 0
 
 
 def torchrun_ranks() -> tuple[int, int, int]:
