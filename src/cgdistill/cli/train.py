@@ -90,6 +90,15 @@ ChannelsLast = Annotated[
 Compile = Annotated[
     bool, typer.Option("--compile/--no-compile", help="torch.compile the networks.", rich_help_panel=PERF)
 ]
+CompileMode = Annotated[
+    str | None,
+    typer.Option(
+        "--compile-mode",
+        help="default, or reduce-overhead (CUDA graphs; CUDA only). Naming one turns --compile on.",
+        show_default=False,
+        rich_help_panel=PERF,
+    ),
+]
 FusePasses = Annotated[
     bool | None,
     typer.Option(
@@ -199,6 +208,7 @@ def train_teacher_command(
     amp_dtype: AmpDtype = None,
     channels_last: ChannelsLast = None,
     compile: Compile = False,
+    compile_mode: CompileMode = None,
     fuse_passes: FusePasses = None,
     workers: Workers = None,
     seed: Seed = 0,
@@ -226,8 +236,8 @@ def train_teacher_command(
         image_size=image_size, load_size=load_size, batch_size=batch_size, blocks=blocks, ngf=ngf, ndf=ndf,
         norm=norm, upsample=upsample, lr=lr, lambda_cycle=lambda_cycle, lambda_identity=lambda_identity,
         pool_size=pool_size, device=device, amp=amp, amp_dtype=amp_dtype, channels_last=channels_last,
-        compile=compile, fuse_passes=fuse_passes, workers=workers, seed=seed, save_every=save_every,
-        sample_every=sample_every, log_every=log_every, tensorboard=tensorboard,
+        compile=compile, compile_mode=compile_mode, fuse_passes=fuse_passes, workers=workers, seed=seed,
+        save_every=save_every, sample_every=sample_every, log_every=log_every, tensorboard=tensorboard,
     )  # fmt: skip
     run_training(train_teacher, config, resume=resume, given=given_flags(ctx), command="train-teacher")
 
@@ -305,6 +315,7 @@ def distill_command(
     amp_dtype: AmpDtype = None,
     channels_last: ChannelsLast = None,
     compile: Compile = False,
+    compile_mode: CompileMode = None,
     workers: Workers = None,
     seed: Seed = 0,
     resume: Resume = False,
@@ -336,8 +347,8 @@ def distill_command(
         lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, init=init, epochs=epochs,
         epochs_decay=epochs_decay, max_steps=max_steps, image_size=image_size, load_size=load_size,
         batch_size=batch_size, ndf=ndf, lr=lr, pool_size=pool_size, device=device, amp=amp,
-        amp_dtype=amp_dtype, channels_last=channels_last, compile=compile, workers=workers, seed=seed,
-        save_every=save_every, sample_every=sample_every, log_every=log_every, eval_every=eval_every,
-        tensorboard=tensorboard,
+        amp_dtype=amp_dtype, channels_last=channels_last, compile=compile, compile_mode=compile_mode,
+        workers=workers, seed=seed, save_every=save_every, sample_every=sample_every, log_every=log_every,
+        eval_every=eval_every, tensorboard=tensorboard,
     )  # fmt: skip
     run_training(distill, config, resume=resume, given=given_flags(ctx), command="distill")

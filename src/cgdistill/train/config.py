@@ -30,6 +30,7 @@ class TrainConfig:
     amp_dtype: str | None = None  # "bf16" | "fp16"; None: bf16 where native (GPU >= Ampere, CPU), else fp16
     channels_last: bool | None = None  # None: on for CUDA
     compile: bool = False
+    compile_mode: str | None = None  # "default" | "reduce-overhead" (CUDA graphs, CUDA only); naming one compiles
     fuse_passes: bool | None = None  # None: batch same-network passes on CUDA (instance norm only)
     workers: int | None = None  # None: 4 on CUDA, 0 on the CPU (decoding is cheap next to a CPU step)
     seed: int = 0
@@ -87,6 +88,7 @@ RESUMABLE_FIELDS = (
     "amp_dtype",
     "channels_last",
     "compile",
+    "compile_mode",
     "fuse_passes",
     "workers",
     "save_every",

@@ -34,6 +34,7 @@ from cgdistill.nets import (
     GeneratorConfig,
     PatchDiscriminator,
     ResnetGenerator,
+    evaluating,
     init_weights,
     unwrap,
 )
@@ -180,7 +181,8 @@ def check_wiring(student: Student, optimizer: torch.optim.Optimizer, teacher: Re
     if frozen:
         raise RuntimeError(f"student parameters frozen by mistake: {frozen[:3]}")
     probe = torch.zeros(1, 3, 16, 16, device=device)
-    with torch.no_grad():
+    # Eval mode: a probe must not move batch norm's running statistics.
+    with torch.no_grad(), evaluating(unwrap(student), teacher):
         _, s_feats = unwrap(student)(probe, return_features=True)
         _, t_feats = teacher(probe, return_features=True)
     mapping = block_mapping(len(s_feats), len(t_feats))
@@ -237,9 +239,10 @@ class DistillRecipe(Recipe):
         self.mapping = block_mapping(config.blocks, teacher.generator.config.blocks)
         self.active = self._active_losses()
         self.held_out = held_out
+        # The uncompiled teacher: these calls are one-offs (see Runtime.eager).
         with torch.no_grad(), runtime.autocast():
-            self.held_out_teacher = self.teacher(held_out).float()
-        check_wiring(self.student, self.optimizers["G"], self.teacher, runtime.device)
+            self.held_out_teacher = unwrap(self.teacher)(held_out).float()
+        check_wiring(self.student, self.optimizers["G"], unwrap(self.teacher), runtime.device)
 
     def _active_losses(self) -> list[str]:
         cfg = self.config

@@ -6,13 +6,14 @@ the learning-rate schedule, logging, samples, checkpoints, exact resume, Ctrl-C 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from cgdistill.data.unpaired import EpochSampler, UnpairedDataset
 from cgdistill.errors import CgdistillError, WorkFailed
+from cgdistill.nets import evaluating
 from cgdistill.runs import METRICS_FILE
 from cgdistill.train.config import TrainConfig
 from cgdistill.train.pool import ImagePool
@@ -89,6 +91,14 @@ class Observer:
     def message(self, text: str) -> None: ...
 
     def finish(self) -> None: ...
+
+
+@contextlib.contextmanager
+def _inference(recipe: Recipe, runtime: Runtime) -> Iterator[None]:
+    """For samples and measurements: the networks in eval mode (batch norm keeps its running
+    statistics) and uncompiled (no compilation for no_grad and other shapes), then as they were."""
+    with evaluating(*recipe.modules.values()), runtime.eager():
+        yield
 
 
 def _collate_batch(batch: dict, runtime: Runtime) -> dict[str, torch.Tensor]:
@@ -259,6 +269,7 @@ def fit(
                         group["lr"] = config.lr * factor
                 sampler.set_epoch(position.epoch, start=position.offset)
                 for batch in loader:
+                    runtime.begin_step()
                     losses = recipe.train_step(_collate_batch(batch, runtime))
                     names = list(losses)
                     pending.append(runtime.pack(losses))
@@ -279,7 +290,8 @@ def fit(
                         now = time.perf_counter()
                         rate = (step - last_step) / max(now - last_time, 1e-9)
                         last_time, last_step = now, step
-                        metrics = recipe.evaluate() if evaluate else {}
+                        with _inference(recipe, runtime):
+                            metrics = recipe.evaluate() if evaluate else {}
                         record = {
                             "step": step,
                             "epoch": position.epoch + 1,
@@ -305,7 +317,9 @@ def fit(
                             )
                         )
                     if runtime.is_main and sample_batch is not None and sample:
-                        _save_samples(recipe.sample_rows(sample_batch), run_dir / "samples" / f"step_{step:07d}.png")
+                        with _inference(recipe, runtime):
+                            rows = recipe.sample_rows(sample_batch)
+                        _save_samples(rows, run_dir / "samples" / f"step_{step:07d}.png")
                     if stop_requested:
                         checkpoint()
                         raise TrainingInterrupted(step, run_dir)

@@ -19,6 +19,7 @@ from cgdistill.errors import CgdistillError
 from cgdistill.train.config import TrainConfig
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+COMPILE_MODES = ("default", "reduce-overhead")
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    compile_mode: str = "default"
     scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)
 
     @property
@@ -48,7 +50,7 @@ class Runtime:
         if self.channels_last:
             parts.append("channels-last")
         if self.compile:
-            parts.append("torch.compile")
+            parts.append("torch.compile" + ("" if self.compile_mode == "default" else f" ({self.compile_mode})"))
         if self.distributed:
             parts.append(f"DDP x{self.world_size}")
         return ", ".join(parts)
@@ -65,12 +67,30 @@ class Runtime:
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
         if self.compile:
-            module = torch.compile(module)
+            # Static shapes: a step's shapes are few and fixed (batch, crop, the fused passes' 2x and
+            # 3x batches), and each compiles once; evaluation and samples run uncompiled (eager()).
+            module = torch.compile(module, dynamic=False, mode=self.compile_mode)
         if trainable and self.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             # Buffers (batch-norm running stats only; instance norm has none) follow rank 0's.
             module = nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
         return module
+
+    def eager(self):
+        """Run compiled modules as plain PyTorch for a while: samples, evaluation, probes.
+
+        They run under ``no_grad``, in eval mode, at other sizes than the steps; compiled, each of
+        them would cost one more compilation for code that runs a handful of times.
+        """
+        if not self.compile:
+            return contextlib.nullcontext()
+        return torch.compiler.set_stance("force_eager")
+
+    def begin_step(self) -> None:
+        """Tell CUDA graphs (``--compile-mode reduce-overhead``) that a new step starts, so that
+        outputs of the last one may be overwritten."""
+        if self.compile and self.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
 
     def to_device(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
@@ -238,11 +258,20 @@ def setup_runtime(config: TrainConfig, *, norm: str = "instance") -> Runtime:
     # Batching passes through one network is exact only when every norm is per sample.
     fuse = (config.fuse_passes if config.fuse_passes is not None else cuda) and norm.startswith("instance")
     workers = config.workers if config.workers is not None else (4 if cuda else 0)
+    compile_mode = config.compile_mode or "default"
+    if compile_mode not in COMPILE_MODES:
+        raise CgdistillError(f"--compile-mode {compile_mode!r} is not valid; use {' or '.join(COMPILE_MODES)}.")
+    if compile_mode == "reduce-overhead" and not cuda:
+        raise CgdistillError(
+            f"--compile-mode reduce-overhead records CUDA graphs and needs a CUDA device, not {device}; "
+            "use --compile alone."
+        )
     return Runtime(
         device=device,
         amp_dtype=amp_dtype,
         channels_last=channels_last,
-        compile=config.compile,
+        compile=config.compile or config.compile_mode is not None,
+        compile_mode=compile_mode,
         fuse_passes=fuse,
         workers=workers,
         rank=rank,
