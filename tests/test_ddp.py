@@ -27,7 +27,8 @@ from cgdistill import paths
 from cgdistill.checkpoint import read_file
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.nets import DiscriminatorConfig, GeneratorConfig, PatchDiscriminator, ResnetGenerator
-from cgdistill.train.config import TeacherConfig
+from cgdistill.train.config import DistillConfig, TeacherConfig
+from cgdistill.train.distill import build_student
 from cgdistill.train.teacher import train_teacher
 
 # The tiny settings of the teacher tests, pools off so that DDP x2 equals batch 2 in one process.
@@ -59,12 +60,17 @@ def free_port() -> int:
 
 
 def torchrun(home: Path, *args: str) -> subprocess.CompletedProcess:
-    """``torchrun --nproc_per_node 2 float64_cli.py train-teacher ...`` with the test's home, one thread per rank."""
+    """``torchrun --nproc_per_node 2 float64_cli.py train-teacher ...`` with the tiny SETTINGS."""
     flags = [f"--{key.replace('_', '-')}={value}" for key, value in SETTINGS.items()]
+    return launch(home, str(LAUNCHER), "train-teacher", *flags, *args)
+
+
+def launch(home: Path, *args: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 ARGS --data toy --device cpu --no-amp`` with the test's home, one
+    thread per rank."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-               str(LAUNCHER), "train-teacher", "--data", "toy", "--device", "cpu", "--no-amp",
-               *flags, *args]  # fmt: skip
+               *args, "--data", "toy", "--device", "cpu", "--no-amp"]  # fmt: skip
     env = {**os.environ, "CGDISTILL_HOME": str(home), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
 
@@ -131,3 +137,21 @@ def test_an_existing_run_is_refused_by_every_rank_without_hanging(toy, home):
     text = " ".join(result.stderr.split())
     assert "Error: Run 'taken' already exists" in text
     assert "Error (rank 1): Run 'taken' already exists" in text
+
+
+def test_a_narrower_student_without_the_feature_loss_has_no_adapters():
+    teacher = ResnetGenerator(GeneratorConfig(blocks=2, ngf=8))
+    student, notes = build_student(DistillConfig(blocks=1, ngf=4, lambda_feature=0), teacher, torch.Generator())
+    assert list(student.adapters.parameters()) == []
+    assert not any("adapters" in note for note in notes)
+
+
+def test_ddp_distills_a_narrower_student_without_the_feature_loss(toy, home):
+    # Adapter weights that no loss uses get no gradient, and DDP refuses such a step.
+    teacher = dict(SETTINGS, blocks=1, max_steps=1, sample_every=1000, device="cpu", amp=False)
+    train_teacher(TeacherConfig(data="toy", name="t", **teacher))
+    flags = ("--teacher", "t", "--name", "s", "--blocks", "1", "--ngf", "2", "--lambda-feature", "0",
+             "--image-size", "24", "--load-size", "28", "--ndf", "4", "--max-steps", "3", "--sample-every", "1000")  # fmt: skip
+    result = launch(home, "-m", "cgdistill", "distill", *flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "DDP x2" in result.stderr and (home / "runs" / "s" / "G.safetensors").is_file()

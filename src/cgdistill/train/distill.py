@@ -164,15 +164,21 @@ def build_student(config: DistillConfig, teacher: ResnetGenerator, seed: torch.G
                 f"The student is {ngf} channels wide and the teacher {t_cfg.ngf}: copying layers is not possible, "
                 "so every layer starts fresh."
             )
-    adapters = Adapters(ngf * 4, t_cfg.ngf * 4, config.blocks)
+    # Adapters serve the feature loss only: without it, their weights would get no gradient (which
+    # also breaks DDP's gradient reduction), so the student's features pass through unchanged.
+    target_width = t_cfg.ngf * 4 if config.lambda_feature > 0 else ngf * 4
+    adapters = Adapters(ngf * 4, target_width, config.blocks)
     init_weights(adapters, generator=seed)
     if adapters.needed:
         notes.append(f"Feature adapters: {config.blocks} learned 1x1 convs from {ngf * 4} to {t_cfg.ngf * 4} channels.")
     return Student(generator, adapters), notes
 
 
-def check_wiring(student: Student, optimizer: torch.optim.Optimizer, teacher: ResnetGenerator, device) -> None:
-    """Fail loudly if a student or adapter parameter is not being trained, or a feature pair mismatches."""
+def check_wiring(
+    student: Student, optimizer: torch.optim.Optimizer, teacher: ResnetGenerator, device, features: bool = True
+) -> None:
+    """Fail loudly if a student or adapter parameter is not being trained, or (when the feature loss
+    is on) a feature pair mismatches."""
     in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
     missing = [name for name, p in unwrap(student).named_parameters() if id(p) not in in_optimizer]
     if missing:
@@ -185,7 +191,7 @@ def check_wiring(student: Student, optimizer: torch.optim.Optimizer, teacher: Re
     with torch.no_grad(), evaluating(unwrap(student), teacher):
         _, s_feats = unwrap(student)(probe, return_features=True)
         _, t_feats = teacher(probe, return_features=True)
-    mapping = block_mapping(len(s_feats), len(t_feats))
+    mapping = block_mapping(len(s_feats), len(t_feats)) if features else []
     for i, j in enumerate(mapping):
         if s_feats[i].shape != t_feats[j].shape:
             raise RuntimeError(
@@ -242,7 +248,7 @@ class DistillRecipe(Recipe):
         # The uncompiled teacher: these calls are one-offs (see Runtime.eager).
         with torch.no_grad(), runtime.autocast():
             self.held_out_teacher = unwrap(self.teacher)(held_out).float()
-        check_wiring(self.student, self.optimizers["G"], unwrap(self.teacher), runtime.device)
+        check_wiring(self.student, self.optimizers["G"], unwrap(self.teacher), runtime.device, "feature" in self.active)
 
     def _active_losses(self) -> list[str]:
         cfg = self.config
