@@ -10,11 +10,13 @@ against (``auto`` meaning a bare ``cuda``) stopped every command before it.
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file
 from torch.overrides import TorchFunctionMode
 
 from cgdistill import paths
@@ -24,6 +26,7 @@ from cgdistill.device import pick_device
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import ResnetGenerator
 from cgdistill.train import runtime as runtime_module
+from cgdistill.train import state as state_module
 from cgdistill.train.config import TeacherConfig
 
 
@@ -269,3 +272,82 @@ def test_demo_auto_allocates_on_cuda_0(cli, gpus, tmp_path):
         "cuda", 0
     )
     assert gpus.set_calls == [0]
+
+
+# --- determinism, and resuming on a machine with other GPUs
+
+
+def test_deterministic_turns_off_cudnn_autotuning_and_sets_the_cublas_workspace(gpus, monkeypatch):
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda mode, **kw: calls.append((mode, kw)))
+    rt = runtime_module.setup_runtime(TeacherConfig(device="auto", deterministic=True))
+    assert calls == [(True, {"warn_only": True})]
+    assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert "deterministic" in rt.describe()
+
+
+def test_cudnn_autotunes_by_default(gpus):
+    runtime_module.setup_runtime(TeacherConfig(device="auto"))
+    assert torch.backends.cudnn.benchmark
+
+
+def rng_marker(value: int) -> torch.Tensor:
+    return torch.full((16,), value, dtype=torch.uint8)
+
+
+@pytest.fixture
+def gpu_rng(gpus, monkeypatch) -> list[tuple[int, int]]:
+    """The fake GPUs' generators: get_rng_state reads (current device + 1), set_rng_state is recorded."""
+    restored: list[tuple[int, int]] = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": rng_marker(gpus.current + 1))
+    monkeypatch.setattr(
+        torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append((gpus.current, int(state[0])))
+    )
+    return restored
+
+
+def checkpoint(run: Path, monkeypatch, rng: dict[str, torch.Tensor] | None = None) -> None:
+    if rng is not None:
+        monkeypatch.setattr(state_module, "_rng_tensors", lambda: {"rng.torch": torch.get_rng_state(), **rng})
+    state_module.save_state(run, state_module.Position(step=1), modules={}, optimizers={}, pools={}, scalers={})
+
+
+def resume(run: Path) -> None:
+    state_module.load_state(run, modules={}, optimizers={}, pools={}, scalers={}, device=torch.device("cpu"))
+
+
+def test_a_checkpoint_holds_the_rng_state_of_its_own_gpu_only(gpu_rng, gpus, tmp_path, monkeypatch):
+    gpus.current = 1
+    checkpoint(tmp_path, monkeypatch)
+    tensors = load_file(str(state_module.latest_checkpoint(tmp_path) / "tensors.safetensors"))
+    assert sorted(k for k in tensors if k.startswith("rng.cuda")) == ["rng.cuda"]
+    assert int(tensors["rng.cuda"][0]) == 2
+
+
+def test_resume_on_another_gpu_count_restores_the_state_onto_this_processs_gpu(gpu_rng, gpus, tmp_path, monkeypatch):
+    checkpoint(tmp_path, monkeypatch, {"rng.cuda": rng_marker(7)})
+    gpus.current = 1
+    resume(tmp_path)
+    assert gpu_rng == [(1, 7)]
+
+
+def test_resume_from_an_older_eight_gpu_checkpoint_takes_only_a_gpu_that_exists(gpu_rng, gpus, tmp_path, monkeypatch):
+    checkpoint(tmp_path, monkeypatch, {f"rng.cuda.{i}": rng_marker(10 + i) for i in range(8)})
+    gpus.current = 1  # this machine has two GPUs
+    resume(tmp_path)
+    assert gpu_rng == [(1, 11)]
+
+
+def test_a_cpu_checkpoint_resumes_on_a_gpu_without_touching_its_generator(gpu_rng, tmp_path, monkeypatch):
+    checkpoint(tmp_path, monkeypatch, {})
+    resume(tmp_path)
+    assert gpu_rng == []
+
+
+def test_a_gpu_checkpoint_resumes_on_a_cpu_only_machine(tmp_path, monkeypatch):
+    checkpoint(tmp_path, monkeypatch, {"rng.cuda": rng_marker(7), "rng.cuda.3": rng_marker(3)})
+    resume(tmp_path)  # no GPU here (and the fakes are off): the GPU states are skipped, nothing fails

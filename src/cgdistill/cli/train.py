@@ -108,6 +108,14 @@ FusePasses = Annotated[
         rich_help_panel=PERF,
     ),
 ]
+Deterministic = Annotated[
+    bool,
+    typer.Option(
+        "--deterministic",
+        help="Deterministic kernels (cudnn autotuning off); slower on CUDA. CPU runs are deterministic anyway.",
+        rich_help_panel=PERF,
+    ),
+]
 Workers = Annotated[
     int | None,
     typer.Option(
@@ -210,6 +218,7 @@ def train_teacher_command(
     compile: Compile = False,
     compile_mode: CompileMode = None,
     fuse_passes: FusePasses = None,
+    deterministic: Deterministic = False,
     workers: Workers = None,
     seed: Seed = 0,
     resume: Resume = False,
@@ -236,8 +245,9 @@ def train_teacher_command(
         image_size=image_size, load_size=load_size, batch_size=batch_size, blocks=blocks, ngf=ngf, ndf=ndf,
         norm=norm, upsample=upsample, lr=lr, lambda_cycle=lambda_cycle, lambda_identity=lambda_identity,
         pool_size=pool_size, device=device, amp=amp, amp_dtype=amp_dtype, channels_last=channels_last,
-        compile=compile, compile_mode=compile_mode, fuse_passes=fuse_passes, workers=workers, seed=seed,
-        save_every=save_every, sample_every=sample_every, log_every=log_every, tensorboard=tensorboard,
+        compile=compile, compile_mode=compile_mode, fuse_passes=fuse_passes, deterministic=deterministic,
+        workers=workers, seed=seed, save_every=save_every, sample_every=sample_every, log_every=log_every,
+        tensorboard=tensorboard,
     )  # fmt: skip
     run_training(train_teacher, config, resume=resume, given=given_flags(ctx), command="train-teacher")
 
@@ -316,6 +326,7 @@ def distill_command(
     channels_last: ChannelsLast = None,
     compile: Compile = False,
     compile_mode: CompileMode = None,
+    deterministic: Deterministic = False,
     workers: Workers = None,
     seed: Seed = 0,
     resume: Resume = False,
@@ -348,7 +359,7 @@ def distill_command(
         epochs_decay=epochs_decay, max_steps=max_steps, image_size=image_size, load_size=load_size,
         batch_size=batch_size, ndf=ndf, lr=lr, pool_size=pool_size, device=device, amp=amp,
         amp_dtype=amp_dtype, channels_last=channels_last, compile=compile, compile_mode=compile_mode,
-        workers=workers, seed=seed, save_every=save_every, sample_every=sample_every, log_every=log_every,
-        eval_every=eval_every, tensorboard=tensorboard,
+        deterministic=deterministic, workers=workers, seed=seed, save_every=save_every,
+        sample_every=sample_every, log_every=log_every, eval_every=eval_every, tensorboard=tensorboard,
     )  # fmt: skip
     run_training(distill, config, resume=resume, given=given_flags(ctx), command="distill")

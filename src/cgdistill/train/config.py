@@ -32,6 +32,7 @@ class TrainConfig:
     compile: bool = False
     compile_mode: str | None = None  # "default" | "reduce-overhead" (CUDA graphs, CUDA only); naming one compiles
     fuse_passes: bool | None = None  # None: batch same-network passes on CUDA (instance norm only)
+    deterministic: bool = False  # deterministic kernels (CUDA: slower; see docs/training.md)
     workers: int | None = None  # None: 4 on CUDA, 0 on the CPU (decoding is cheap next to a CPU step)
     seed: int = 0
     save_every: int = 1000
@@ -90,6 +91,7 @@ RESUMABLE_FIELDS = (
     "compile",
     "compile_mode",
     "fuse_passes",
+    "deterministic",
     "workers",
     "save_every",
     "sample_every",

@@ -34,6 +34,7 @@ class Runtime:
     world_size: int = 1
     local_rank: int = 0
     compile_mode: str = "default"
+    deterministic: bool = False
     scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)
 
     @property
@@ -51,6 +52,8 @@ class Runtime:
             parts.append("channels-last")
         if self.compile:
             parts.append("torch.compile" + ("" if self.compile_mode == "default" else f" ({self.compile_mode})"))
+        if self.deterministic:
+            parts.append("deterministic")
         if self.distributed:
             parts.append(f"DDP x{self.world_size}")
         return ", ".join(parts)
@@ -243,14 +246,29 @@ def choose_amp_dtype(amp: bool | None, requested: str | None, device: torch.devi
     return torch.bfloat16 if device.type == "cpu" else torch.float16
 
 
+def use_deterministic_algorithms() -> None:
+    """Deterministic kernels for the rest of the process (``--deterministic``).
+
+    cuBLAS reads ``CUBLAS_WORKSPACE_CONFIG`` when it first sets up, so it is set before any CUDA
+    work. ``warn_only``: PyTorch has no deterministic backward for ReflectionPad2d on CUDA (the
+    published generator pads with it); that op warns instead of stopping the run.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
 def setup_runtime(config: TrainConfig, *, norm: str = "instance") -> Runtime:
     """Decide device and precision from the config (``None`` fields take the device's best default)."""
+    if config.deterministic:
+        use_deterministic_algorithms()
     rank, world_size, local_rank = join_process_group(config.device)
     device = process_device(config.device)
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = not config.deterministic  # autotuning may pick other kernels each run
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     amp_dtype = choose_amp_dtype(config.amp, config.amp_dtype, device)
@@ -272,6 +290,7 @@ def setup_runtime(config: TrainConfig, *, norm: str = "instance") -> Runtime:
         channels_last=channels_last,
         compile=config.compile or config.compile_mode is not None,
         compile_mode=compile_mode,
+        deterministic=config.deterministic,
         fuse_passes=fuse,
         workers=workers,
         rank=rank,
