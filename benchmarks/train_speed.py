@@ -133,14 +133,19 @@ def profile(variant: str, size: int, device: str, steps: int) -> None:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as profiler
 
-    step, _ = (student_step if variant == "student" else teacher_step)(size, device, SETTINGS[variant])
+    step, runtime = (student_step if variant == "student" else teacher_step)(size, device, SETTINGS[variant])
     for _ in range(2):
         step()
-    with profiler(activities=[ProfilerActivity.CPU]) as prof:
+    # On a GPU both sides count: kernel time, and the host's time launching them (batch 1 is launch-bound).
+    cuda = runtime.device.type == "cuda"
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
+    with profiler(activities=activities) as prof:
         for _ in range(steps):
             step()
-    print(f"{variant}, {size} px, {steps} steps")
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=45))
+        sync(runtime)
+    print(f"{variant}, {size} px, {steps} steps on {runtime.describe()}")
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=20, max_name_column_width=45))
 
 
 def iterations(size: int, args: argparse.Namespace) -> tuple[int, int]:
