@@ -1,11 +1,12 @@
-# The quick start: `make demo` runs the whole pipeline, `make test` runs lint and the test suite.
-# Both create the virtual environment on first use.
+# The quick start: `make demo` runs the whole pipeline, `make test` runs lint and the test suite,
+# `make gpu-check` runs the workflow on a CUDA GPU and prints its speed.
+# All three create the virtual environment on first use.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint format demo install clean
+.PHONY: test lint format demo install clean gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +31,10 @@ test: lint
 
 demo: $(STAMP)
 	$(BIN)/cgdistill demo
+
+# The whole workflow on a CUDA GPU with its speed (benchmarks/gpu_check.py); DATA=folder for real images.
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py $(DATA)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -60,7 +60,9 @@ def student_step(size: int, device: str, overrides: dict) -> tuple[Callable[[], 
     """The default distillation (3 of 9 blocks, copy init, every loss) of random teacher networks."""
     from cgdistill.train.distill import DistillRecipe, Teacher
 
-    config = DistillConfig(image_size=size, load_size=size, device=device, seed=0, **overrides)
+    # All losses on (the domain objective), as the figures in docs/benchmarks.md were measured.
+    config = DistillConfig(image_size=size, load_size=size, device=device, seed=0, objective="domain", **overrides)
+    config.resolve_objective()
     runtime = setup_runtime(config, norm="instance")
     seed = torch.Generator().manual_seed(0)
     nets = [
@@ -71,7 +73,8 @@ def student_step(size: int, device: str, overrides: dict) -> tuple[Callable[[], 
     for net in nets:
         init_weights(net, generator=seed)
     teacher = Teacher(nets[0], "A2B", "random", reverse=nets[1], discriminator=nets[2], dataset="random")
-    held_out = random_batch(size, runtime)["A"]
+    # Held-out images as the distiller measures fidelity on them: uint8, NHWC, on the CPU.
+    held_out = torch.randint(0, 256, (1, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     recipe = DistillRecipe(config, runtime, teacher, held_out, "random")
     batch = random_batch(size, runtime)
     return lambda: recipe.train_step(batch), runtime
@@ -133,14 +136,19 @@ def profile(variant: str, size: int, device: str, steps: int) -> None:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as profiler
 
-    step, _ = (student_step if variant == "student" else teacher_step)(size, device, SETTINGS[variant])
+    step, runtime = (student_step if variant == "student" else teacher_step)(size, device, SETTINGS[variant])
     for _ in range(2):
         step()
-    with profiler(activities=[ProfilerActivity.CPU]) as prof:
+    # On a GPU both sides count: kernel time, and the host's time launching them (batch 1 is launch-bound).
+    cuda = runtime.device.type == "cuda"
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
+    with profiler(activities=activities) as prof:
         for _ in range(steps):
             step()
-    print(f"{variant}, {size} px, {steps} steps")
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=45))
+        sync(runtime)
+    print(f"{variant}, {size} px, {steps} steps on {runtime.describe()}")
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=20, max_name_column_width=45))
 
 
 def iterations(size: int, args: argparse.Namespace) -> tuple[int, int]:

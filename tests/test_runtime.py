@@ -1,7 +1,12 @@
 """Device and precision defaults of the training runtime."""
 
+import json
+
+import pytest
 import torch
 
+from cgdistill import paths
+from cgdistill.data.toy import make_toy_dataset
 from cgdistill.train import runtime
 from cgdistill.train.config import TeacherConfig
 
@@ -24,3 +29,21 @@ def test_no_amp_keeps_fp32_even_with_bf16_units(monkeypatch):
 def test_cpu_defaults_keep_nchw_unfused_and_no_workers():
     rt = runtime.setup_runtime(TeacherConfig(device="cpu"))
     assert (rt.channels_last, rt.fuse_passes, rt.workers) == (False, False, 0)
+
+
+@pytest.fixture
+def restore_determinism():
+    yield
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic = False
+
+
+def test_deterministic_training_runs_on_the_cpu_and_is_recorded(cli, home, restore_determinism):
+    make_toy_dataset(paths.dataset_path("toy"), size=32, n_train=2, n_test=1)
+    args = ("train-teacher", "--data", "toy", "--name", "d", "--deterministic", "--device", "cpu", "--max-steps", "2",
+            "--image-size", "24", "--load-size", "28", "--blocks", "1", "--ngf", "4", "--ndf", "4")  # fmt: skip
+    result = cli(*args)
+    assert result.code == 0, result.err
+    assert "deterministic" in result.err_text
+    assert torch.are_deterministic_algorithms_enabled()
+    assert json.loads((home / "runs" / "d" / "config.json").read_text())["settings"]["deterministic"] is True

@@ -8,14 +8,21 @@ from cgdistill.errors import CgdistillError
 
 DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."
 
+# bf16 tensor cores arrived with Ampere (compute capability 8.0); older cards emulate bf16 slowly.
+NATIVE_BF16_CAPABILITY = (8, 0)
+
 
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 
 
-def pick_device(spec: str | None = "auto") -> torch.device:
+def pick_device(spec: str | None = "auto", *, local_rank: int | None = None) -> torch.device:
     """The device ``spec`` names; ``auto`` prefers CUDA, then MPS, then the CPU.
+
+    A CUDA device always comes with its index (``cuda:N``, never a bare ``cuda``: ``set_device``,
+    DDP and NCCL need one). ``auto`` and ``cuda`` mean the current GPU, or under torchrun (when
+    ``local_rank`` is given) the GPU ``cuda:<local_rank>``, one per process on the node.
 
     Asking for an accelerator that is not there is a user error (exit 2), not a silent CPU fallback:
     a user who typed ``cuda`` wants to know their GPU is not being used.
@@ -23,7 +30,7 @@ def pick_device(spec: str | None = "auto") -> torch.device:
     text = (spec or "auto").strip().lower()
     if text == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return _cuda_device(spec, None, local_rank)
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -39,14 +46,41 @@ def pick_device(spec: str | None = "auto") -> torch.device:
             raise CgdistillError(f"Device {spec!r} is not valid; use {DEVICE_HELP}")
         if not torch.cuda.is_available():
             raise CgdistillError(f"Device {spec!r} was requested but no CUDA GPU is available; use --device cpu.")
-        index = int(index_text) if index_text else torch.cuda.current_device()
-        count = torch.cuda.device_count()
-        if index >= count:
-            raise CgdistillError(
-                f"Device {spec!r} does not exist: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}."
-            )
-        return torch.device("cuda", index)
+        return _cuda_device(spec, int(index_text) if index_text else None, local_rank)
     raise CgdistillError(f"Device {spec!r} is not valid; use {DEVICE_HELP}")
+
+
+def _cuda_device(spec: str | None, index: int | None, local_rank: int | None) -> torch.device:
+    """``cuda:index``; without an index, the local rank's GPU under torchrun, else the current one."""
+    count = torch.cuda.device_count()
+    if index is None and local_rank is not None:
+        if local_rank >= count:
+            raise CgdistillError(
+                f"torchrun started local rank {local_rank}, but this machine has {count} CUDA GPU(s); "
+                f"use --nproc_per_node {count} or fewer."
+            )
+        index = local_rank
+    if index is None:
+        index = torch.cuda.current_device()
+    if index >= count:
+        raise CgdistillError(
+            f"Device {spec!r} does not exist: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}."
+        )
+    return torch.device("cuda", index)
+
+
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """True on GPUs with bf16 tensor cores (compute capability 8.0 and up: A100, H100, RTX 30xx...).
+
+    Not ``torch.cuda.is_bf16_supported()``: by default it also counts GPUs that merely emulate
+    bf16 (V100, T4), where bf16 is slower than fp32; fp16 with loss scaling is the fast choice there.
+    """
+    return torch.cuda.get_device_capability(device) >= NATIVE_BF16_CAPABILITY
+
+
+def cuda_amp_dtype(device: torch.device) -> torch.dtype:
+    """The half precision a CUDA GPU runs natively: bf16 from Ampere on, else fp16."""
+    return torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16
 
 
 def describe(device: torch.device) -> str:

@@ -24,6 +24,7 @@ from torch import nn
 
 from cgdistill import paths
 from cgdistill.data.images import list_images, read_image_with_alpha
+from cgdistill.device import cuda_amp_dtype
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import atomic_path, not_a_file_reason, prepare_output_dir
 from cgdistill.runs import ResolvedModel, check_direction, resolve_generator, run_kind
@@ -60,10 +61,9 @@ def use_channels_last(device: torch.device) -> bool:
 
 
 def autocast_context(device: torch.device):
-    """bf16 (or fp16 on GPUs without bf16) autocast on CUDA; full precision elsewhere."""
+    """bf16 (fp16 on GPUs older than Ampere, which only emulate bf16) autocast on CUDA; full precision elsewhere."""
     if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast("cuda", dtype=cuda_amp_dtype(device))
     return nullcontext()
 
 

@@ -13,6 +13,7 @@ from rich.table import Table
 from cgdistill.cli.app import app, console, err_console, note, show, styled
 from cgdistill.cli.progress import RichObserver
 from cgdistill.demo import DEFAULT_OUTPUT, QUICK_SETTINGS, DemoObserver, DemoResult, DemoSettings, run_demo
+from cgdistill.device import DEVICE_HELP, pick_device
 from cgdistill.train.loop import Observer
 
 
@@ -94,9 +95,15 @@ def demo(
     ] = DEFAULT_OUTPUT,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the dataset, initialisation and data order.")] = 0,
     quick: Annotated[bool, typer.Option("--quick", hidden=True, help="Tiny sizes, for the tests.")] = False,
+    device: Annotated[
+        str | None, typer.Option("--device", help=f"{DEVICE_HELP} (default: auto).", show_default=False)
+    ] = None,
 ) -> None:
     """Generate a toy dataset, train a teacher, distill a student, translate, compare: a few minutes on a CPU."""
     settings = replace(QUICK_SETTINGS if quick else DemoSettings(), seed=seed)
+    if device is not None:
+        pick_device(device)  # a mistyped device is refused now, not after the dataset is made
+        settings = replace(settings, device=device)
     note(
         f"The demo keeps its dataset and runs in {output / 'home'}; nothing outside {output} "
         "is touched and no network is used."

@@ -69,6 +69,16 @@ Amp = Annotated[
         "--amp/--no-amp", help="Mixed precision (default: on for CUDA).", show_default=False, rich_help_panel=PERF
     ),
 ]
+AmpDtype = Annotated[
+    str | None,
+    typer.Option(
+        "--amp-dtype",
+        help="bf16 or fp16 under --amp (default: bf16 where the hardware has it natively, fp16 on GPUs "
+        "older than Ampere, with loss scaling). Naming one turns --amp on.",
+        show_default=False,
+        rich_help_panel=PERF,
+    ),
+]
 ChannelsLast = Annotated[
     bool | None,
     typer.Option(
@@ -81,12 +91,29 @@ ChannelsLast = Annotated[
 Compile = Annotated[
     bool, typer.Option("--compile/--no-compile", help="torch.compile the networks.", rich_help_panel=PERF)
 ]
+CompileMode = Annotated[
+    str | None,
+    typer.Option(
+        "--compile-mode",
+        help="default, or reduce-overhead (CUDA graphs; CUDA only). Naming one turns --compile on.",
+        show_default=False,
+        rich_help_panel=PERF,
+    ),
+]
 FusePasses = Annotated[
     bool | None,
     typer.Option(
         "--fuse-passes/--no-fuse-passes",
         help="Batch passes through one network (default: on for CUDA).",
         show_default=False,
+        rich_help_panel=PERF,
+    ),
+]
+Deterministic = Annotated[
+    bool,
+    typer.Option(
+        "--deterministic",
+        help="Deterministic kernels (cudnn autotuning off); slower on CUDA. CPU runs are deterministic anyway.",
         rich_help_panel=PERF,
     ),
 ]
@@ -200,9 +227,12 @@ def train_teacher_command(
     pool_size: PoolSize = 50,
     device: Device = "auto",
     amp: Amp = None,
+    amp_dtype: AmpDtype = None,
     channels_last: ChannelsLast = None,
     compile: Compile = False,
+    compile_mode: CompileMode = None,
     fuse_passes: FusePasses = None,
+    deterministic: Deterministic = False,
     workers: Workers = None,
     seed: Seed = 0,
     resume: Resume = False,
@@ -215,6 +245,7 @@ def train_teacher_command(
     from cgdistill.errors import CgdistillError
     from cgdistill.nets import NORMS, UPSAMPLES
     from cgdistill.train.config import TeacherConfig
+    from cgdistill.train.runtime import parse_amp_dtype
     from cgdistill.train.teacher import train_teacher
 
     if norm not in NORMS:
@@ -222,13 +253,15 @@ def train_teacher_command(
     if upsample not in UPSAMPLES:
         raise CgdistillError(f"--upsample {upsample!r} is not valid; use one of {', '.join(UPSAMPLES)}.")
     check_sizes(image_size, load_size)
+    parse_amp_dtype(amp_dtype)
     config = TeacherConfig(
         data=data, name=name, epochs=epochs, epochs_decay=epochs_decay, max_steps=max_steps,
         image_size=image_size, load_size=load_size, batch_size=batch_size, blocks=blocks, ngf=ngf, ndf=ndf,
         norm=norm, upsample=upsample, lr=lr, lambda_cycle=lambda_cycle, lambda_identity=lambda_identity,
-        pool_size=pool_size, device=device, amp=amp, channels_last=channels_last, compile=compile,
-        fuse_passes=fuse_passes, workers=workers, seed=seed, save_every=save_every, sample_every=sample_every,
-        log_every=log_every, tensorboard=tensorboard,
+        pool_size=pool_size, device=device, amp=amp, amp_dtype=amp_dtype, channels_last=channels_last,
+        compile=compile, compile_mode=compile_mode, fuse_passes=fuse_passes, deterministic=deterministic,
+        workers=workers, seed=seed, save_every=save_every, sample_every=sample_every, log_every=log_every,
+        tensorboard=tensorboard,
     )  # fmt: skip
     run_training(ctx, train_teacher, config, resume=resume, command="train-teacher")
 
@@ -354,8 +387,11 @@ def distill_command(
     pool_size: PoolSize = 50,
     device: Device = "auto",
     amp: Amp = None,
+    amp_dtype: AmpDtype = None,
     channels_last: ChannelsLast = None,
     compile: Compile = False,
+    compile_mode: CompileMode = None,
+    deterministic: Deterministic = False,
     workers: Workers = None,
     seed: Seed = 0,
     resume: Resume = False,
@@ -373,6 +409,7 @@ def distill_command(
     from cgdistill.runs import check_direction
     from cgdistill.train.config import OBJECTIVES, DistillConfig
     from cgdistill.train.distill import INITS, distill
+    from cgdistill.train.runtime import parse_amp_dtype
 
     if init not in INITS:
         raise CgdistillError(f"--init {init!r} is not valid; use {', '.join(INITS)}.")
@@ -381,6 +418,7 @@ def distill_command(
     if direction is not None:
         check_direction(direction)
     check_sizes(image_size, load_size)
+    parse_amp_dtype(amp_dtype)
     config = DistillConfig(
         teacher=teacher, blocks=blocks, ngf=ngf, direction=direction, data=data, name=name,
         lambda_output=lambda_output, lambda_feature=lambda_feature, lambda_gan=lambda_gan,
@@ -388,7 +426,8 @@ def distill_command(
         ema_decay=ema_decay, epochs=epochs,
         epochs_decay=epochs_decay, max_steps=max_steps, image_size=image_size, load_size=load_size,
         batch_size=batch_size, ndf=ndf, lr=lr, pool_size=pool_size, device=device, amp=amp,
-        channels_last=channels_last, compile=compile, workers=workers, seed=seed, save_every=save_every,
+        amp_dtype=amp_dtype, channels_last=channels_last, compile=compile, compile_mode=compile_mode,
+        deterministic=deterministic, workers=workers, seed=seed, save_every=save_every,
         sample_every=sample_every, log_every=log_every, eval_every=eval_every, tensorboard=tensorboard,
     )  # fmt: skip
     run_training(ctx, distill, config, resume=resume, command="distill")

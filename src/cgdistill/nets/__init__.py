@@ -1,5 +1,10 @@
 """Networks: the ResNet generator, the PatchGAN discriminator and their initialisation. No I/O."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from torch import nn
+
 from cgdistill.nets.discriminator import DiscriminatorConfig, PatchDiscriminator
 from cgdistill.nets.generator import (
     NORMS,
@@ -18,6 +23,23 @@ def unwrap(module):
     return getattr(module, "_orig_mod", module)
 
 
+@contextmanager
+def evaluating(*modules: nn.Module) -> Iterator[None]:
+    """Eval mode for a while, then every submodule's own mode back.
+
+    Batch norm then normalises with its running statistics and leaves them as they were: a sample
+    grid, a held-out measurement or a probe must not change what the network learned.
+    """
+    modes = [(sub, sub.training) for module in modules for sub in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for sub, training in modes:
+            sub.training = training
+
+
 def count_parameters(module) -> int:
     """Number of parameters (buffers such as batch-norm statistics excluded)."""
     return sum(p.numel() for p in module.parameters())
@@ -33,6 +55,7 @@ __all__ = [
     "ResnetBlock",
     "ResnetGenerator",
     "count_parameters",
+    "evaluating",
     "init_weights",
     "unwrap",
 ]

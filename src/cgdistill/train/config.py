@@ -26,10 +26,13 @@ class TrainConfig:
     lambda_identity: float = 0.5
     pool_size: int = 50
     device: str = "auto"
-    amp: bool | None = None  # None: on for CUDA (bf16, else fp16) and off on the CPU
+    amp: bool | None = None  # None: on for CUDA, and on CPUs with bf16 units
+    amp_dtype: str | None = None  # "bf16" | "fp16"; None: bf16 where native (GPU >= Ampere, CPU), else fp16
     channels_last: bool | None = None  # None: on for CUDA
     compile: bool = False
+    compile_mode: str | None = None  # "default" | "reduce-overhead" (CUDA graphs, CUDA only); naming one compiles
     fuse_passes: bool | None = None  # None: batch same-network passes on CUDA (instance norm only)
+    deterministic: bool = False  # deterministic kernels (CUDA: slower; see docs/training.md)
     workers: int | None = None  # None: 4 on CUDA, 0 on the CPU (decoding is cheap next to a CPU step)
     seed: int = 0
     save_every: int = 1000
@@ -110,9 +113,12 @@ RESUMABLE_FIELDS = (
     "max_steps",
     "device",
     "amp",
+    "amp_dtype",
     "channels_last",
     "compile",
+    "compile_mode",
     "fuse_passes",
+    "deterministic",
     "workers",
     "save_every",
     "sample_every",

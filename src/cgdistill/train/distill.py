@@ -34,6 +34,7 @@ from cgdistill.nets import (
     DiscriminatorConfig,
     PatchDiscriminator,
     ResnetGenerator,
+    evaluating,
     init_weights,
     unwrap,
 )
@@ -193,15 +194,21 @@ def build_student(config: DistillConfig, teacher: ResnetGenerator, seed: torch.G
                 f"The student is {ngf} channels wide and the teacher {t_cfg.ngf}: copying layers is not possible, "
                 "so every layer starts fresh."
             )
-    adapters = Adapters(ngf * 4, t_cfg.ngf * 4, config.blocks)
+    # Adapters serve the feature loss only: without it, their weights would get no gradient (which
+    # also breaks DDP's gradient reduction), so the student's features pass through unchanged.
+    target_width = t_cfg.ngf * 4 if config.lambda_feature > 0 else ngf * 4
+    adapters = Adapters(ngf * 4, target_width, config.blocks)
     init_weights(adapters, generator=seed)
     if adapters.needed:
         notes.append(f"Feature adapters: {config.blocks} learned 1x1 convs from {ngf * 4} to {t_cfg.ngf * 4} channels.")
     return Student(generator, adapters), notes
 
 
-def check_wiring(student: Student, optimizer: torch.optim.Optimizer, teacher: ResnetGenerator, device) -> None:
-    """Fail loudly if a student or adapter parameter is not being trained, or a feature pair mismatches."""
+def check_wiring(
+    student: Student, optimizer: torch.optim.Optimizer, teacher: ResnetGenerator, device, features: bool = True
+) -> None:
+    """Fail loudly if a student or adapter parameter is not being trained, or (when the feature loss
+    is on) a feature pair mismatches."""
     in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
     missing = [name for name, p in unwrap(student).named_parameters() if id(p) not in in_optimizer]
     if missing:
@@ -210,10 +217,11 @@ def check_wiring(student: Student, optimizer: torch.optim.Optimizer, teacher: Re
     if frozen:
         raise RuntimeError(f"student parameters frozen by mistake: {frozen[:3]}")
     probe = torch.zeros(1, 3, 16, 16, device=device)
-    with torch.no_grad():
+    # Eval mode: a probe must not move batch norm's running statistics.
+    with torch.no_grad(), evaluating(unwrap(student), teacher):
         _, s_feats = unwrap(student)(probe, return_features=True)
         _, t_feats = teacher(probe, return_features=True)
-    mapping = block_mapping(len(s_feats), len(t_feats))
+    mapping = block_mapping(len(s_feats), len(t_feats)) if features else []
     for i, j in enumerate(mapping):
         if s_feats[i].shape != t_feats[j].shape:
             raise RuntimeError(
@@ -261,10 +269,11 @@ class DistillRecipe(Recipe):
         self.average = WeightAverage(unwrap(self.student).generator, config.ema_decay) if config.ema_decay else None
         if self.average is not None:
             self.modules["student_average"] = self.average
-        # Fidelity is measured as compare measures it: uint8 images in, uint8 images out, full precision.
+        # Fidelity is measured as compare measures it: uint8 images in, uint8 images out, full precision;
+        # with the uncompiled teacher, as these calls are one-offs (see Runtime.eager).
         self.held_out = held_out
         self.held_out_teacher = run_model(unwrap(self.teacher), held_out, runtime.device)
-        check_wiring(self.student, self.optimizers["G"], self.teacher, runtime.device)
+        check_wiring(self.student, self.optimizers["G"], unwrap(self.teacher), runtime.device, "feature" in self.active)
 
     def _add_discriminator(self, teacher: Teacher, seed: torch.Generator, betas: tuple[float, float]) -> None:
         cfg = self.config
@@ -347,10 +356,9 @@ class DistillRecipe(Recipe):
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Student-to-teacher PSNR and SSIM on fixed held-out images: the numbers that show convergence."""
-        generator = self.generator
-        was_training = generator.training
-        out = run_model(generator.eval(), self.held_out, self.runtime.device)
-        generator.train(was_training)
+        # Eval mode as compare runs it (the loop calls this in eval mode too; alone it must hold as well).
+        with evaluating(self.generator):
+            out = run_model(self.generator, self.held_out, self.runtime.device)
         student, teacher = to_unit(out), to_unit(self.held_out_teacher)
         return {
             "psnr_to_teacher": round(psnr(student, teacher), 3),

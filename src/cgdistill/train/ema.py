@@ -27,16 +27,23 @@ class WeightAverage(nn.Module):
             raise ValueError(f"the weight-average decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.average = copy.deepcopy(model).eval().requires_grad_(False)
-        self.register_buffer("updates", torch.zeros((), dtype=torch.float32))
+        # On the weights' device: a counter on the CPU would be copied to the GPU at every update, and
+        # such a copy waits for the GPU (the training loop keeps the host free of syncs within a step).
+        device = next(self.average.parameters()).device
+        self.register_buffer("updates", torch.zeros((), dtype=torch.float32, device=device))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Move the average towards ``model``'s current weights (no host sync: the decay stays a tensor)."""
         current = [p.detach() for p in model.parameters()]
         averaged = list(self.average.parameters())
-        n = self.updates.to(averaged[0].device)
-        decay = torch.clamp((1.0 + n) / (10.0 + n), max=self.decay).to(averaged[0].dtype)
-        torch._foreach_lerp_(averaged, current, 1.0 - decay)
+        n = self.updates
+        weight = 1.0 - torch.clamp((1.0 + n) / (10.0 + n), max=self.decay).to(averaged[0].dtype)
+        # w_avg + weight * (w - w_avg), spelled out: torch._foreach_lerp_ takes its weight as a Python
+        # number, and a tensor given there is read with .item(), which waits for the GPU every step.
+        step = torch._foreach_sub(current, averaged)
+        torch._foreach_mul_(step, weight)
+        torch._foreach_add_(averaged, step)
         for mine, theirs in zip(self.average.buffers(), model.buffers(), strict=True):
             mine.copy_(theirs)
         self.updates.add_(1)

@@ -6,13 +6,14 @@ the learning-rate schedule, logging, samples, checkpoints, exact resume, Ctrl-C 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from cgdistill.data.unpaired import EpochSampler, UnpairedDataset
 from cgdistill.errors import CgdistillError, WorkFailed
+from cgdistill.nets import evaluating
 from cgdistill.plots import write_curves
 from cgdistill.runs import METRICS_FILE
 from cgdistill.train.config import TrainConfig
@@ -90,6 +92,14 @@ class Observer:
     def message(self, text: str) -> None: ...
 
     def finish(self) -> None: ...
+
+
+@contextlib.contextmanager
+def _inference(recipe: Recipe, runtime: Runtime) -> Iterator[None]:
+    """For samples and measurements: the networks in eval mode (batch norm keeps its running
+    statistics) and uncompiled (no compilation for no_grad and other shapes), then as they were."""
+    with evaluating(*recipe.modules.values()), runtime.eager():
+        yield
 
 
 def _collate_batch(batch: dict, runtime: Runtime) -> dict[str, torch.Tensor]:
@@ -234,6 +244,24 @@ def fit(
     observer.start(total_steps, position.step)
     last_time, last_step = time.perf_counter(), position.step
     rate = 0.0
+    pending: list[torch.Tensor] = []  # the packed losses of the steps since the last sync
+
+    def settle(stop_requested: bool) -> tuple[dict[str, float], bool]:
+        """Wait for the device (and the other ranks), check the pending steps' losses; the last step's."""
+        rows, stop_requested = runtime.agree(pending, stop_requested)
+        first = position.step - len(pending) + 1
+        pending.clear()
+        for offset, row in enumerate(rows):
+            bad = [name for name, value in zip(names, row, strict=True) if not math.isfinite(value)]
+            if bad:
+                losses = dict(zip(names, row, strict=True))
+                raise WorkFailed(
+                    f"Training diverged at step {first + offset}: the {bad[0]} loss is {losses[bad[0]]}; "
+                    f"the last good checkpoint in {run_dir} is kept (try a lower --lr)."
+                )
+        return dict(zip(names, rows[-1], strict=True)), stop_requested
+
+    names: list[str] = []
     try:
         with _StopFlag() as stop:
             while position.step < total_steps and position.epoch < config.total_epochs:
@@ -249,25 +277,29 @@ def fit(
                     for optimizer in recipe.optimizers.values():
                         for group in optimizer.param_groups:
                             group["lr"] = config.lr * factor
+                    runtime.begin_step()
                     losses = recipe.train_step(_collate_batch(batch, runtime))
-                    values, stop_requested = runtime.agree_step(losses, stop.requested)
-                    bad = [k for k, v in values.items() if not math.isfinite(v)]
-                    if bad:
-                        raise WorkFailed(
-                            f"Training diverged at step {position.step + 1}: the {bad[0]} loss is {values[bad[0]]}; "
-                            f"the last good checkpoint in {run_dir} is kept (try a lower --lr)."
-                        )
+                    names = list(losses)
+                    pending.append(runtime.pack(losses))
                     position.step += 1
                     position.offset += next(v for v in batch.values() if torch.is_tensor(v)).shape[0]
                     step = position.step
                     eval_every = getattr(config, "eval_every", 0)
                     evaluate = bool(eval_every) and (step % eval_every == 0 or step == total_steps or step == 1)
                     log = evaluate or step % config.log_every == 0 or step == total_steps or step == 1
+                    sample = step % config.sample_every == 0 or step == total_steps
+                    save = step % config.save_every == 0 or step == total_steps
+                    # The only host syncs: the device runs ahead of Python between them. Every rank
+                    # decides alike (a collective follows), so a rank's own Ctrl-C waits for the next.
+                    if not (log or sample or save or (stop.requested and not runtime.distributed)):
+                        continue
+                    values, stop_requested = settle(stop.requested)
                     if runtime.is_main and log:
                         now = time.perf_counter()
                         rate = (step - last_step) / max(now - last_time, 1e-9)
                         last_time, last_step = now, step
-                        metrics = recipe.evaluate() if evaluate else {}
+                        with _inference(recipe, runtime):
+                            metrics = recipe.evaluate() if evaluate else {}
                         record = {
                             "step": step,
                             "epoch": position.epoch + 1,
@@ -294,12 +326,10 @@ def fit(
                                 metrics,
                             )
                         )
-                    if (
-                        runtime.is_main
-                        and sample_batch is not None
-                        and (step % config.sample_every == 0 or step == total_steps)
-                    ):
-                        _save_samples(recipe.sample_rows(sample_batch), run_dir / "samples" / f"step_{step:07d}.png")
+                    if runtime.is_main and sample_batch is not None and sample:
+                        with _inference(recipe, runtime):
+                            rows = recipe.sample_rows(sample_batch)
+                        _save_samples(rows, run_dir / "samples" / f"step_{step:07d}.png")
                     if stop_requested:
                         checkpoint()
                         raise TrainingInterrupted(step, run_dir)
@@ -312,6 +342,8 @@ def fit(
                     position.offset = 0
                     continue
                 break
+            if pending:
+                settle(False)
             checkpoint()
     finally:
         observer.finish()

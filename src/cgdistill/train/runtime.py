@@ -14,8 +14,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from cgdistill.device import describe, pick_device
+from cgdistill.device import cuda_amp_dtype, describe, pick_device
+from cgdistill.errors import CgdistillError
 from cgdistill.train.config import TrainConfig
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+COMPILE_MODES = ("default", "reduce-overhead")
 
 
 @dataclass
@@ -29,6 +33,8 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    compile_mode: str = "default"
+    deterministic: bool = False
     scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)
 
     @property
@@ -45,7 +51,9 @@ class Runtime:
         if self.channels_last:
             parts.append("channels-last")
         if self.compile:
-            parts.append("torch.compile")
+            parts.append("torch.compile" + ("" if self.compile_mode == "default" else f" ({self.compile_mode})"))
+        if self.deterministic:
+            parts.append("deterministic")
         if self.distributed:
             parts.append(f"DDP x{self.world_size}")
         return ", ".join(parts)
@@ -62,12 +70,30 @@ class Runtime:
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
         if self.compile:
-            module = torch.compile(module)
+            # Static shapes: a step's shapes are few and fixed (batch, crop, the fused passes' 2x and
+            # 3x batches), and each compiles once; evaluation and samples run uncompiled (eager()).
+            module = torch.compile(module, dynamic=False, mode=self.compile_mode)
         if trainable and self.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             # Buffers (batch-norm running stats only; instance norm has none) follow rank 0's.
             module = nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
         return module
+
+    def eager(self):
+        """Run compiled modules as plain PyTorch for a while: samples, evaluation, probes.
+
+        They run under ``no_grad``, in eval mode, at other sizes than the steps; compiled, each of
+        them would cost one more compilation for code that runs a handful of times.
+        """
+        if not self.compile:
+            return contextlib.nullcontext()
+        return torch.compiler.set_stance("force_eager")
+
+    def begin_step(self) -> None:
+        """Tell CUDA graphs (``--compile-mode reduce-overhead``) that a new step starts, so that
+        outputs of the last one may be overwritten."""
+        if self.compile and self.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
 
     def to_device(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
@@ -103,22 +129,52 @@ class Runtime:
             value /= self.world_size
         return value
 
-    def agree_step(self, losses: dict[str, torch.Tensor], stop: bool) -> tuple[dict[str, float], bool]:
-        """The losses averaged over ranks, and whether any rank was asked to stop, in one all-reduce.
+    @staticmethod
+    def pack(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A step's losses as one tensor on the device; reading it waits for the device, so the loop
+        keeps these and reads them only at :meth:`agree` (logging, checkpoints, samples)."""
+        return torch.stack([value.detach().float().reshape(()) for value in losses.values()])
+
+    def agree(self, pending: list[torch.Tensor], stop: bool) -> tuple[list[list[float]], bool]:
+        """The packed losses of the steps since the last call, averaged over ranks, and whether any rank
+        was asked to stop: one all-reduce and one host sync for all of them.
 
         Every rank must leave the loop at the same step (a Ctrl-C reaches each process at its own
-        moment), or one would wait in a collective that the other never joins.
+        moment), or one would wait in a collective that the other never joins; and a loss that is not
+        finite on one rank is not finite in the average, so all ranks stop together.
         """
-        names = list(losses)
-        packed = torch.stack([losses[name].detach().float().reshape(()) for name in names] + [self._flag(stop)])
+        history = torch.stack(pending)
+        flag = torch.full((1,), float(stop), device=history.device)
+        packed = torch.cat([history.flatten(), flag])
         if self.distributed:
             dist.all_reduce(packed)
             packed[:-1] /= self.world_size
         values = packed.tolist()
-        return dict(zip(names, values[:-1], strict=True)), values[-1] > 0
+        width = history.shape[1]
+        return [values[i * width : (i + 1) * width] for i in range(len(pending))], values[-1] > 0
 
-    def _flag(self, value: bool) -> torch.Tensor:
-        return torch.tensor(float(value), device=self.device)
+
+def torchrun_ranks() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1, 0
+    return int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def process_device(device_spec: str) -> torch.device:
+    """This process's device: under torchrun, ``auto`` and ``cuda`` give each rank ``cuda:<LOCAL_RANK>``."""
+    _, world_size, local_rank = torchrun_ranks()
+    if world_size <= 1:
+        return pick_device(device_spec)
+    device = pick_device(device_spec, local_rank=local_rank)
+    on_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if device.type == "cuda" and ":" in device_spec and on_node > 1:
+        raise CgdistillError(
+            f"--device {device_spec} would put all {on_node} processes torchrun started on this machine on one GPU; "
+            "use --device cuda (each process then takes cuda:<LOCAL_RANK>)."
+        )
+    return device
 
 
 def join_process_group(device_spec: str) -> tuple[int, int, int]:
@@ -126,15 +182,12 @@ def join_process_group(device_spec: str) -> tuple[int, int, int]:
 
     NCCL for CUDA, gloo otherwise. Launched without torchrun this is a single process: (0, 1, 0).
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return 0, 1, 0
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_spec in ("auto", "cuda") or device_spec.startswith("cuda")
-    if not dist.is_initialized():
-        if use_cuda:
-            torch.cuda.set_device(local_rank)  # NCCL collectives run on the current device
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    rank, world_size, local_rank = torchrun_ranks()
+    if world_size > 1 and not dist.is_initialized():
+        device = process_device(device_spec)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # NCCL collectives run on the current device
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return rank, world_size, local_rank
 
 
@@ -165,35 +218,79 @@ def cpu_has_fast_bf16() -> bool:
     return False
 
 
+def parse_amp_dtype(name: str | None) -> torch.dtype | None:
+    """``--amp-dtype bf16|fp16`` as a torch dtype (None when not given)."""
+    if name is None:
+        return None
+    if name not in AMP_DTYPES:
+        raise CgdistillError(f"--amp-dtype {name!r} is not valid; use {' or '.join(AMP_DTYPES)}.")
+    return AMP_DTYPES[name]
+
+
+def choose_amp_dtype(amp: bool | None, requested: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full precision.
+
+    ``amp`` None means on for CUDA and for CPUs with bf16 units; naming a dtype (``requested``)
+    turns it on too, unless ``amp`` is False. Unnamed, the dtype is the one the hardware runs
+    natively: bf16 on Ampere and newer GPUs and on the CPU, fp16 (with loss scaling) on older GPUs.
+    """
+    named = parse_amp_dtype(requested)
+    if amp is None:
+        amp = requested is not None or device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
+    if not amp:
+        return None
+    if named is not None:
+        return named
+    if device.type == "cuda":
+        return cuda_amp_dtype(device)
+    return torch.bfloat16 if device.type == "cpu" else torch.float16
+
+
+def use_deterministic_algorithms() -> None:
+    """Deterministic kernels for the rest of the process (``--deterministic``).
+
+    cuBLAS reads ``CUBLAS_WORKSPACE_CONFIG`` when it first sets up, so it is set before any CUDA
+    work. ``warn_only``: PyTorch has no deterministic backward for ReflectionPad2d on CUDA (the
+    published generator pads with it); that op warns instead of stopping the run.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
 def setup_runtime(config: TrainConfig, *, norm: str = "instance") -> Runtime:
     """Decide device and precision from the config (``None`` fields take the device's best default)."""
+    if config.deterministic:
+        use_deterministic_algorithms()
     rank, world_size, local_rank = join_process_group(config.device)
-    spec = config.device
-    if world_size > 1 and torch.cuda.is_available() and spec in ("auto", "cuda"):
-        spec = f"cuda:{local_rank}"
-    device = pick_device(spec)
+    device = process_device(config.device)
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = not config.deterministic  # autotuning may pick other kernels each run
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    amp_on = config.amp if config.amp is not None else (cuda or (device.type == "cpu" and cpu_has_fast_bf16()))
-    amp_dtype = None
-    if amp_on:
-        if cuda:
-            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        elif device.type in ("cpu", "mps"):
-            amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    amp_dtype = choose_amp_dtype(config.amp, config.amp_dtype, device)
     channels_last = config.channels_last if config.channels_last is not None else cuda
     # Batching passes through one network is exact only when every norm is per sample.
     fuse = (config.fuse_passes if config.fuse_passes is not None else cuda) and norm.startswith("instance")
     workers = config.workers if config.workers is not None else (4 if cuda else 0)
+    compile_mode = config.compile_mode or "default"
+    if compile_mode not in COMPILE_MODES:
+        raise CgdistillError(f"--compile-mode {compile_mode!r} is not valid; use {' or '.join(COMPILE_MODES)}.")
+    if compile_mode == "reduce-overhead" and not cuda:
+        raise CgdistillError(
+            f"--compile-mode reduce-overhead records CUDA graphs and needs a CUDA device, not {device}; "
+            "use --compile alone."
+        )
     return Runtime(
         device=device,
         amp_dtype=amp_dtype,
         channels_last=channels_last,
-        compile=config.compile,
+        compile=config.compile or config.compile_mode is not None,
+        compile_mode=compile_mode,
+        deterministic=config.deterministic,
         fuse_passes=fuse,
         workers=workers,
         rank=rank,

@@ -69,11 +69,27 @@ def _load_optimizer(name: str, optimizer: torch.optim.Optimizer, tensors: dict, 
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:
+    """The CPU generator's state and that of the GPU this process trains on (not every visible
+    GPU's: reading another's would create a CUDA context on it, and a resume may have fewer)."""
     tensors = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for index, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{index}"] = state
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
     return tensors
+
+
+def _restore_cuda_rng(tensors: dict[str, torch.Tensor]) -> None:
+    """Put the saved GPU generator state on this process's GPU, if there is one.
+
+    A checkpoint from a CPU-only machine has none (the GPU keeps its seed); one written before this
+    format holds every visible GPU's (``rng.cuda.N``): the current GPU takes its own when it exists.
+    """
+    if not torch.cuda.is_available():
+        return
+    state = tensors.get("rng.cuda")
+    if state is None:
+        state = tensors.get(f"rng.cuda.{torch.cuda.current_device()}")
+    if state is not None:
+        torch.cuda.set_rng_state(state)
 
 
 def save_state(
@@ -187,9 +203,7 @@ def load_state(
         if name in meta.get("scalers", {}):
             scaler.load_state_dict(meta["scalers"][name])
     torch.set_rng_state(tensors["rng.torch"])
-    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda_states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda_states)
+    _restore_cuda_rng(tensors)
     random.setstate(_tupled(meta["python_random"]))
     position = Position(**meta["position"])
     return position, meta.get("extra", {})
