@@ -32,15 +32,14 @@ from cgdistill.translate import prepare_generator
 VARIANTS: dict[str, dict] = {
     # What `distill --max-steps N` did before the faithful-students work: GAN, cycle and identity losses,
     # constant lr under --max-steps (epochs_decay=0 reproduces it), raw weights, one crop per step.
-    "seed method": dict(objective="domain", ema_decay=0.0, epochs_decay=0, batch_size=1, lr=2e-4),
-    "fidelity objective": dict(ema_decay=0.0, epochs_decay=0, batch_size=1, lr=2e-4),
-    "+ lr decay": dict(ema_decay=0.0, batch_size=1, lr=2e-4),
-    "+ weight average": dict(batch_size=1, lr=2e-4),
-    "+ 4 crops per step": dict(batch_size=4, lr=2e-4),
+    "seed method": dict(objective="domain", init="copy-outer", ema_decay=0.0, epochs_decay=0, batch_size=1),
     "default": dict(),
+    "default, 1 crop per step": dict(batch_size=1),
+    "default, no weight average": dict(ema_decay=0.0),
+    "default, constant lr": dict(epochs_decay=0),
+    "default, fresh blocks (copy-outer)": dict(init="copy-outer"),
     "default, domain objective": dict(objective="domain"),
-    "default, random blocks": dict(init="copy-outer"),
-    "default, lr 2e-4": dict(lr=2e-4),
+    "default, lr 6e-4": dict(lr=6e-4),
 }
 
 

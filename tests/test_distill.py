@@ -60,7 +60,8 @@ def test_distilling_a_teacher_run_writes_a_self_describing_student(teacher_run):
     assert (info.direction, info.teacher, info.dataset, info.step) == ("A2B", "teacher", "toy", 3)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"output", "feature", "gan", "cycle", "identity", "D"} <= set(records[0])
-    assert any("psnr_to_teacher" in r for r in records)
+    assert any("psnr_to_teacher" in r and "ssim_to_teacher" in r for r in records)
+    assert (run / "curves.svg").read_text().startswith("<svg")
 
 
 def test_the_newest_teacher_run_is_the_default_and_b2a_the_default_direction(teacher_run):

@@ -51,6 +51,16 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [first + i * step for i in range(int((high - first) / step) + 1)]
 
 
+def _log_ticks(low: float, high: float) -> list[float]:
+    """log10 of the round values (1, 2, 5 x 10^k) between 10^low and 10^high; decades only when many."""
+    decades = range(math.floor(low), math.ceil(high) + 1)
+    for mantissas in ((1, 2, 5), (1,)):
+        ticks = [math.log10(m) + k for k in decades for m in mantissas if low <= math.log10(m) + k <= high]
+        if len(ticks) <= 7:
+            return ticks
+    return [float(k) for k in decades if low <= k <= high]
+
+
 def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
@@ -90,7 +100,7 @@ def _panel(series: Series, title: str, y_label: str, top: float, *, log_y: bool 
         parts.append(
             f'<text x="{px(tick):.1f}" y="{area_bottom + 14}" font-size="10" text-anchor="middle">{_fmt(tick)}</text>'
         )
-    for tick in _ticks(y0, y1):
+    for tick in _log_ticks(y0, y1) if log_y else _ticks(y0, y1):
         label = _fmt(10**tick) if log_y else _fmt(tick)
         parts.append(
             f'<line x1="{area_left}" x2="{area_right}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" stroke="#eee"/>'

@@ -381,7 +381,7 @@ def distill_command(
     max_steps: MaxSteps = None,
     image_size: ImageSize = 256,
     load_size: LoadSize = 286,
-    batch_size: BatchSize = 1,
+    batch_size: BatchSize = 4,
     ndf: Ndf = 64,
     lr: Lr = 2e-4,
     pool_size: PoolSize = 50,
