@@ -143,3 +143,15 @@ def test_files_written_atomically_get_the_mode_open_would_give(tmp_path: Path, u
     assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == expected
     assert stat.S_IMODE(model.stat().st_mode) == expected
     assert stat.S_IMODE((tmp_path / "config.json").stat().st_mode) == expected
+
+
+def test_a_file_that_recorded_its_dataset_as_a_path_reads_as_the_folders_name(tmp_path):
+    # Before dataset names were enforced, `--data /some/folder` went into the metadata whole.
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = save_generator(ResnetGenerator(GeneratorConfig(blocks=1, ngf=4)), tmp_path / "G.safetensors", dataset="toy")
+    with safe_open(str(path), "pt") as handle:
+        meta = dict(handle.metadata())
+    save_file(load_file(str(path)), str(path), metadata={**meta, "dataset": "/data/shared/monet2photo-mini"})
+    assert read_info(path).dataset == "monet2photo-mini"

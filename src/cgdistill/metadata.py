@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import NORMS, UPSAMPLES, GeneratorConfig
@@ -63,11 +63,16 @@ def text(text: str) -> str:
 
 
 def plain_name(value: str) -> str:
-    """A dataset's name: one folder name, never a path."""
+    """A dataset's name: one folder name, never a path.
+
+    Files written before names were enforced recorded ``--data /some/folder`` as the whole path;
+    they read as the folder's name (what is recorded now), so they keep loading.
+    """
     value = text(value)
-    if not value or value in (".", "..") or "/" in value or "\\" in value:
-        raise ValueError(f"is {value[:40]!r}, not a plain name")
-    return value
+    name = PureWindowsPath(value).name if "/" in value or "\\" in value else value
+    if not name or name in (".", ".."):
+        raise ValueError(f"is {value[:40]!r}, not a dataset name")
+    return name
 
 
 def json_object(value: str) -> dict:
