@@ -97,3 +97,27 @@ def test_a_discriminator_is_not_loaded_as_a_generator(tmp_path: Path):
     path = save_discriminator(PatchDiscriminator(DiscriminatorConfig(ndf=4)), tmp_path / "D.safetensors")
     with pytest.raises(CgdistillError, match="not a generator"):
         load_generator(path)
+
+
+def test_a_separable_generator_round_trips_with_its_block_kind(tmp_path: Path):
+    g = ResnetGenerator(GeneratorConfig(blocks=2, ngf=8, block="separable")).eval()
+    path = save_generator(g, tmp_path / "G.safetensors")
+    assert read_info(path).config["block"] == "separable"
+    loaded, _ = load_generator(path)
+    assert loaded.config.block == "separable"
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), g(x), rtol=0, atol=0)
+
+
+def test_a_file_written_before_block_kinds_existed_loads_as_standard(tmp_path: Path):
+    from safetensors import safe_open
+
+    g = ResnetGenerator(GeneratorConfig(blocks=1, ngf=4))
+    path = save_generator(g, tmp_path / "G.safetensors")
+    with safe_open(str(path), "pt") as handle:
+        meta = {k: v for k, v in handle.metadata().items() if k != "block"}
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata=meta)
+    loaded, _ = load_generator(old)
+    assert loaded.config.block == "standard"

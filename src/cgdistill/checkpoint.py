@@ -1,7 +1,7 @@
 """Model files: safetensors with self-describing metadata, written atomically.
 
 A generator file holds everything ``translate`` needs: the weights and, in the metadata, the
-architecture (``arch``, ``blocks``, ``ngf``, ``norm``, ``upsample``) and the context it was trained
+architecture (``arch``, ``blocks``, ``ngf``, ``norm``, ``upsample``, ``block``) and the context it was trained
 in (``direction``, ``dataset``, ``image_size``, ``step``, ``teacher``).
 """
 
@@ -62,7 +62,10 @@ class ModelInfo:
         return meta
 
 
-_GEN_KEYS = ("blocks", "ngf", "norm", "upsample", "in_channels", "out_channels")
+_GEN_KEYS = ("blocks", "ngf", "norm", "upsample", "in_channels", "out_channels", "block")
+# Keys added after format version 1 was first written: files without them mean the default.
+_OPTIONAL_KEYS = ("in_channels", "out_channels", "upsample", "block")
+_TEXT_KEYS = ("norm", "upsample", "block")
 _DISC_KEYS = ("ndf", "n_layers", "norm", "in_channels")
 
 
@@ -70,11 +73,11 @@ def _typed_config(meta: dict[str, str], keys: tuple[str, ...], path: Path) -> di
     config = {}
     for key in keys:
         if key not in meta:
-            if key in ("in_channels", "out_channels", "upsample"):
+            if key in _OPTIONAL_KEYS:
                 continue
             raise CgdistillError(f"Model file {path} lacks the '{key}' metadata; it is damaged or from another tool.")
         value = meta[key]
-        config[key] = value if key in ("norm", "upsample") else int(value)
+        config[key] = value if key in _TEXT_KEYS else int(value)
     return config
 
 

@@ -2,12 +2,14 @@
 
 from cgdistill.nets.discriminator import DiscriminatorConfig, PatchDiscriminator
 from cgdistill.nets.generator import (
+    BLOCKS,
     NORMS,
     SHARED_PREFIXES,
     UPSAMPLES,
     GeneratorConfig,
     ResnetBlock,
     ResnetGenerator,
+    SeparableResnetBlock,
 )
 from cgdistill.nets.init import init_weights
 
@@ -24,6 +26,7 @@ def count_parameters(module) -> int:
 
 
 __all__ = [
+    "BLOCKS",
     "NORMS",
     "SHARED_PREFIXES",
     "UPSAMPLES",
@@ -32,6 +35,7 @@ __all__ = [
     "PatchDiscriminator",
     "ResnetBlock",
     "ResnetGenerator",
+    "SeparableResnetBlock",
     "count_parameters",
     "init_weights",
     "unwrap",

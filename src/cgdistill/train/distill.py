@@ -49,6 +49,7 @@ from cgdistill.runs import (
 from cgdistill.train.config import DistillConfig
 from cgdistill.train.loop import Observer, Recipe, fit
 from cgdistill.train.pool import ImagePool
+from cgdistill.train.presets import apply_preset
 from cgdistill.train.runtime import Runtime, teardown_runtime
 from cgdistill.train.session import dataset_label, open_session, resolve_config
 
@@ -146,9 +147,11 @@ def build_student(config: DistillConfig, teacher: ResnetGenerator, seed: torch.G
     """The student and notes for the user on how it was initialised."""
     t_cfg = teacher.config
     ngf = config.ngf or t_cfg.ngf
-    s_cfg = GeneratorConfig(blocks=config.blocks, ngf=ngf, norm=t_cfg.norm, upsample=t_cfg.upsample)
+    s_cfg = GeneratorConfig(blocks=config.blocks, ngf=ngf, norm=t_cfg.norm, upsample=t_cfg.upsample, block=config.block)
     generator = ResnetGenerator(s_cfg)
     init_weights(generator, generator=seed)
+    adapters = Adapters(ngf * 4, t_cfg.ngf * 4, config.blocks)
+    init_weights(adapters, generator=seed)
     notes = []
     if config.init == "copy":
         if ngf == t_cfg.ngf:
@@ -163,8 +166,6 @@ def build_student(config: DistillConfig, teacher: ResnetGenerator, seed: torch.G
                 f"The student is {ngf} channels wide and the teacher {t_cfg.ngf}: copying layers is not possible, "
                 "so every layer starts fresh."
             )
-    adapters = Adapters(ngf * 4, t_cfg.ngf * 4, config.blocks)
-    init_weights(adapters, generator=seed)
     if adapters.needed:
         notes.append(f"Feature adapters: {config.blocks} learned 1x1 convs from {ngf * 4} to {t_cfg.ngf * 4} channels.")
     return Student(generator, adapters), notes
@@ -323,7 +324,7 @@ class DistillRecipe(Recipe):
             image_size=self.config.image_size,
             step=step,
             teacher=self.teacher_info.identity,
-            extra={"init": self.config.init, "losses": self.active},
+            extra={"init": self.config.init, "losses": self.active, "preset": self.config.preset},
         )
 
 
@@ -352,6 +353,7 @@ def distill(
     teacher = load_teacher(config.teacher, config.direction)
     config.direction = teacher.direction
     config.teacher = teacher.identity
+    apply_preset(config, teacher.generator.config.ngf, given)
     if not config.data:
         if not teacher.dataset:
             raise CgdistillError(f"Teacher {teacher.identity} does not record its dataset; pass --data NAME|PATH.")
@@ -383,8 +385,8 @@ def distill(
             s_cfg = unwrap(recipe.student).generator.config
             observer.message(
                 f"Distilling [bold]{teacher.identity}[/] ({teacher.direction}, {teacher.generator.config.blocks} blocks, "
-                f"ngf {teacher.generator.config.ngf}) into [bold]{config.name}[/] ({s_cfg.blocks} blocks, "
-                f"ngf {s_cfg.ngf}) on {session.data_dir} on {runtime.describe()}."
+                f"ngf {teacher.generator.config.ngf}) into [bold]{config.name}[/] ({s_cfg.blocks} {s_cfg.block} blocks, "
+                f"ngf {s_cfg.ngf}; preset {config.preset}) on {session.data_dir} on {runtime.describe()}."
             )
             for note in recipe.notes:
                 observer.message(note)
