@@ -52,6 +52,7 @@ from cgdistill.train.pool import ImagePool
 from cgdistill.train.presets import apply_preset
 from cgdistill.train.runtime import Runtime, teardown_runtime
 from cgdistill.train.session import dataset_label, open_session, resolve_config
+from cgdistill.train.student_init import narrow_init
 
 
 def teacher_block_for(student_block: int, student_blocks: int, teacher_blocks: int) -> int:
@@ -161,6 +162,8 @@ def build_student(config: DistillConfig, teacher: ResnetGenerator, seed: torch.G
             notes.append(
                 f"Copied the teacher's stem, downsampling, upsampling and output layers ({len(shared)} tensors)."
             )
+        elif ngf < t_cfg.ngf:
+            notes.append(narrow_init(generator, adapters.convs, teacher, block_mapping(config.blocks, t_cfg.blocks)))
         else:
             notes.append(
                 f"The student is {ngf} channels wide and the teacher {t_cfg.ngf}: copying layers is not possible, "
