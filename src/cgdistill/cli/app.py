@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cgdistill import __version__, paths
 from cgdistill.errors import CgdistillError
@@ -80,10 +81,10 @@ def run(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         if _RANK > 0:
             Console(stderr=True, highlight=False).print(
-                f"[bold red]Error (rank {_RANK}):[/] {exc.message}", soft_wrap=True
+                f"[bold red]Error (rank {_RANK}):[/] {escape(exc.message)}", soft_wrap=True
             )
         else:
-            err_console.print(f"[bold red]Error:[/] {exc.message}", soft_wrap=True)
+            err_console.print(f"[bold red]Error:[/] {escape(exc.message)}", soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("Interrupted.")

@@ -13,6 +13,7 @@ from cgdistill import translate as tr
 from cgdistill.checkpoint import load_generator
 from cgdistill.cli.app import app, console, err_console, note
 from cgdistill.device import DEVICE_HELP, describe, pick_device
+from cgdistill.engines import choose_engine
 from cgdistill.errors import WorkFailed
 
 PROGRESS_FROM = 8  # fewer files finish before a bar would tell anyone anything
@@ -49,6 +50,14 @@ def translate(
     ] = tr.DEFAULT_BATCH_SIZE,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include images in subfolders.")] = False,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="auto (the faster of torch and onnxruntime for this model here), torch or onnxruntime (CPU, "
+            "needs the onnx extra).",
+        ),
+    ] = "auto",
 ) -> None:
     """Translate images with a teacher or student generator; writes PNGs of the same size (alpha kept)."""
     target = pick_device(device)
@@ -58,10 +67,11 @@ def translate(
         raise WorkFailed("No image files found in the given inputs" + ("" if recursive else " (try --recursive)") + ".")
     generator, _ = load_generator(resolved.path)
     config = generator.config
+    runner = choose_engine(generator, target, engine)
     note(
         escape(
-            f"Model: {resolved.label} ({resolved.role}, {config.blocks} blocks, ngf {config.ngf}), "
-            f"{chosen}, on {describe(target)}."
+            f"Model: {resolved.label} ({resolved.role}, {config.blocks} {config.block} blocks, ngf {config.ngf}), "
+            f"{chosen}, on {describe(target)} with {runner.name} ({runner.reason})."
         )
     )
     with Progress(
@@ -75,7 +85,7 @@ def translate(
     ) as bar:
         task = bar.add_task("translate", total=len(files))
         result = tr.translate_files(
-            generator,
+            runner.model,
             files,
             output,
             chosen,
