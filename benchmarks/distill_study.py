@@ -20,6 +20,7 @@ import torch
 
 from cgdistill import paths
 from cgdistill.checkpoint import load_generator
+from cgdistill.engines import bf16_psnr
 from cgdistill.evaluate import count_macs, load_test_set, psnr, run_model, ssim, to_unit
 from cgdistill.nets import count_parameters
 from cgdistill.train.config import DistillConfig
@@ -31,8 +32,18 @@ VARIANTS = {
     "random+feature": dict(init="random", lambda_feature=1.0),
     "copy, no feature": dict(init="copy", lambda_feature=0.0),
     "random, no feature": dict(init="random", lambda_feature=0.0),
-    "ngf/2 (adapters)": dict(init="copy", lambda_feature=1.0, ngf_half=True),
+    "ngf/2 (adapters)": dict(init="copy", lambda_feature=1.0, width=0.5),
+    # Narrow students (the fast presets' widths): the teacher's most-read channels copied, or random.
+    "ngf/4, narrow copy": dict(init="copy", width=0.25),
+    "ngf/4, random": dict(init="random", width=0.25),
+    "ngf/4 separable, narrow copy": dict(init="copy", width=0.25, block="separable"),
+    "ngf/4 separable, random": dict(init="random", width=0.25, block="separable"),
 }
+
+
+def bf16_fidelity(generator, inputs: torch.Tensor) -> float:
+    """PSNR of the bf16-autocast output to the fp32 output on the test images (translate's 40 dB rule)."""
+    return bf16_psnr(generator.eval(), to_unit(inputs) * 2 - 1)
 
 
 def fidelity(student_path: Path, teacher_out: torch.Tensor, inputs: torch.Tensor, device) -> tuple[float, float]:
@@ -69,16 +80,16 @@ def main() -> None:
             "ngf": t_cfg.ngf,
             "params": count_parameters(teacher.generator),
             "macs": count_macs(t_cfg, args.image_size),
+            "bf16_psnr": round(bf16_fidelity(teacher.generator, tests.inputs), 2),
         },
         "settings": vars(args) | {"json": str(args.json)},
         "variants": {},
     }
     for label in args.variants.split(";"):
         options = dict(VARIANTS[label])
-        ngf = t_cfg.ngf // 2 if options.pop("ngf_half", False) else None
-        name = "study-" + label.replace(" ", "").replace(",", "-").replace("+", "-").replace("/", "").replace(
-            "(", ""
-        ).replace(")", "")
+        width = options.pop("width", None)
+        ngf = max(1, round(t_cfg.ngf * width)) if width else None
+        name = "study-" + "".join(c if c.isalnum() else "-" for c in label).strip("-")
         curve = []
         started = time.perf_counter()
         for target in range(args.every, args.steps + 1, args.every):
@@ -98,17 +109,21 @@ def main() -> None:
             "params": count_parameters(student),
             "macs": count_macs(student.config, args.image_size),
             "seconds": round(time.perf_counter() - started, 1),
+            "bf16_psnr": round(bf16_fidelity(student, tests.inputs), 2),
         }
     steps = [point["step"] for point in next(iter(results["variants"].values()))["curve"]]
     print()
-    print("| variant | params | MACs | " + " | ".join(f"step {s}" for s in steps) + " |")
-    print("|---|---:|---:|" + "---:|" * len(steps))
+    print("| variant | params | MACs | " + " | ".join(f"step {s}" for s in steps) + " | bf16 vs fp32 |")
+    print("|---|---:|---:|" + "---:|" * (len(steps) + 1))
     for label, variant in results["variants"].items():
         cells = " | ".join(f"{p['psnr']:.2f} / {p['ssim']:.3f}" for p in variant["curve"])
-        print(f"| {label} | {variant['params']:,} | {variant['macs'] / 1e9:.3f} G | {cells} |")
+        print(
+            f"| {label} | {variant['params']:,} | {variant['macs'] / 1e9:.3f} G | {cells} | {variant['bf16_psnr']:.1f} dB |"
+        )
     t = results["teacher"]
     print(
-        f"\nTeacher {t['identity']}: {t['blocks']} blocks, ngf {t['ngf']}, {t['params']:,} params, {t['macs'] / 1e9:.3f} G MACs"
+        f"\nTeacher {t['identity']}: {t['blocks']} blocks, ngf {t['ngf']}, {t['params']:,} params, "
+        f"{t['macs'] / 1e9:.3f} G MACs; bf16 autocast vs fp32 on the test images {t['bf16_psnr']:.1f} dB"
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

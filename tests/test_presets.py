@@ -35,7 +35,7 @@ def test_flags_given_on_the_command_line_override_the_preset():
 
 def test_in_library_use_a_non_default_field_overrides_the_preset():
     config = DistillConfig(preset="fastest", ngf=24)
-    apply_preset(config, teacher_ngf=64)
+    apply_preset(config, teacher_ngf=64, given={"max_steps"})  # as a resumed study passes it
     assert (config.ngf, config.block) == (24, "separable")
 
 
@@ -77,3 +77,11 @@ def test_the_cli_preset_shapes_the_student_and_is_stored(cli, teacher_run):
 def test_the_cli_refuses_an_unknown_block_kind(cli, teacher_run):
     result = cli("distill", "--teacher", "teacher", "--block", "mobile")
     assert result.code == 2 and "--block 'mobile' is not valid" in result.err_text
+
+
+def test_a_preset_student_gets_its_own_default_run_name(cli, teacher_run):
+    common = ("--teacher", "teacher", "--direction", "A2B", "--max-steps", "1", "--image-size", "24",
+              "--load-size", "28", "--ndf", "4", "--device", "cpu", "--no-amp")  # fmt: skip
+    assert cli("distill", *common).code == 0
+    assert cli("distill", *common, "--preset", "fast").code == 0
+    assert paths.run_path("teacher-A2B-3b").is_dir() and paths.run_path("teacher-A2B-3b-fast").is_dir()

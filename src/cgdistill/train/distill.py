@@ -362,7 +362,9 @@ def distill(
             raise CgdistillError(f"Teacher {teacher.identity} does not record its dataset; pass --data NAME|PATH.")
         config.data = teacher.dataset
     base = Path(teacher.identity).stem if teacher.identity.endswith(".safetensors") else teacher.identity
-    default_name = f"{base}-{teacher.direction}-{config.blocks}b"
+    default_name = f"{base}-{teacher.direction}-{config.blocks}b" + (
+        "" if config.preset == "default" else f"-{config.preset}"
+    )
     config, _ = resolve_config(config, "student", resume, default_name, given)
     source, target = teacher.direction[0], teacher.direction[-1]
     has_target = (paths.resolve_data(config.data) / f"train{target}").is_dir()

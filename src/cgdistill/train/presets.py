@@ -39,15 +39,14 @@ def preset_ngf(preset: Preset, teacher_ngf: int) -> int | None:
 def apply_preset(config: DistillConfig, teacher_ngf: int, given: set[str] | None = None) -> list[str]:
     """Fill the student's shape from ``config.preset`` where the user did not set it; returns what was set.
 
-    ``given`` names the flags set on the command line; without it (library use) a field that differs
-    from its default counts as set.
+    A field counts as set when ``given`` (the flags named on the command line) holds it, or when it
+    differs from its default (library use, where nothing says which fields a caller wrote).
     """
     if config.preset not in PRESETS:
         raise CgdistillError(f"--preset {config.preset!r} is not valid; use one of {', '.join(PRESETS)}.")
     preset = PRESETS[config.preset]
-    if given is None:
-        defaults = {f.name: f.default for f in fields(DistillConfig)}
-        given = {name for name in SHAPE_FIELDS if getattr(config, name) != defaults[name]}
+    defaults = {f.name: f.default for f in fields(DistillConfig)}
+    given = set(given or ()) | {name for name in SHAPE_FIELDS if getattr(config, name) != defaults[name]}
     values = {"blocks": preset.blocks, "ngf": preset_ngf(preset, teacher_ngf), "block": preset.block}
     applied = []
     for name in SHAPE_FIELDS:
