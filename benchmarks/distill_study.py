@@ -38,6 +38,15 @@ VARIANTS = {
     "ngf/4, random": dict(init="random", width=0.25),
     "ngf/4 separable, narrow copy": dict(init="copy", width=0.25, block="separable"),
     "ngf/4 separable, random": dict(init="random", width=0.25, block="separable"),
+    # The same with the output and feature losses alone (no GAN, cycle or identity pull).
+    "ngf/4, narrow copy, L1+feature": dict(init="copy", width=0.25, lambda_gan=0.0, lambda_cycle=0.0),
+    "ngf/4, random, L1+feature": dict(init="random", width=0.25, lambda_gan=0.0, lambda_cycle=0.0),
+    "ngf/4 separable, narrow copy, L1+feature": dict(
+        init="copy", width=0.25, block="separable", lambda_gan=0.0, lambda_cycle=0.0
+    ),
+    "ngf/4 separable, random, L1+feature": dict(
+        init="random", width=0.25, block="separable", lambda_gan=0.0, lambda_cycle=0.0
+    ),
 }
 
 
@@ -64,6 +73,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=150)
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0, help="student init, data order and augmentation")
     parser.add_argument("--variants", default=";".join(VARIANTS), help="labels separated by semicolons")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -97,7 +107,7 @@ def main() -> None:
                 teacher=args.teacher, direction=args.direction, data=args.data, name=name, blocks=args.blocks,
                 ngf=ngf, image_size=args.image_size, load_size=args.load_size or args.image_size + args.image_size // 8,
                 max_steps=target, epochs=1000, epochs_decay=0, save_every=10**9, sample_every=10**9,
-                log_every=50, eval_every=10**9, **options,
+                log_every=50, eval_every=10**9, seed=args.seed, **options,
             )  # fmt: skip
             run = distill(config, resume=target > args.every, given={"max_steps"})
             p, s = fidelity(run / "G.safetensors", teacher_out, tests.inputs, device)
