@@ -155,3 +155,14 @@ def test_a_separable_narrow_student_copies_the_outer_layers_and_starts_its_block
     torch.testing.assert_close(student.generator.stem[1].weight, teacher.stem[1].weight[selection.stem])
     torch.testing.assert_close(student.generator.head[1].weight, teacher.head[1].weight[:, selection.up1])
     assert any("residual blocks start fresh" in n for n in notes)
+
+
+def test_a_separable_teacher_can_be_distilled_into_a_narrower_student():
+    teacher = random_teacher(block="separable")
+    student, notes = build_student(DistillConfig(blocks=2, ngf=4), teacher, torch.Generator().manual_seed(0))
+    selection = select_channels(teacher, 4)
+    torch.testing.assert_close(
+        student.generator.down[3].weight, teacher.down[3].weight[selection.trunk][:, selection.down]
+    )
+    assert selection.inner == [] and any("residual blocks start fresh" in n for n in notes)
+    assert student(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
