@@ -128,6 +128,12 @@ def test_adapters_appear_only_when_widths_differ():
     assert not any(isinstance(m, torch.nn.Conv2d) for m in same.adapters.modules())
     convs = [m for m in narrow.adapters.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 2 and convs[0].in_channels == 16 and convs[0].out_channels == 32
+    assert any("most-read channels" in note for note in notes)
+
+
+def test_a_student_wider_than_its_teacher_starts_fresh_and_says_so():
+    teacher = ResnetGenerator(GeneratorConfig(blocks=3, ngf=4))
+    _, notes = build_student(DistillConfig(blocks=2, ngf=8), teacher, torch.Generator())
     assert any("not possible" in note for note in notes)
 
 
