@@ -166,3 +166,31 @@ def test_a_separable_teacher_can_be_distilled_into_a_narrower_student():
     )
     assert selection.inner == [] and any("residual blocks start fresh" in n for n in notes)
     assert student(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_copy_outer_on_a_narrow_student_copies_the_outer_channels_only():
+    teacher = random_teacher(ngf=8, blocks=6)
+    copy, _ = build_student(DistillConfig(blocks=2, ngf=4), teacher, torch.Generator().manual_seed(0))
+    outer, notes = build_student(
+        DistillConfig(blocks=2, ngf=4, init="copy-outer"), teacher, torch.Generator().manual_seed(0)
+    )
+    fresh, _ = build_student(DistillConfig(blocks=2, ngf=4, init="random"), teacher, torch.Generator().manual_seed(0))
+    sel = select_channels(teacher, 4)
+    torch.testing.assert_close(outer.generator.down[3].weight, teacher.down[3].weight[sel.trunk][:, sel.down])
+    torch.testing.assert_close(outer.generator.head[1].weight, teacher.head[1].weight[:, sel.up1])
+    # The blocks are what a random init gives (same seed), not the copy's.
+    for key, value in outer.generator.blocks.state_dict().items():
+        assert torch.equal(value, fresh.generator.blocks.state_dict()[key])
+    assert not torch.equal(outer.generator.blocks[0].conv[1].weight, copy.generator.blocks[0].conv[1].weight)
+    assert any("residual blocks start fresh" in n for n in notes)
+
+
+def test_without_the_feature_loss_a_narrow_student_has_no_adapters_but_still_copies():
+    teacher = random_teacher(ngf=8, blocks=3)
+    student, notes = build_student(
+        DistillConfig(blocks=2, ngf=4, lambda_feature=0.0), teacher, torch.Generator().manual_seed(0)
+    )
+    assert not any(isinstance(m, torch.nn.Conv2d) for m in student.adapters.modules())
+    sel = select_channels(teacher, 4)
+    torch.testing.assert_close(student.generator.stem[1].weight, teacher.stem[1].weight[sel.stem])
+    assert any("most-read channels" in n for n in notes) and not any("adapters" in n.lower() for n in notes)
