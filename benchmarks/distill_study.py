@@ -40,6 +40,12 @@ VARIANTS: dict[str, dict] = {
     "default, fresh blocks (copy-outer)": dict(init="copy-outer"),
     "default, domain objective": dict(objective="domain"),
     "default, lr 6e-4": dict(lr=6e-4),
+    # The fast presets' quarter-width students: started from the teacher's most-read channels
+    # (train/student_init.py), or from scratch.
+    "fast": dict(preset="fast"),
+    "fast, random init": dict(preset="fast", init="random"),
+    "fastest": dict(preset="fastest"),
+    "fastest, random init": dict(preset="fastest", init="random"),
 }
 
 

@@ -1,11 +1,17 @@
-"""Teacher vs student batch-1 latency at 256x256, for several ways of running the same network.
+"""Batch-1 latency of the teacher and every student preset on every inference engine, and the older
+teacher-vs-student comparison of ways to run one network in PyTorch.
 
-Usage: .venv/bin/python benchmarks/latency.py [--size 256] [--repeats 9] [--threads N] [--variants eager,channels-last,frozen]
+Usage:
+  .venv/bin/python benchmarks/latency.py [--size 256] [--repeats 9] [--threads N] [--extra "3,32,standard;..."]
+  .venv/bin/python benchmarks/latency.py --variants eager,channels-last,frozen[,compile]
 
-Both models run in alternating turns (teacher, student, teacher, ...) so that load from other
-processes on a shared machine slows both alike; the ratio is the figure to trust, the absolute
-times only on an idle machine. Models are randomly initialised (speed does not depend on weights):
-the CycleGAN teacher (9 blocks, ngf 64) and the default student (3 blocks).
+The default table: the CycleGAN teacher (9 blocks, ngf 64) and each `distill --preset` for that
+teacher, on each engine available here (torch fp32; torch bf16 autocast where the CPU has native
+bf16; onnxruntime fp32 when the onnx extra is installed), all timed in one interleaved loop (every
+model on every engine once per turn) so that load from other processes slows all alike; the
+speed-ups against the teacher on the same engine are the figures to trust on a shared machine.
+Models are randomly initialised: speed does not depend on the weights. ``--extra`` adds shapes
+(blocks,ngf,block) to the table.
 """
 
 from __future__ import annotations
@@ -20,8 +26,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from cgdistill.engines import available_engines, median_latency_ms
 from cgdistill.evaluate import count_macs
-from cgdistill.nets import GeneratorConfig, ResnetGenerator
+from cgdistill.nets import GeneratorConfig, ResnetGenerator, count_parameters
+from cgdistill.train.presets import PRESETS, preset_ngf
+
+TEACHER = GeneratorConfig(blocks=9, ngf=64)
 
 Variant = Callable[[nn.Module, torch.Tensor], tuple[nn.Module, torch.Tensor]]
 
@@ -82,16 +92,66 @@ def measure(variants: list[str], size: int, repeats: int, warmup: int) -> dict[s
     return out
 
 
+def preset_rows(extra: str) -> dict[str, GeneratorConfig]:
+    rows = {"teacher (9 blocks, ngf 64)": TEACHER}
+    for name, preset in PRESETS.items():
+        ngf = preset_ngf(preset, TEACHER.ngf) or TEACHER.ngf
+        rows[f"{name} ({preset.blocks} {preset.block}, ngf {ngf})"] = GeneratorConfig(
+            blocks=preset.blocks, ngf=ngf, block=preset.block
+        )
+    for item in filter(None, (part.strip() for part in extra.split(";"))):
+        blocks, ngf, block = item.split(",")
+        rows[f"{blocks} {block}, ngf {ngf}"] = GeneratorConfig(blocks=int(blocks), ngf=int(ngf), block=block)
+    return rows
+
+
+def engine_table(rows: dict[str, GeneratorConfig], size: int, repeats: int, warmup: int) -> None:
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    runners: dict[str, nn.Module] = {}
+    engines: list[str] = []
+    for label, config in rows.items():
+        for engine, module in available_engines(ResnetGenerator(config), cpu).items():
+            runners[f"{label}|{engine}"] = module
+            if engine not in engines:
+                engines.append(engine)
+    x = torch.rand(1, 3, size, size) * 2 - 1
+    ms = median_latency_ms(runners, x, repeats=repeats, warmup=warmup)
+    teacher = next(iter(rows))
+    header = "| generator | params | MACs | " + " | ".join(f"{e} ms (img/s, speed-up)" for e in engines) + " |"
+    print(header)
+    print("|---|---:|---:|" + "---:|" * len(engines))
+    for label, config in rows.items():
+        cells = []
+        for engine in engines:
+            value = ms[f"{label}|{engine}"]
+            ratio = ms[f"{teacher}|{engine}"] / value
+            cells.append(f"{value:.1f} ({1000 / value:.1f}, {ratio:.1f}x)")
+        params = count_parameters(ResnetGenerator(config))
+        print(
+            f"| {label} | {params / 1e6:.2f} M | {count_macs(config, size) / 1e9:.2f} G | " + " | ".join(cells) + " |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    parser.add_argument("--variants", default="eager,channels-last,frozen")
+    parser.add_argument("--extra", default="", help='more student shapes, "blocks,ngf,block;..."')
+    parser.add_argument("--variants", default="", help="instead: teacher vs default student, ways to run torch")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.variants:
+        print(
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}, {args.size}x{args.size}, batch 1, median of {args.repeats} "
+            "interleaved turns"
+        )
+        engine_table(preset_rows(args.extra), args.size, args.repeats, args.warmup)
+        return
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:

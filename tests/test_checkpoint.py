@@ -117,6 +117,16 @@ def test_the_padding_of_an_imported_layout_round_trips_through_the_metadata(tmp_
     torch.testing.assert_close(loaded(x), g(x), rtol=0, atol=0)
 
 
+def test_a_separable_generator_round_trips_with_its_block_kind(tmp_path: Path):
+    g = ResnetGenerator(GeneratorConfig(blocks=2, ngf=8, block="separable")).eval()
+    path = save_generator(g, tmp_path / "G.safetensors")
+    assert read_info(path).config["block"] == "separable"
+    loaded, _ = load_generator(path)
+    assert loaded.config.block == "separable"
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), g(x), rtol=0, atol=0)
+
+
 def test_a_file_written_before_the_padding_fields_loads_with_the_published_padding(tmp_path: Path):
     g = ResnetGenerator(GeneratorConfig(blocks=1, ngf=4))
     path = save_generator(g, tmp_path / "G.safetensors")
@@ -155,3 +165,13 @@ def test_a_file_that_recorded_its_dataset_as_a_path_reads_as_the_folders_name(tm
         meta = dict(handle.metadata())
     save_file(load_file(str(path)), str(path), metadata={**meta, "dataset": "/data/shared/monet2photo-mini"})
     assert read_info(path).dataset == "monet2photo-mini"
+
+
+def test_a_file_written_before_block_kinds_existed_loads_as_standard(tmp_path: Path):
+    g = ResnetGenerator(GeneratorConfig(blocks=1, ngf=4))
+    path = save_generator(g, tmp_path / "G.safetensors")
+    tensors, meta = read_safetensors(path)
+    del meta["block"]
+    save_file(tensors, str(path), metadata=meta)
+    loaded, _ = load_generator(path)
+    assert loaded.config.block == "standard"

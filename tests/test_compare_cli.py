@@ -52,6 +52,11 @@ def test_json_holds_the_schema(cli, pair):
     assert set(data["fidelity"]) == {"psnr", "ssim"} and all(isinstance(v, float) for v in data["fidelity"].values())
     assert isinstance(data["baseline_psnr_gt"], float)
     assert data["image_size"] == 32 and data["images"] == 5 and isinstance(data["device"], str)
+    engines = data["latency_by_engine"]
+    assert "torch fp32" in engines and all(set(ms) == {"teacher", "student"} for ms in engines.values())
+    from cgdistill.export import onnx_available
+
+    assert ("onnxruntime fp32" in engines) == onnx_available()
 
 
 def test_missing_inception_weights_are_a_note_not_a_failure(cli, pair):

@@ -106,6 +106,34 @@ def test_copy_outer_init_leaves_the_blocks_fresh():
     )
 
 
+def test_copy_init_of_another_block_kind_copies_the_outer_layers_and_starts_the_blocks_fresh():
+    teacher = ResnetGenerator(GeneratorConfig(blocks=3, ngf=8))
+    for p in teacher.parameters():
+        torch.nn.init.normal_(p)
+    student, notes = build_student(
+        DistillConfig(blocks=3, block="separable"), teacher, torch.Generator().manual_seed(0)
+    )
+    s_state, t_state = student.generator.state_dict(), teacher.state_dict()
+    outer = [k for k in s_state if not k.startswith("blocks.")]
+    assert outer and all(torch.equal(s_state[k], t_state[k]) for k in outer)
+    assert student.generator.config.block == "separable"
+    assert any("separable residual blocks start fresh" in note and "standard" in note for note in notes)
+
+
+def test_copy_init_of_a_separable_teacher_copies_its_blocks_into_a_separable_student():
+    teacher = ResnetGenerator(GeneratorConfig(blocks=5, ngf=8, block="separable"))
+    for p in teacher.parameters():
+        torch.nn.init.normal_(p)
+    student, notes = build_student(
+        DistillConfig(blocks=2, block="separable"), teacher, torch.Generator().manual_seed(0)
+    )
+    s_state, t_state = student.generator.state_dict(), teacher.state_dict()
+    for i, j in enumerate(spread_blocks(2, 5)):
+        for key in ("conv.1.weight", "conv.3.weight", "conv.7.weight", "conv.9.weight"):
+            assert torch.equal(s_state[f"blocks.{i}.{key}"], t_state[f"blocks.{j}.{key}"])
+    assert any("teacher blocks [1, 5]" in note for note in notes)
+
+
 def test_spread_blocks_takes_the_first_the_last_and_evenly_between():
     assert spread_blocks(3, 9) == [0, 4, 8]
     assert spread_blocks(2, 9) == [0, 8]
@@ -128,6 +156,12 @@ def test_adapters_appear_only_when_widths_differ():
     assert not any(isinstance(m, torch.nn.Conv2d) for m in same.adapters.modules())
     convs = [m for m in narrow.adapters.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 2 and convs[0].in_channels == 16 and convs[0].out_channels == 32
+    assert any("most-read channels" in note for note in notes)
+
+
+def test_a_student_wider_than_its_teacher_starts_fresh_and_says_so():
+    teacher = ResnetGenerator(GeneratorConfig(blocks=3, ngf=4))
+    _, notes = build_student(DistillConfig(blocks=2, ngf=8), teacher, torch.Generator())
     assert any("not possible" in note for note in notes)
 
 

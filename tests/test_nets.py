@@ -59,3 +59,37 @@ def test_init_weights_draws_convs_from_a_narrow_normal():
 def test_invalid_config_names_the_value():
     with pytest.raises(ValueError, match="norm"):
         GeneratorConfig(norm="group")
+
+
+def test_separable_blocks_are_depthwise_then_pointwise_with_a_norm_between():
+    g = ResnetGenerator(GeneratorConfig(blocks=1, ngf=8, block="separable"))
+    layers = list(g.blocks[0].conv)
+    convs = [m for m in layers if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.kernel_size, c.groups) for c in convs] == [((3, 3), 32), ((1, 1), 1)] * 2
+    kinds = [type(m).__name__ for m in layers]
+    assert kinds == [
+        "ReflectionPad2d", "Conv2d", "InstanceNorm2d", "Conv2d", "InstanceNorm2d", "ReLU",
+        "ReflectionPad2d", "Conv2d", "InstanceNorm2d", "Conv2d", "InstanceNorm2d",
+    ]  # fmt: skip
+
+
+def test_separable_blocks_cut_the_block_parameters_and_keep_the_outer_layers():
+    standard = ResnetGenerator(GeneratorConfig(blocks=3, ngf=64))
+    separable = ResnetGenerator(GeneratorConfig(blocks=3, ngf=64, block="separable"))
+    # Per block: two of (256 depthwise 3x3 + bias) + (256x256 pointwise + bias).
+    assert count_parameters(separable.blocks[0]) == 2 * (256 * 9 + 256 + 256 * 256 + 256)
+    outer = {k: v.shape for k, v in standard.state_dict().items() if not k.startswith("blocks.")}
+    assert outer == {k: v.shape for k, v in separable.state_dict().items() if not k.startswith("blocks.")}
+
+
+@pytest.mark.parametrize("norm", ["instance", "instance-affine", "batch"])
+def test_separable_generator_keeps_the_image_shape_and_gives_features(norm):
+    g = ResnetGenerator(GeneratorConfig(blocks=2, ngf=8, norm=norm, block="separable")).eval()
+    x = torch.randn(2, 3, 36, 44)
+    out, features = g.forward_features(x)
+    assert out.shape == x.shape and [f.shape for f in features] == [(2, 32, 9, 11)] * 2
+
+
+def test_unknown_block_kind_names_the_value():
+    with pytest.raises(ValueError, match="block must be one of standard, separable"):
+        GeneratorConfig(block="mobile")

@@ -1,7 +1,7 @@
 """Model files: safetensors with self-describing metadata, written atomically.
 
 A generator file holds everything ``translate`` needs: the weights and, in the metadata, the
-architecture (``arch``, ``blocks``, ``ngf``, ``norm``, ``upsample``) and the context it was trained
+architecture (``arch``, ``blocks``, ``ngf``, ``norm``, ``upsample``, ``block``) and the context it was trained
 in (``direction``, ``dataset``, ``image_size``, ``step``, ``teacher``).
 """
 

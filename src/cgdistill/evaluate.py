@@ -28,6 +28,7 @@ from cgdistill import runs
 from cgdistill.checkpoint import load_generator
 from cgdistill.data.images import list_images, read_image
 from cgdistill.device import describe
+from cgdistill.engines import BF16_MIN_PSNR_DB, bf16_psnr, engine_latencies
 from cgdistill.errors import CgdistillError
 from cgdistill.fid_inception import missing_weights_note
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, count_parameters
@@ -381,6 +382,7 @@ class Comparison:
     inception: str | None  # where the FID weights came from, or None when FID/KID were skipped
     notes: list[str] = field(default_factory=list)
     worst: list[tuple[str, float]] = field(default_factory=list)  # (image, PSNR to teacher), lowest first
+    engine_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # engine -> model -> ms
 
     def to_json(self) -> dict:
         """The machine-readable result; the keys of issue 6, plus direction, models and notes."""
@@ -397,6 +399,7 @@ class Comparison:
             "models": {"teacher": self.teacher_label, "student": self.student_label},
             "notes": list(self.notes),
             "worst_images": [{"name": name, "psnr": value} for name, value in self.worst],
+            "latency_by_engine": self.engine_latency_ms,
         }
 
 
@@ -448,9 +451,13 @@ def compare(
     student_label: str = "student",
     repeats: int = 7,
     throughput_batch: int | None = None,
+    engines: bool = True,
     log: Log | None = None,
 ) -> CompareOutputs:
-    """Measure both generators on ``test_set``; FID/KID only when a ``feature_network`` is given."""
+    """Measure both generators on ``test_set``; FID/KID only when a ``feature_network`` is given.
+
+    With ``engines``, also the batch-1 latency of each available engine (torch fp32/bf16, onnxruntime).
+    """
     say = log or (lambda _message: None)
     notes: list[str] = []
     t_model, s_model = prepare_generator(teacher, device), prepare_generator(student, device)
@@ -490,6 +497,17 @@ def compare(
         throughput_batch=throughput_batch,
     )
 
+    engine_ms: dict[str, dict[str, float]] = {}
+    if engines:
+        say(f"Timing both models with each available engine at {image_size}x{image_size}")
+        engine_ms = engine_latencies({"teacher": teacher, "student": student}, image_size, device)
+        if "torch bf16" in engine_ms:
+            t_db, s_db = bf16_psnr(t_model), bf16_psnr(s_model)
+            notes.append(
+                f"bf16 autocast output vs fp32 on a probe image: teacher {t_db:.1f} dB, student {s_db:.1f} dB PSNR "
+                f"(translate uses bf16 on this CPU only at {BF16_MIN_PSNR_DB:.0f} dB or more)."
+            )
+
     def report(name: str, model: nn.Module) -> ModelReport:
         config = model.config
         return ModelReport(
@@ -522,6 +540,7 @@ def compare(
         inception=inception_origin,
         notes=notes,
         worst=[(test_set.names[i], per_image[i]) for i in order],
+        engine_latency_ms=engine_ms,
     )
     return CompareOutputs(result, test_set, t_out, s_out)
 

@@ -18,7 +18,7 @@ from pathlib import Path, PureWindowsPath
 
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import NORMS, UPSAMPLES, GeneratorConfig
-from cgdistill.nets.generator import PADDINGS
+from cgdistill.nets.generator import BLOCKS, PADDINGS
 
 FORMAT = "cgdistill"
 FORMAT_VERSION = 1
@@ -117,6 +117,7 @@ GENERATOR_FIELDS: dict[str, Entry] = {
     "out_channels": Entry(integer(1, 64)),
     "down_padding": Entry(one_of(*PADDINGS)),
     "up_padding": Entry(one_of(*PADDINGS)),
+    "block": Entry(one_of(*BLOCKS)),
 }
 DISCRIMINATOR_FIELDS: dict[str, Entry] = {
     "ndf": Entry(integer(1, 4096), required=True),

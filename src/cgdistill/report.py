@@ -44,6 +44,11 @@ def table_rows(result: Comparison) -> list[tuple[str, str, str]]:
             f"{t.throughput_ips:.2f} img/s",
             f"{s.throughput_ips:.2f} img/s",
         ),
+        *[
+            (f"Latency, batch 1, {engine}", f"{ms['teacher']:.1f} ms", f"{ms['student']:.1f} ms")
+            for engine, ms in result.engine_latency_ms.items()
+            if len(result.engine_latency_ms) > 1
+        ],
         ("PSNR to ground truth", _number(t.psnr_gt, ".2f", " dB"), _number(s.psnr_gt, ".2f", " dB")),
         ("FID (lower is better)", _number(t.fid, ".2f"), _number(s.fid, ".2f")),
         ("KID (lower is better)", _number(t.kid, ".4f"), _number(s.kid, ".4f")),

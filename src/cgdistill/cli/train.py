@@ -277,9 +277,26 @@ def distill_command(
             rich_help_panel=RUN,
         ),
     ] = None,
+    preset: Annotated[
+        str,
+        typer.Option(
+            "--preset",
+            help="Student shape: default (3 blocks, teacher's width), fast (3 blocks, 1/4 width) or fastest "
+            "(3 separable blocks, 1/4 width); --blocks, --ngf and --block override it.",
+            rich_help_panel=TRAIN,
+        ),
+    ] = "default",
     blocks: Annotated[
         int, typer.Option("--blocks", min=1, help="Residual blocks of the student.", rich_help_panel=TRAIN)
     ] = 3,
+    block: Annotated[
+        str,
+        typer.Option(
+            "--block",
+            help="Residual block: standard (two 3x3 convs) or separable (depthwise + 1x1).",
+            rich_help_panel=TRAIN,
+        ),
+    ] = "standard",
     ngf: Annotated[
         int | None,
         typer.Option(
@@ -406,21 +423,27 @@ def distill_command(
 ) -> None:
     """Distill a teacher generator into a student with fewer residual blocks (and optionally fewer channels)."""
     from cgdistill.errors import CgdistillError
+    from cgdistill.nets import BLOCKS
     from cgdistill.runs import check_direction
     from cgdistill.train.config import OBJECTIVES, DistillConfig
     from cgdistill.train.distill import INITS, distill
+    from cgdistill.train.presets import PRESETS
     from cgdistill.train.runtime import parse_amp_dtype
 
     if init not in INITS:
         raise CgdistillError(f"--init {init!r} is not valid; use {', '.join(INITS)}.")
     if objective not in OBJECTIVES:
         raise CgdistillError(f"--objective {objective!r} is not valid; use {' or '.join(OBJECTIVES)}.")
+    if block not in BLOCKS:
+        raise CgdistillError(f"--block {block!r} is not valid; use one of {', '.join(BLOCKS)}.")
+    if preset not in PRESETS:
+        raise CgdistillError(f"--preset {preset!r} is not valid; use one of {', '.join(PRESETS)}.")
     if direction is not None:
         check_direction(direction)
     check_sizes(image_size, load_size)
     parse_amp_dtype(amp_dtype)
     config = DistillConfig(
-        teacher=teacher, blocks=blocks, ngf=ngf, direction=direction, data=data, name=name,
+        teacher=teacher, preset=preset, blocks=blocks, ngf=ngf, block=block, direction=direction, data=data, name=name,
         lambda_output=lambda_output, lambda_feature=lambda_feature, lambda_gan=lambda_gan,
         lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, init=init, objective=objective,
         ema_decay=ema_decay, epochs=epochs,

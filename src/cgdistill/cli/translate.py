@@ -12,6 +12,7 @@ from cgdistill import translate as tr
 from cgdistill.checkpoint import load_generator
 from cgdistill.cli.app import app, err_console, note, show, styled
 from cgdistill.device import DEVICE_HELP, describe, pick_device
+from cgdistill.engines import check_engine, choose_engine
 from cgdistill.errors import WorkFailed
 from cgdistill.fsutil import prepare_output_dir
 
@@ -49,9 +50,18 @@ def translate(
     ] = tr.DEFAULT_BATCH_SIZE,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include images in subfolders.")] = False,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="auto (the faster of torch and onnxruntime for this model here), torch or onnxruntime (CPU, "
+            "needs the onnx extra).",
+        ),
+    ] = "auto",
 ) -> None:
     """Translate images with a teacher or student generator; writes PNGs of the same size (alpha kept)."""
     target = pick_device(device)
+    check_engine(engine)
     resolved, chosen = tr.choose_model(model, direction)
     files = tr.collect_inputs(inputs, recursive=recursive, output_dir=output)
     if not files:
@@ -59,9 +69,10 @@ def translate(
     prepare_output_dir(output, "--output")  # before the model is loaded and anything is translated
     generator, _ = load_generator(resolved.path)
     config = generator.config
+    runner = choose_engine(generator, target, engine)
     note(
-        f"Model: {resolved.label} ({resolved.role}, {config.blocks} blocks, ngf {config.ngf}), "
-        f"{chosen}, on {describe(target)}."
+        f"Model: {resolved.label} ({resolved.role}, {config.blocks} {config.block} blocks, ngf {config.ngf}), "
+        f"{chosen}, on {describe(target)} with {runner.name} ({runner.reason})."
     )
     with Progress(
         TextColumn("Translating"),
@@ -74,7 +85,7 @@ def translate(
     ) as bar:
         task = bar.add_task("translate", total=len(files))
         result = tr.translate_files(
-            generator,
+            runner.model,
             files,
             output,
             chosen,

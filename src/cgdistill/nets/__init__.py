@@ -7,12 +7,14 @@ from torch import nn
 
 from cgdistill.nets.discriminator import DiscriminatorConfig, PatchDiscriminator
 from cgdistill.nets.generator import (
+    BLOCKS,
     NORMS,
     SHARED_PREFIXES,
     UPSAMPLES,
     GeneratorConfig,
     ResnetBlock,
     ResnetGenerator,
+    SeparableResnetBlock,
 )
 from cgdistill.nets.init import init_weights
 
@@ -46,6 +48,7 @@ def count_parameters(module) -> int:
 
 
 __all__ = [
+    "BLOCKS",
     "NORMS",
     "SHARED_PREFIXES",
     "UPSAMPLES",
@@ -54,6 +57,7 @@ __all__ = [
     "PatchDiscriminator",
     "ResnetBlock",
     "ResnetGenerator",
+    "SeparableResnetBlock",
     "count_parameters",
     "evaluating",
     "init_weights",

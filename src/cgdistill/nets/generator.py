@@ -4,6 +4,11 @@ Layout (as published): 7x7 stem, two stride-2 downsampling convs, ``blocks`` res
 4*ngf channels, two 2x upsamplings, 7x7 output conv and tanh. Submodules carry names
 (``stem``, ``down``, ``blocks``, ``up``, ``head``) so that the distiller can copy the parts that
 do not depend on the number of blocks, and ``official.py`` can map the reference layout onto them.
+
+Residual blocks come in two kinds (``block``): ``standard`` (two 3x3 convs, as published) and
+``separable``, the mobile block of GAN Compression (Li et al., 2020): each 3x3 conv becomes a 3x3
+depthwise conv, a norm and a 1x1 pointwise conv, about 8x fewer multiply-accumulates per block at
+256 channels.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from torch import nn
 NORMS = ("instance", "instance-affine", "batch")
 UPSAMPLES = ("deconv", "resize-conv")
 PADDINGS = ("zeros", "reflect")
+BLOCKS = ("standard", "separable")
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class GeneratorConfig:
     # stride-2 convs (zero-padded as published) and the convs after a resize (reflect in ours).
     down_padding: str = "zeros"
     up_padding: str = "reflect"
+    block: str = "standard"
 
     def __post_init__(self) -> None:
         if self.blocks < 1:
@@ -47,6 +54,8 @@ class GeneratorConfig:
                 raise ValueError(f"{name} must be one of {', '.join(PADDINGS)}, got {getattr(self, name)!r}")
         if self.upsample == "deconv" and self.up_padding != "reflect":
             raise ValueError("up_padding applies to resize-conv upsampling only; transposed convs do not pad")
+        if self.block not in BLOCKS:
+            raise ValueError(f"block must be one of {', '.join(BLOCKS)}, got {self.block!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,6 +102,35 @@ class ResnetBlock(nn.Module):
         return x + self.conv(x)
 
 
+class SeparableResnetBlock(nn.Module):
+    """The mobile residual block: per conv, reflect pad, 3x3 depthwise, norm, 1x1 pointwise, norm.
+
+    As in GAN Compression's ``MobileResnetBlock`` (its ``SeparableConv2d`` puts a norm between the
+    depthwise and the pointwise conv, and the ReLU follows the first separable conv's norm).
+    """
+
+    def __init__(self, channels: int, norm: str) -> None:
+        super().__init__()
+        bias = conv_bias(norm)
+
+        def separable() -> list[nn.Module]:
+            return [
+                nn.ReflectionPad2d(1),
+                nn.Conv2d(channels, channels, 3, groups=channels, bias=bias),
+                norm_layer(norm, channels),
+                nn.Conv2d(channels, channels, 1, bias=bias),
+                norm_layer(norm, channels),
+            ]
+
+        self.conv = nn.Sequential(*separable(), nn.ReLU(inplace=True), *separable())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x)
+
+
+BLOCK_TYPES: dict[str, type[nn.Module]] = {"standard": ResnetBlock, "separable": SeparableResnetBlock}
+
+
 def _upsample_stage(in_ch: int, out_ch: int, cfg: GeneratorConfig) -> nn.Sequential:
     bias = conv_bias(cfg.norm)
     if cfg.upsample == "deconv":
@@ -136,7 +174,8 @@ class ResnetGenerator(nn.Module):
             norm_layer(cfg.norm, ngf * 4),
             nn.ReLU(inplace=True),
         )
-        self.blocks = nn.ModuleList(ResnetBlock(ngf * 4, cfg.norm) for _ in range(cfg.blocks))
+        block = BLOCK_TYPES[cfg.block]
+        self.blocks = nn.ModuleList(block(ngf * 4, cfg.norm) for _ in range(cfg.blocks))
         self.up = nn.Sequential(
             _upsample_stage(ngf * 4, ngf * 2, cfg),
             _upsample_stage(ngf * 2, ngf, cfg),

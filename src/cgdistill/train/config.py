@@ -79,8 +79,10 @@ class DistillConfig(TrainConfig):
     data: str | None = None  # None: the teacher's dataset
     teacher: str | None = None
     direction: str | None = None  # None: the teacher's only generator, else B2A
+    preset: str = "default"  # fills blocks/ngf/block where not given (train/presets.py)
     blocks: int = 3
     ngf: int | None = None  # None: the teacher's width
+    block: str = "standard"  # residual block kind: standard or separable
     init: str = "copy"
     objective: str = "fidelity"
     lambda_output: float = 10.0

@@ -50,8 +50,10 @@ from cgdistill.train.config import DistillConfig
 from cgdistill.train.ema import WeightAverage
 from cgdistill.train.loop import Observer, Recipe, fit
 from cgdistill.train.pool import ImagePool
+from cgdistill.train.presets import apply_preset
 from cgdistill.train.runtime import Runtime, teardown_runtime
 from cgdistill.train.session import dataset_label, open_session, read_run_config, resolve_config
+from cgdistill.train.student_init import narrow_init
 
 
 def teacher_block_for(student_block: int, student_blocks: int, teacher_blocks: int) -> int:
@@ -169,11 +171,16 @@ def build_student(config: DistillConfig, teacher: ResnetGenerator, seed: torch.G
     """The student and notes for the user on how it was initialised."""
     t_cfg = teacher.config
     ngf = config.ngf or t_cfg.ngf
-    # Everything but depth and width comes from the teacher (norm, upsampling, padding, channels),
-    # so copied layers compute what they computed in the teacher.
-    s_cfg = replace(t_cfg, blocks=config.blocks, ngf=ngf)
+    # Everything but depth, width and block kind comes from the teacher (norm, upsampling, padding,
+    # channels), so copied layers compute what they computed in the teacher.
+    s_cfg = replace(t_cfg, blocks=config.blocks, ngf=ngf, block=config.block)
     generator = ResnetGenerator(s_cfg)
     init_weights(generator, generator=seed)
+    # Adapters serve the feature loss only: without it, their weights would get no gradient (which
+    # also breaks DDP's gradient reduction), so the student's features pass through unchanged.
+    target_width = t_cfg.ngf * 4 if config.lambda_feature > 0 else ngf * 4
+    adapters = Adapters(ngf * 4, target_width, config.blocks)
+    init_weights(adapters, generator=seed)
     notes = []
     if config.init in ("copy", "copy-outer"):
         if ngf == t_cfg.ngf:
@@ -183,22 +190,32 @@ def build_student(config: DistillConfig, teacher: ResnetGenerator, seed: torch.G
             notes.append(
                 f"Copied the teacher's stem, downsampling, upsampling and output layers ({len(shared)} tensors)."
             )
-            if config.init == "copy":
+            if config.init == "copy" and s_cfg.block == t_cfg.block:
                 chosen = spread_blocks(config.blocks, t_cfg.blocks)
                 _copy_blocks(generator, teacher, chosen)
                 notes.append(
                     f"The student's residual blocks start as copies of teacher blocks {[j + 1 for j in chosen]}."
                 )
+            elif config.init == "copy":
+                notes.append(
+                    f"The student's {s_cfg.block} residual blocks start fresh: the teacher's are {t_cfg.block}, "
+                    "and one kind has no exact copy in the other."
+                )
+        elif ngf < t_cfg.ngf:
+            notes.append(
+                narrow_init(
+                    generator,
+                    adapters.convs,
+                    teacher,
+                    block_mapping(config.blocks, t_cfg.blocks),
+                    copy_blocks=config.init == "copy",
+                )
+            )
         else:
             notes.append(
                 f"The student is {ngf} channels wide and the teacher {t_cfg.ngf}: copying layers is not possible, "
                 "so every layer starts fresh."
             )
-    # Adapters serve the feature loss only: without it, their weights would get no gradient (which
-    # also breaks DDP's gradient reduction), so the student's features pass through unchanged.
-    target_width = t_cfg.ngf * 4 if config.lambda_feature > 0 else ngf * 4
-    adapters = Adapters(ngf * 4, target_width, config.blocks)
-    init_weights(adapters, generator=seed)
     if adapters.needed:
         notes.append(f"Feature adapters: {config.blocks} learned 1x1 convs from {ngf * 4} to {t_cfg.ngf * 4} channels.")
     return Student(generator, adapters), notes
@@ -387,6 +404,7 @@ class DistillRecipe(Recipe):
                 "losses": self.active,
                 "objective": self.config.objective,
                 "ema_decay": self.config.ema_decay,
+                "preset": self.config.preset,
             },
         )
 
@@ -416,12 +434,15 @@ def distill(
     teacher = load_teacher(config.teacher, config.direction)
     config.direction = teacher.direction
     config.teacher = teacher.identity
+    apply_preset(config, teacher.generator.config.ngf, given)
     if not config.data:
         if not teacher.dataset:
             raise CgdistillError(f"Teacher {teacher.identity} does not record its dataset; pass --data NAME|PATH.")
         config.data = teacher.dataset
     base = Path(teacher.identity).stem if teacher.identity.endswith(".safetensors") else teacher.identity
-    default_name = f"{base}-{teacher.direction}-{config.blocks}b"
+    default_name = f"{base}-{teacher.direction}-{config.blocks}b" + (
+        "" if config.preset == "default" else f"-{config.preset}"
+    )
     config, _ = resolve_config(config, "student", resume, default_name, given)
     source, target = teacher.direction[0], teacher.direction[-1]
     has_target = (paths.resolve_data(config.data) / f"train{target}").is_dir()
@@ -448,8 +469,8 @@ def distill(
             s_cfg = unwrap(recipe.student).generator.config
             observer.message(
                 f"Distilling {teacher.identity} ({teacher.direction}, {teacher.generator.config.blocks} blocks, "
-                f"ngf {teacher.generator.config.ngf}) into {config.name} ({s_cfg.blocks} blocks, "
-                f"ngf {s_cfg.ngf}) on {session.data_dir} on {runtime.describe()}."
+                f"ngf {teacher.generator.config.ngf}) into {config.name} ({s_cfg.blocks} {s_cfg.block} blocks, "
+                f"ngf {s_cfg.ngf}; preset {config.preset}) on {session.data_dir} on {runtime.describe()}."
             )
             for note in recipe.notes:
                 observer.message(note)

@@ -1,0 +1,246 @@
+"""Inference engines for a generator: PyTorch (fp32, or bf16 autocast on CPUs with native bf16) and onnxruntime.
+
+Every engine is an ``nn.Module`` taking and returning float32 NCHW in [-1, 1], so ``translate`` and
+``compare`` run them through the same code as a plain generator.
+
+Rules (docs/usage-translate-compare.md):
+
+- **bf16 on the CPU**: on a CPU with native bf16 (AVX512-BF16 or AMX) the torch engine runs under
+  bf16 autocast only when, on a fixed probe image, its output stays within ``BF16_MIN_PSNR_DB`` of
+  the fp32 output; elsewhere bf16 is emulated and slow, so it stays fp32.
+- **auto**: on a GPU, torch. On the CPU, torch (as above) against onnxruntime fp32 when the
+  ``onnx`` extra is installed: both are timed at 256x256, batch 1 (one warm-up and three interleaved
+  runs each) and the lower median wins. The verdict depends only on the architecture and the
+  machine, so it is kept in ``<home>/engine-choices.json`` and measured once per architecture,
+  machine and library versions.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cgdistill import paths
+from cgdistill.errors import CgdistillError
+from cgdistill.fsutil import atomic_write_text
+
+ENGINES = ("auto", "torch", "onnxruntime")
+BF16_MIN_PSNR_DB = 40.0
+PROBE_SIDE = 128  # the bf16 fidelity probe
+TIMING_SIDE = 256  # where auto compares engines: the published training and test size
+CACHE_FILE = "engine-choices.json"
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: where bf16 convolutions beat fp32 (elsewhere bf16 is emulated)."""
+    from cgdistill.train.runtime import cpu_has_fast_bf16
+
+    return cpu_has_fast_bf16()
+
+
+class CpuBf16(nn.Module):
+    """A generator run under CPU bf16 autocast, returning float32."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+        self.config = getattr(generator, "config", None)
+        self.multiple = getattr(generator, "multiple", 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.generator(x).float()
+
+
+class OnnxRuntimeGenerator(nn.Module):
+    """A generator exported to ONNX and run by onnxruntime on the CPU (no parameters on the torch side)."""
+
+    def __init__(self, generator: nn.Module, threads: int | None = None) -> None:
+        super().__init__()
+        from cgdistill.export import make_session, to_onnx_bytes
+
+        self.config = generator.config
+        self.multiple = getattr(generator, "multiple", 4)
+        self.session = make_session(to_onnx_bytes(generator), threads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from cgdistill.export import INPUT_NAME, OUTPUT_NAME
+
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0]).to(x.device)
+
+
+def probe_image(side: int = PROBE_SIDE, seed: int = 0) -> torch.Tensor:
+    """A fixed photo-like probe: smooth colour regions plus fine texture, in [-1, 1]."""
+    gen = torch.Generator().manual_seed(seed)
+    coarse = F.interpolate(
+        torch.rand(1, 3, 8, 8, generator=gen), size=(side, side), mode="bicubic", align_corners=False
+    )
+    fine = torch.rand(1, 3, side, side, generator=gen) * 0.2
+    return (coarse * 0.8 + fine).clamp(0, 1) * 2 - 1
+
+
+def bf16_psnr(generator: nn.Module, image: torch.Tensor | None = None) -> float:
+    """PSNR (dB, on [0, 1]) of the generator's bf16-autocast output against its fp32 output."""
+    from cgdistill.evaluate import psnr
+
+    x = probe_image() if image is None else image
+    with torch.inference_mode():
+        reference = generator(x).float()
+        low = CpuBf16(generator)(x)
+    return psnr((low + 1) / 2, (reference + 1) / 2)
+
+
+@dataclass
+class Engine:
+    """A runnable model and how it was chosen (one line for the user)."""
+
+    name: str
+    model: nn.Module
+    reason: str
+
+
+def torch_engine(generator: nn.Module, device: torch.device) -> Engine:
+    """PyTorch on ``device``: on a CPU with native bf16, bf16 autocast when it keeps 40 dB to fp32."""
+    from cgdistill.translate import prepare_generator
+
+    model = prepare_generator(generator, device)
+    if device.type == "cuda":
+        return Engine("torch", model, "CUDA: bf16/fp16 autocast")
+    if device.type != "cpu":
+        return Engine("torch fp32", model, f"{device.type}: full precision")
+    if not cpu_has_native_bf16():
+        return Engine("torch fp32", model, "this CPU has no native bf16")
+    fidelity = bf16_psnr(model)
+    if fidelity >= BF16_MIN_PSNR_DB:
+        return Engine("torch bf16", CpuBf16(model), f"bf16 autocast keeps {fidelity:.1f} dB PSNR to fp32")
+    return Engine("torch fp32", model, f"bf16 autocast would give only {fidelity:.1f} dB PSNR to fp32")
+
+
+def onnxruntime_engine(generator: nn.Module, device: torch.device) -> Engine:
+    if device.type != "cpu":
+        raise CgdistillError(f"--engine onnxruntime runs on the CPU, not {device}; pass --device cpu.")
+    return Engine("onnxruntime fp32", OnnxRuntimeGenerator(generator.eval()), "CPU execution provider")
+
+
+def median_latency_ms(
+    models: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, *, repeats: int = 3, warmup: int = 1
+) -> dict[str, float]:
+    """Median batch-1 latency of each model, in interleaved turns so that outside load hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for turn in range(warmup + repeats):
+            for name, model in models.items():
+                start = time.perf_counter()
+                model(x)
+                if x.device.type == "cuda":
+                    torch.cuda.synchronize(x.device)
+                if turn >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) * 1000.0 for name, values in times.items()}
+
+
+def _cache_key(generator: nn.Module, torch_name: str) -> str:
+    import onnxruntime
+
+    cpu = torch.backends.cpu.get_cpu_capability()
+    return (
+        f"{json.dumps(generator.config.to_dict(), sort_keys=True)}|{torch_name}|{platform.processor() or platform.machine()}"
+        f"|{cpu}|{torch.get_num_threads()} threads|torch {torch.__version__}|onnxruntime {onnxruntime.__version__}"
+    )
+
+
+def _read_cache() -> dict:
+    path = paths.home() / CACHE_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(cache: dict) -> None:
+    path = paths.home() / CACHE_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(cache, indent=1, sort_keys=True))
+    except OSError:
+        pass  # a read-only home only costs a re-measurement next time
+
+
+def check_engine(engine: str) -> None:
+    """Refuse an unknown ``--engine``, or onnxruntime without the extra, before any work is done."""
+    from cgdistill.export import require_onnx
+
+    if engine not in ENGINES:
+        raise CgdistillError(f"--engine {engine!r} is not valid; use one of {', '.join(ENGINES)}.")
+    if engine == "onnxruntime":
+        require_onnx()
+
+
+def choose_engine(generator: nn.Module, device: torch.device, engine: str = "auto") -> Engine:
+    """The engine ``--engine`` names; ``auto`` picks the faster available one (see the module docstring)."""
+    from cgdistill.export import onnx_available
+
+    check_engine(engine)
+    if engine == "onnxruntime":
+        return onnxruntime_engine(generator, device)
+    candidate = torch_engine(generator, device)
+    if engine == "torch" or device.type != "cpu":
+        return candidate
+    if not onnx_available():
+        return Engine(candidate.name, candidate.model, f"{candidate.reason}; onnxruntime is not installed")
+    key = _cache_key(generator, candidate.name)
+    cache = _read_cache()
+    ort_engine = None
+    if key not in cache:
+        ort_engine = onnxruntime_engine(generator, device)
+        x = probe_image(TIMING_SIDE)
+        cache[key] = median_latency_ms({candidate.name: candidate.model, ort_engine.name: ort_engine.model}, x)
+        _write_cache(cache)
+    ms = cache[key]
+    timing = ", ".join(f"{name} {value:.0f} ms" for name, value in ms.items())
+    reason = f"auto: faster at {TIMING_SIDE}x{TIMING_SIDE} on this machine ({timing})"
+    if min(ms, key=ms.get) == candidate.name:
+        return Engine(candidate.name, candidate.model, f"{reason}; {candidate.reason}")
+    return Engine("onnxruntime fp32", (ort_engine or onnxruntime_engine(generator, device)).model, reason)
+
+
+def available_engines(generator: nn.Module, device: torch.device) -> dict[str, nn.Module]:
+    """Every engine that can run ``generator`` on ``device``, for timing side by side (``compare``)."""
+    from cgdistill.export import onnx_available
+    from cgdistill.translate import prepare_generator
+
+    model = prepare_generator(generator, device)
+    if device.type != "cpu":
+        return {"torch": model}
+    engines: dict[str, nn.Module] = {"torch fp32": model}
+    if cpu_has_native_bf16():
+        engines["torch bf16"] = CpuBf16(model)
+    if onnx_available():
+        engines["onnxruntime fp32"] = OnnxRuntimeGenerator(model)
+    return engines
+
+
+def engine_latencies(
+    models: dict[str, nn.Module], image_size: int, device: torch.device, *, repeats: int = 5
+) -> dict[str, dict[str, float]]:
+    """``{engine: {model name: batch-1 latency ms}}`` for every available engine, all interleaved in one loop."""
+    runners: dict[str, nn.Module] = {}
+    for role, generator in models.items():
+        for engine, module in available_engines(generator, device).items():
+            runners[f"{engine}\n{role}"] = module
+    x = torch.rand(1, 3, image_size, image_size, device=device) * 2 - 1
+    ms = median_latency_ms(runners, x, repeats=repeats)
+    table: dict[str, dict[str, float]] = {}
+    for key, value in ms.items():
+        engine, role = key.split("\n")
+        table.setdefault(engine, {})[role] = value
+    return table

@@ -1,0 +1,56 @@
+"""Named student shapes for ``distill --preset``: depth, width and residual-block kind in one word.
+
+A preset fills in ``blocks``, ``ngf`` and ``block`` unless the user set them; widths are fractions
+of the teacher's, so a preset means the same trade-off for any teacher. The latency and fidelity
+behind each choice are in docs/benchmarks.md and docs/distillation.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from cgdistill.errors import CgdistillError
+from cgdistill.train.config import DistillConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    blocks: int
+    width: float  # student ngf as a fraction of the teacher's
+    block: str
+    summary: str
+
+
+PRESETS: dict[str, Preset] = {
+    "default": Preset(3, 1.0, "standard", "3 standard blocks at the teacher's width (outer layers copied)"),
+    "fast": Preset(3, 0.25, "standard", "3 standard blocks at a quarter of the teacher's width"),
+    "fastest": Preset(3, 0.25, "separable", "3 depthwise-separable blocks at a quarter of the teacher's width"),
+}
+SHAPE_FIELDS = ("blocks", "ngf", "block")
+
+
+def preset_ngf(preset: Preset, teacher_ngf: int) -> int | None:
+    """The student width a preset gives for a teacher of ``teacher_ngf`` (None: the teacher's own)."""
+    if preset.width == 1.0:
+        return None
+    return max(1, round(teacher_ngf * preset.width))
+
+
+def apply_preset(config: DistillConfig, teacher_ngf: int, given: set[str] | None = None) -> list[str]:
+    """Fill the student's shape from ``config.preset`` where the user did not set it; returns what was set.
+
+    A field counts as set when ``given`` (the flags named on the command line) holds it, or when it
+    differs from its default (library use, where nothing says which fields a caller wrote).
+    """
+    if config.preset not in PRESETS:
+        raise CgdistillError(f"--preset {config.preset!r} is not valid; use one of {', '.join(PRESETS)}.")
+    preset = PRESETS[config.preset]
+    defaults = {f.name: f.default for f in fields(DistillConfig)}
+    given = set(given or ()) | {name for name in SHAPE_FIELDS if getattr(config, name) != defaults[name]}
+    values = {"blocks": preset.blocks, "ngf": preset_ngf(preset, teacher_ngf), "block": preset.block}
+    applied = []
+    for name in SHAPE_FIELDS:
+        if name not in given:
+            setattr(config, name, values[name])
+            applied.append(name)
+    return applied

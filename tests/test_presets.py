@@ -1,0 +1,87 @@
+"""distill --preset: named student shapes that explicit flags override."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cgdistill import paths
+from cgdistill.checkpoint import read_info
+from cgdistill.data.toy import make_toy_dataset
+from cgdistill.errors import CgdistillError
+from cgdistill.train.config import DistillConfig, TeacherConfig
+from cgdistill.train.presets import apply_preset
+from cgdistill.train.teacher import train_teacher
+
+
+def test_fastest_is_three_separable_blocks_at_a_quarter_of_the_teacher_width():
+    config = DistillConfig(preset="fastest")
+    apply_preset(config, teacher_ngf=64)
+    assert (config.blocks, config.ngf, config.block) == (3, 16, "separable")
+
+
+def test_default_keeps_the_seed_student():
+    config = DistillConfig()
+    apply_preset(config, teacher_ngf=64)
+    assert (config.blocks, config.ngf, config.block) == (3, None, "standard")
+
+
+def test_flags_given_on_the_command_line_override_the_preset():
+    config = DistillConfig(preset="fast", blocks=3, block="separable")
+    apply_preset(config, teacher_ngf=64, given={"block"})
+    assert (config.blocks, config.ngf, config.block) == (3, 16, "separable")
+
+
+def test_in_library_use_a_non_default_field_overrides_the_preset():
+    config = DistillConfig(preset="fastest", ngf=24)
+    apply_preset(config, teacher_ngf=64, given={"max_steps"})  # as a resumed study passes it
+    assert (config.ngf, config.block) == (24, "separable")
+
+
+def test_an_unknown_preset_is_refused_by_name():
+    with pytest.raises(CgdistillError, match="'tiny' is not valid; use one of default, fast, fastest"):
+        apply_preset(DistillConfig(preset="tiny"), teacher_ngf=64)
+
+
+@pytest.fixture
+def teacher_run(home):
+    make_toy_dataset(paths.dataset_path("toy"), size=32, n_train=4, n_test=2)
+    return train_teacher(
+        TeacherConfig(data="toy", name="teacher", blocks=2, ngf=8, ndf=4, image_size=24, load_size=28, max_steps=1,
+                      pool_size=2, sample_every=1000)
+    )  # fmt: skip
+
+
+def test_the_cli_preset_shapes_the_student_and_is_stored(cli, teacher_run):
+    common = ("--teacher", "teacher", "--direction", "A2B", "--max-steps", "1", "--image-size", "24",
+              "--load-size", "28", "--ndf", "4", "--device", "cpu", "--no-amp")  # fmt: skip
+    result = cli("distill", *common, "--preset", "fastest", "--name", "fastest")
+    assert result.code == 0, result.err
+    settings = json.loads((paths.run_path("fastest") / "config.json").read_text())["settings"]
+    assert (settings["preset"], settings["blocks"], settings["ngf"], settings["block"]) == (
+        "fastest",
+        3,
+        2,
+        "separable",
+    )
+    info = read_info(paths.run_path("fastest") / "G.safetensors")
+    assert (info.config["ngf"], info.config["block"], info.extra["preset"]) == (2, "separable", "fastest")
+
+    result = cli("distill", *common, "--preset", "fastest", "--ngf", "4", "--blocks", "1", "--name", "override")
+    assert result.code == 0, result.err
+    shape = read_info(paths.run_path("override") / "G.safetensors").config
+    assert (shape["ngf"], shape["blocks"], shape["block"]) == (4, 1, "separable")
+
+
+def test_the_cli_refuses_an_unknown_block_kind(cli, teacher_run):
+    result = cli("distill", "--teacher", "teacher", "--block", "mobile")
+    assert result.code == 2 and "--block 'mobile' is not valid" in result.err_text
+
+
+def test_a_preset_student_gets_its_own_default_run_name(cli, teacher_run):
+    common = ("--teacher", "teacher", "--direction", "A2B", "--max-steps", "1", "--image-size", "24",
+              "--load-size", "28", "--ndf", "4", "--device", "cpu", "--no-amp")  # fmt: skip
+    assert cli("distill", *common).code == 0
+    assert cli("distill", *common, "--preset", "fast").code == 0
+    assert paths.run_path("teacher-A2B-3b").is_dir() and paths.run_path("teacher-A2B-3b-fast").is_dir()
