@@ -40,7 +40,7 @@ def teacher_run(home: Path) -> Path:
 def tiny(**overrides) -> DistillConfig:
     settings = dict(
         blocks=2, image_size=24, load_size=28, ndf=4, pool_size=2, epochs=1, epochs_decay=1, sample_every=1000,
-        save_every=1000, log_every=1, eval_every=2, seed=1,
+        save_every=1000, log_every=1, eval_every=2, seed=1, device="cpu",  # bitwise resume is a CPU promise
     )  # fmt: skip
     settings.update(overrides)
     return DistillConfig(**settings)

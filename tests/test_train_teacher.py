@@ -33,6 +33,7 @@ def tiny(**overrides) -> TeacherConfig:
     settings = dict(
         data="toy", blocks=2, ngf=4, ndf=4, image_size=24, load_size=28, pool_size=2,
         epochs=1, epochs_decay=1, save_every=1000, sample_every=3, log_every=1, seed=3,
+        device="cpu",  # bitwise resume is a CPU promise (docs/training.md)
     )  # fmt: skip
     settings.update(overrides)
     return TeacherConfig(**settings)
