@@ -24,6 +24,7 @@ from cgdistill import paths
 from cgdistill.checkpoint import load_generator
 from cgdistill.evaluate import load_test_set, psnr, run_model, ssim, to_unit
 from cgdistill.plots import read_metrics
+from cgdistill.runs import METRICS_FILE
 from cgdistill.train.config import DistillConfig
 from cgdistill.train.distill import distill, load_teacher
 from cgdistill.translate import prepare_generator
@@ -103,7 +104,7 @@ def main() -> None:
             seconds = time.perf_counter() - started
             curve = [
                 {"step": r["step"], "psnr": r["psnr_to_teacher"], "ssim": r.get("ssim_to_teacher")}
-                for r in read_metrics(run / "metrics.jsonl")
+                for r in read_metrics(run / METRICS_FILE)
                 if "psnr_to_teacher" in r and r["step"] % args.eval_every == 0
             ]
             p, s = final_fidelity(run, teacher_out, tests.inputs)

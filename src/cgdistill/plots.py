@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cgdistill.fsutil import atomic_write_text
+from cgdistill.runs import METRICS_FILE
 
 CURVES_FILE = "curves.svg"
 FIDELITY_KEYS = ("psnr_to_teacher", "ssim_to_teacher")
@@ -133,15 +134,8 @@ def _panel(series: Series, title: str, y_label: str, top: float, *, log_y: bool 
     return parts
 
 
-def curves_svg(records: Sequence[dict]) -> str:
-    """Losses (log scale) and, when the run measured it, fidelity to the teacher, versus steps."""
-    loss_keys = sorted(
-        {k for r in records for k, v in r.items() if k not in _NOT_LOSSES and isinstance(v, int | float)}
-    )
-    panels = [_panel(_series(records, loss_keys), "Losses", "loss (log scale)", 0, log_y=True)]
-    fidelity = _series(records, ["psnr_to_teacher"])
-    if fidelity["psnr_to_teacher"]:
-        panels.append(_panel(fidelity, "Fidelity to the teacher (held-out images)", "PSNR (dB)", _PANEL_HEIGHT))
+def _document(panels: list[list[str]]) -> str:
+    """A standalone SVG holding ``panels`` stacked top to bottom."""
     height = _PANEL_HEIGHT * len(panels)
     body = "\n".join(part for panel in panels for part in panel)
     return (
@@ -151,22 +145,29 @@ def curves_svg(records: Sequence[dict]) -> str:
     )
 
 
+def curves_svg(records: Sequence[dict]) -> str:
+    """Losses (log scale) and, when the run measured it, fidelity to the teacher, versus steps."""
+    loss_keys = sorted(
+        {k for r in records for k, v in r.items() if k not in _NOT_LOSSES and isinstance(v, int | float)}
+    )
+    panels = [_panel(_series(records, loss_keys), "Losses", "loss (log scale)", 0, log_y=True)]
+    fidelity = _series(records, ["psnr_to_teacher"])
+    if fidelity["psnr_to_teacher"]:
+        panels.append(_panel(fidelity, "Fidelity to the teacher (held-out images)", "PSNR (dB)", _PANEL_HEIGHT))
+    return _document(panels)
+
+
 def fidelity_svg(records: Sequence[dict]) -> str | None:
     """The fidelity panel alone (for the compare report), or None when the run never measured it."""
     fidelity = _series(records, ["psnr_to_teacher"])
     if not fidelity["psnr_to_teacher"]:
         return None
-    body = "\n".join(_panel(fidelity, "Student fidelity to the teacher during distillation", "PSNR (dB)", 0))
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{_PANEL_HEIGHT}" '
-        f'viewBox="0 0 {_WIDTH} {_PANEL_HEIGHT}" font-family="sans-serif">\n'
-        f'<rect width="100%" height="100%" fill="white"/>\n{body}\n</svg>\n'
-    )
+    return _document([_panel(fidelity, "Student fidelity to the teacher during distillation", "PSNR (dB)", 0)])
 
 
-def write_curves(run_dir: Path, metrics_file: str = "metrics.jsonl") -> Path | None:
+def write_curves(run_dir: Path) -> Path | None:
     """Redraw ``run_dir/curves.svg`` from the run's metrics (atomically); None when there are none yet."""
-    path = run_dir / metrics_file
+    path = run_dir / METRICS_FILE
     if not path.is_file():
         return None
     target = run_dir / CURVES_FILE

@@ -230,7 +230,7 @@ def fit(
                 scalers=scalers,
                 extra=recipe.state_extra(),
             )
-            write_curves(run_dir, METRICS_FILE)
+            write_curves(run_dir)
             if on_checkpoint:
                 on_checkpoint(position.step)
         if runtime.distributed:
@@ -310,7 +310,7 @@ def fit(
                         }
                         _write_metrics(run_dir, record)
                         if metrics:
-                            write_curves(run_dir, METRICS_FILE)
+                            write_curves(run_dir)
                         if tensorboard is not None:
                             for key, value in {**values, **metrics, "lr": config.lr * factor}.items():
                                 tensorboard.add_scalar(key, value, step)
