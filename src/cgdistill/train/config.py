@@ -1,44 +1,112 @@
-"""Training settings: one typed field per CLI flag, resolved once and stored in the run's config.json."""
+"""Training settings: one typed field per CLI flag, resolved once and stored in the run's config.json.
+
+These dataclasses are the one source of every ``train-teacher`` and ``distill`` flag: each field's
+metadata (``flag(...)``, train/flags.py) gives its help, panel, bounds, choices and whether it may
+change on ``--resume``, and cli/train.py builds the commands from them. To add a flag, add a field
+here; the trainer reads it from the config (e.g. ``--blocks`` -> ``DistillConfig.blocks`` ->
+``build_student`` in train/distill.py). A setting without a flag says so with ``internal()``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+
+from cgdistill.device import DEVICE_HELP
+from cgdistill.metadata import DIRECTIONS
+from cgdistill.nets.generator import BLOCKS, NORMS, UPSAMPLES
+from cgdistill.train.flags import PERF, RUN, TRAIN, flag, resumable_fields
+
+# Modules that import this one hold these choices; they are read when a value is checked.
+AMP_DTYPES = "cgdistill.train.runtime:AMP_DTYPES"
+COMPILE_MODES = "cgdistill.train.runtime:COMPILE_MODES"
+PRESETS = "cgdistill.train.presets:PRESETS"
+INITS = "cgdistill.train.distill:INITS"
 
 
 @dataclass
 class TrainConfig:
     """What the teacher trainer and the distiller share (the design's training flags)."""
 
-    data: str = "monet2photo"
-    name: str | None = None
-    epochs: int = 100
-    epochs_decay: int = 100
-    max_steps: int | None = None
-    image_size: int = 256
-    load_size: int = 286
-    batch_size: int = 1
-    flip: bool = True
-    ndf: int = 64
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    lambda_cycle: float = 10.0
-    lambda_identity: float = 0.5
-    pool_size: int = 50
-    device: str = "auto"
-    amp: bool | None = None  # None: on for CUDA, and on CPUs with bf16 units
-    amp_dtype: str | None = None  # "bf16" | "fp16"; None: bf16 where native (GPU >= Ampere, CPU), else fp16
-    channels_last: bool | None = None  # None: on for CUDA
-    compile: bool = False
-    compile_mode: str | None = None  # "default" | "reduce-overhead" (CUDA graphs, CUDA only); naming one compiles
-    fuse_passes: bool | None = None  # None: batch same-network passes on CUDA (instance norm only)
-    deterministic: bool = False  # deterministic kernels (CUDA: slower; see docs/training.md)
-    workers: int | None = None  # None: 4 on CUDA, 0 on the CPU (decoding is cheap next to a CPU step)
-    seed: int = 0
-    save_every: int = 1000
-    sample_every: int = 500
-    log_every: int = 10
-    tensorboard: bool = False
+    data: str = field(
+        default="monet2photo",
+        metadata=flag("Dataset name under the home, or a folder with trainA/ trainB/.", panel=RUN),
+    )
+    name: str | None = field(default=None, metadata=flag("Run name (default: derived from the dataset).", panel=RUN))
+    epochs: int = field(default=100, metadata=flag("Epochs at the initial learning rate.", panel=TRAIN, min=0))
+    epochs_decay: int = field(default=100, metadata=flag("Epochs of linear decay to zero.", panel=TRAIN, min=0))
+    max_steps: int | None = field(
+        default=None, metadata=flag("Stop after this many steps in total.", panel=RUN, min=1, resumable=True)
+    )
+    image_size: int = field(
+        default=256, metadata=flag("Random crop size (at least 24: the PatchGAN needs it).", panel=TRAIN, min=24)
+    )
+    load_size: int = field(
+        default=286, metadata=flag("Images are resized to this before cropping.", panel=TRAIN, min=8)
+    )
+    batch_size: int = field(default=1, metadata=flag("Images per step (per GPU under torchrun).", panel=TRAIN, min=1))
+    flip: bool = field(default=True, metadata=flag("Random horizontal flips of the training images.", panel=TRAIN))
+    ndf: int = field(default=64, metadata=flag("Discriminator width.", panel=TRAIN, min=1))
+    lr: float = field(default=2e-4, metadata=flag("Adam learning rate.", panel=TRAIN, min=0.0))
+    beta1: float = field(
+        default=0.5, metadata=flag("Adam's first-moment decay (0.5 in the published recipe).", panel=TRAIN,
+                                   min=0.0, max=0.99999)
+    )  # fmt: skip
+    beta2: float = field(default=0.999, metadata=flag("Adam's second-moment decay.", panel=TRAIN, min=0.0, max=0.99999))
+    lambda_cycle: float = field(default=10.0, metadata=flag("Weight of the cycle loss.", panel=TRAIN, min=0.0))
+    lambda_identity: float = field(
+        default=0.5, metadata=flag("Identity loss weight, as a fraction of --lambda-cycle.", panel=TRAIN, min=0.0)
+    )
+    pool_size: int = field(
+        default=50, metadata=flag("Generated images kept for the discriminators.", panel=TRAIN, min=0)
+    )
+    device: str = field(default="auto", metadata=flag(DEVICE_HELP, panel=PERF, resumable=True))
+    amp: bool | None = field(
+        default=None,
+        metadata=flag("Mixed precision (default: on for CUDA, and on CPUs with bf16 units).", panel=PERF,
+                      resumable=True),
+    )  # fmt: skip
+    amp_dtype: str | None = field(
+        default=None,
+        metadata=flag(
+            "bf16 or fp16 under --amp (default: bf16 where the hardware has it natively, fp16 on GPUs older "
+            "than Ampere, with loss scaling). Naming one turns --amp on.",
+            panel=PERF, choices=AMP_DTYPES, resumable=True,
+        ),
+    )  # fmt: skip
+    channels_last: bool | None = field(
+        default=None, metadata=flag("NHWC memory format (default: on for CUDA).", panel=PERF, resumable=True)
+    )
+    compile: bool = field(default=False, metadata=flag("torch.compile the networks.", panel=PERF, resumable=True))
+    compile_mode: str | None = field(
+        default=None,
+        metadata=flag(
+            "default, or reduce-overhead (CUDA graphs; CUDA only). Naming one turns --compile on.",
+            panel=PERF, choices=COMPILE_MODES, resumable=True,
+        ),
+    )  # fmt: skip
+    deterministic: bool = field(
+        default=False,
+        metadata=flag(
+            "Deterministic kernels (cudnn autotuning off); slower on CUDA. CPU runs are deterministic anyway.",
+            panel=PERF, resumable=True,
+        ),
+    )  # fmt: skip
+    workers: int | None = field(
+        default=None,
+        metadata=flag("Data loading processes (default: 4 on CUDA, 0 on CPU).", panel=PERF, min=0, resumable=True),
+    )
+    seed: int = field(default=0, metadata=flag("Seed for initialisation, data order and augmentation.", panel=RUN))
+    save_every: int = field(default=1000, metadata=flag("Checkpoint every N steps.", panel=RUN, min=1, resumable=True))
+    sample_every: int = field(
+        default=500, metadata=flag("Write a sample grid every N steps.", panel=RUN, min=1, resumable=True)
+    )
+    log_every: int = field(
+        default=10, metadata=flag("Append to metrics.jsonl every N steps.", panel=RUN, min=1, resumable=True)
+    )
+    tensorboard: bool = field(
+        default=False,
+        metadata=flag("Also log to TensorBoard (needs the tensorboard extra).", panel=RUN, resumable=True),
+    )
 
     @property
     def total_epochs(self) -> int:
@@ -57,10 +125,19 @@ class TrainConfig:
 class TeacherConfig(TrainConfig):
     """The published CycleGAN recipe: two ResNet-9 generators and two 70x70 PatchGANs."""
 
-    blocks: int = 9
-    ngf: int = 64
-    norm: str = "instance"
-    upsample: str = "deconv"
+    blocks: int = field(default=9, metadata=flag("Residual blocks per generator.", panel=TRAIN, min=1))
+    ngf: int = field(default=64, metadata=flag("Generator width.", panel=TRAIN, min=1))
+    norm: str = field(
+        default="instance", metadata=flag("instance, instance-affine or batch.", panel=TRAIN, choices=NORMS)
+    )
+    upsample: str = field(
+        default="deconv", metadata=flag("deconv (published) or resize-conv.", panel=TRAIN, choices=UPSAMPLES)
+    )
+    # Only the teacher's step has passes to batch (a generator's translation and identity passes).
+    fuse_passes: bool | None = field(
+        default=None,
+        metadata=flag("Batch passes through one network (default: on for CUDA).", panel=PERF, resumable=True),
+    )
 
 
 # What each distillation objective weighs, where the user gave no --lambda-* flag. ``fidelity``
@@ -76,25 +153,88 @@ OBJECTIVES: dict[str, dict[str, float]] = {
 class DistillConfig(TrainConfig):
     """A student with fewer blocks learns one teacher generator (see docs/distillation.md for the defaults)."""
 
-    data: str | None = None  # None: the teacher's dataset
-    teacher: str | None = None
-    direction: str | None = None  # None: the teacher's only generator, else B2A
-    preset: str = "default"  # fills blocks/ngf/block where not given (train/presets.py)
-    blocks: int = 3
-    ngf: int | None = None  # None: the teacher's width
-    block: str = "standard"  # residual block kind: standard or separable
-    init: str = "copy"
-    objective: str = "fidelity"
-    lambda_output: float = 10.0
-    lambda_feature: float = 1.0
-    lambda_gan: float | None = None  # None: as the objective says
-    lambda_cycle: float | None = None
-    lambda_identity: float | None = None
-    ema_decay: float = 0.999  # 0: save the raw weights
-    batch_size: int = 4  # crops per step: distilling is cheap per image, and 4 measured clearly better than 1
+    teacher: str | None = field(
+        default=None,
+        metadata=flag("Teacher run name or generator .safetensors file (default: the newest teacher run).", panel=RUN),
+    )
+    direction: str | None = field(
+        default=None,
+        metadata=flag(
+            "B2A or A2B: which teacher generator to distill (default: B2A, or the teacher's only one).",
+            panel=RUN, choices=DIRECTIONS,
+        ),
+    )  # fmt: skip
+    data: str | None = field(
+        default=None, metadata=flag("Dataset name or folder (default: the teacher's dataset).", panel=RUN)
+    )
+    preset: str = field(
+        default="default",
+        metadata=flag(
+            "Student shape: default (3 blocks, teacher's width), fast (3 blocks, 1/4 width) or fastest "
+            "(3 separable blocks, 1/4 width); --blocks, --ngf and --block override it.",
+            panel=TRAIN, choices=PRESETS,
+        ),
+    )  # fmt: skip
+    blocks: int = field(default=3, metadata=flag("Residual blocks of the student.", panel=TRAIN, min=1))
+    ngf: int | None = field(default=None, metadata=flag("Student width (default: the teacher's).", panel=TRAIN, min=1))
+    block: str = field(
+        default="standard",
+        metadata=flag(
+            "Residual block: standard (two 3x3 convs) or separable (depthwise + 1x1).", panel=TRAIN, choices=BLOCKS
+        ),
+    )
+    init: str = field(
+        default="copy",
+        metadata=flag(
+            "copy (the teacher's outer layers and evenly spaced blocks), copy-outer (outer layers only) or random.",
+            panel=TRAIN, choices=INITS,
+        ),
+    )  # fmt: skip
+    objective: str = field(
+        default="fidelity",
+        metadata=flag(
+            "fidelity (imitate the teacher: output and feature losses) or domain (also GAN, cycle and "
+            "identity losses, as the seed method).",
+            panel=TRAIN, choices=OBJECTIVES,
+        ),
+    )  # fmt: skip
+    lambda_output: float = field(
+        default=10.0, metadata=flag("Weight of the L1 to the teacher's output.", panel=TRAIN, min=0.0)
+    )
+    lambda_feature: float = field(
+        default=1.0, metadata=flag("Weight of the L2 between hidden states.", panel=TRAIN, min=0.0)
+    )
+    # None: as the objective says (resolve_objective).
+    lambda_gan: float | None = field(
+        default=None,
+        metadata=flag("Weight of the GAN loss (default: 0 for fidelity, 1 for domain).", panel=TRAIN, min=0.0),
+    )
+    lambda_cycle: float | None = field(
+        default=None,
+        metadata=flag("Weight of the cycle loss (default: 0 for fidelity, 10 for domain).", panel=TRAIN, min=0.0),
+    )
+    lambda_identity: float | None = field(
+        default=None,
+        metadata=flag(
+            "Identity loss weight as a fraction of --lambda-cycle (default: 0 for fidelity, 0.5 for domain).",
+            panel=TRAIN, min=0.0,
+        ),
+    )  # fmt: skip
+    ema_decay: float = field(
+        default=0.999,
+        metadata=flag(
+            "Save and evaluate an exponential moving average of the student's weights with this decay; "
+            "0 saves the raw weights.",
+            panel=TRAIN, min=0.0, max=0.99999,
+        ),
+    )  # fmt: skip
+    # Crops per step: distilling is cheap per image, and 4 measured clearly better than 1.
+    batch_size: int = 4
     epochs: int = 25
     epochs_decay: int = 25
-    eval_every: int = 100
+    eval_every: int = field(
+        default=100, metadata=flag("Measure student-to-teacher PSNR every N steps.", panel=RUN, min=1, resumable=True)
+    )
 
     @classmethod
     def from_dict(cls, values: dict):
@@ -111,21 +251,6 @@ class DistillConfig(TrainConfig):
                 setattr(self, key, value)
 
 
-# Flags that may change when a run is resumed; everything else comes from the stored config.
-RESUMABLE_FIELDS = (
-    "max_steps",
-    "device",
-    "amp",
-    "amp_dtype",
-    "channels_last",
-    "compile",
-    "compile_mode",
-    "fuse_passes",
-    "deterministic",
-    "workers",
-    "save_every",
-    "sample_every",
-    "log_every",
-    "eval_every",
-    "tensorboard",
-)
+# Flags that may change when a run is resumed (either command's); everything else comes from the
+# stored config. Each command's own set is ``resumable_fields(its config class)``.
+RESUMABLE_FIELDS = tuple(sorted(resumable_fields(TeacherConfig) | resumable_fields(DistillConfig)))

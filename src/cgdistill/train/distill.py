@@ -168,7 +168,11 @@ def _copy_blocks(generator: ResnetGenerator, teacher: ResnetGenerator, chosen: l
 
 
 def build_student(config: DistillConfig, teacher: ResnetGenerator, seed: torch.Generator) -> tuple[Student, list[str]]:
-    """The student and notes for the user on how it was initialised."""
+    """The student and notes for the user on how it was initialised.
+
+    Its shape is ``config.blocks``, ``config.ngf`` and ``config.block``: the ``--blocks``, ``--ngf``
+    and ``--block`` flags, which are those fields of ``DistillConfig`` (train/config.py).
+    """
     t_cfg = teacher.config
     ngf = config.ngf or t_cfg.ngf
     # Everything but depth, width and block kind comes from the teacher (norm, upsampling, padding,

@@ -273,8 +273,10 @@ def setup_runtime(config: TrainConfig, *, norm: str = "instance") -> Runtime:
         torch.backends.cudnn.allow_tf32 = True
     amp_dtype = choose_amp_dtype(config.amp, config.amp_dtype, device)
     channels_last = config.channels_last if config.channels_last is not None else cuda
-    # Batching passes through one network is exact only when every norm is per sample.
-    fuse = (config.fuse_passes if config.fuse_passes is not None else cuda) and norm.startswith("instance")
+    # Batching passes through one network is exact only when every norm is per sample. Only the
+    # teacher's config has the setting: the distiller's step has no passes to batch.
+    fuse_passes = getattr(config, "fuse_passes", False)
+    fuse = (fuse_passes if fuse_passes is not None else cuda) and norm.startswith("instance")
     workers = config.workers if config.workers is not None else (4 if cuda else 0)
     compile_mode = config.compile_mode or "default"
     if compile_mode not in COMPILE_MODES:

@@ -21,7 +21,8 @@ from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import atomic_write_text
 from cgdistill.metadata import COMMON_FIELDS
 from cgdistill.runs import CONFIG_FILE, METRICS_FILE, is_imported_run
-from cgdistill.train.config import RESUMABLE_FIELDS, TrainConfig
+from cgdistill.train.config import TrainConfig
+from cgdistill.train.flags import resumable_fields
 from cgdistill.train.loop import Observer
 from cgdistill.train.runtime import Runtime, join_process_group, main_decides, setup_runtime
 from cgdistill.train.state import latest_checkpoint
@@ -114,7 +115,7 @@ def resolve_config(
     config: TrainConfig, kind: str, resume: bool, default_name: str, given: set[str] | None = None
 ) -> tuple[TrainConfig, Path]:
     """Pick the run folder; on resume, take the stored settings plus those of the ``given`` flags that
-    may change (``RESUMABLE_FIELDS``).
+    may change (the fields whose flag is ``resumable``, train/config.py).
 
     The folder named by ``--name`` is the run: its name is never taken from the stored settings, so a
     copied or renamed run trains in its own folder. ``max_steps`` is stored, so a plain ``--resume``
@@ -129,10 +130,11 @@ def resolve_config(
         raise CgdistillError(f"{run_dir} is a file, not a run folder; pass another --name.")
     if resume:
         merged = dict(read_run_config(name, kind, type(config)))
+        resumable = resumable_fields(type(config))
         if given is None:
             defaults = type(config)()
-            given = {key for key in RESUMABLE_FIELDS if getattr(config, key, None) != getattr(defaults, key, None)}
-        for key in given & set(RESUMABLE_FIELDS):
+            given = {key for key in resumable if getattr(config, key) != getattr(defaults, key)}
+        for key in given & resumable:
             merged[key] = getattr(config, key)
         merged["name"] = name
         return type(config).from_dict(merged), run_dir
