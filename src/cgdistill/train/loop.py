@@ -2,6 +2,9 @@
 
 A recipe supplies its models, optimizers, pools and ``train_step``; the loop owns the data order,
 the learning-rate schedule, logging, samples, checkpoints, exact resume, Ctrl-C and the NaN stop.
+:func:`fit` is a flat loop over the step index: the epoch, the place in its data order and the lr
+come from the step (train/timeline.py), what follows a step from :func:`_due_after`, and the work
+between steps (resume, log, sample, save) from :class:`_Job`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,8 +33,8 @@ from cgdistill.runs import METRICS_FILE
 from cgdistill.train.config import TrainConfig
 from cgdistill.train.pool import ImagePool
 from cgdistill.train.runtime import Runtime
-from cgdistill.train.schedule import lr_factor_at
 from cgdistill.train.state import Position, load_state, save_state
+from cgdistill.train.timeline import Timeline
 
 
 class TrainingInterrupted(CgdistillError):
@@ -177,6 +181,200 @@ def build_loader(dataset: UnpairedDataset, config: TrainConfig, runtime: Runtime
     return loader, sampler
 
 
+def _batches(loader: DataLoader, sampler: EpochSampler, start: Position) -> Iterator[dict]:
+    """The batches from ``start`` on, epoch after epoch, without end. An epoch's order and
+    augmentation follow from (seed, epoch), so entering one mid-way replays what a straight run saw."""
+    epoch, offset = start.epoch, start.offset
+    while True:
+        sampler.set_epoch(epoch, start=offset)
+        yield from loader
+        epoch, offset = epoch + 1, 0
+
+
+def _set_lr(recipe: Recipe, lr: float) -> None:
+    for optimizer in recipe.optimizers.values():
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+
+@dataclass(frozen=True)
+class _Due:
+    """What follows a step: the loop's "every N steps" rules, decided in one place (:func:`_due_after`)."""
+
+    evaluate: bool
+    log: bool
+    sample: bool
+    save: bool  # a checkpoint during the run; the last step's is written when the loop ends
+
+    @property
+    def reads_losses(self) -> bool:
+        """Each of these needs the losses on the host (a sync); between them the device runs ahead."""
+        return self.log or self.sample or self.save
+
+
+def _due_after(step: int, total: int, config: TrainConfig) -> _Due:
+    """What is due once ``step`` steps are done: the first and the last step are always logged."""
+    first, last = step == 1, step == total
+    eval_every = getattr(config, "eval_every", 0)  # only the distiller measures
+    evaluate = bool(eval_every) and (step % eval_every == 0 or first or last)
+    return _Due(
+        evaluate=evaluate,
+        log=evaluate or step % config.log_every == 0 or first or last,
+        sample=step % config.sample_every == 0 or last,
+        save=step % config.save_every == 0 and not last,
+    )
+
+
+class _PendingLosses:
+    """The packed losses of the steps since the last read. Reading them waits for the device (and,
+    under DDP, for the other ranks), so the loop reads only when something is due."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.names: list[str] = []
+        self.packed: list[torch.Tensor] = []
+
+    def add(self, losses: dict[str, torch.Tensor]) -> None:
+        self.names = list(losses)
+        self.packed.append(Runtime.pack(losses))
+
+    def read(self, runtime: Runtime, step: int, stop_requested: bool) -> tuple[dict[str, float], bool]:
+        """The losses of ``step`` (the last pending one) and whether any rank was asked to stop;
+        raises with the first step whose loss is not finite."""
+        rows, stop_requested = runtime.agree(self.packed, stop_requested)
+        first = step - len(self.packed) + 1
+        self.packed.clear()
+        for at, row in enumerate(rows, start=first):
+            losses = dict(zip(self.names, row, strict=True))
+            bad = [name for name, value in losses.items() if not math.isfinite(value)]
+            if bad:
+                raise WorkFailed(
+                    f"Training diverged at step {at}: the {bad[0]} loss is {losses[bad[0]]}; "
+                    f"the last good checkpoint in {self.run_dir} is kept (try a lower --lr)."
+                )
+        return dict(zip(self.names, rows[-1], strict=True)), stop_requested
+
+
+@dataclass
+class _Job:
+    """One ``fit`` call's fixed parts and what it does between steps: resume, log, sample, save.
+
+    Every rank calls these alike; rank 0 alone writes files and talks to the observer.
+    """
+
+    recipe: Recipe
+    config: TrainConfig
+    runtime: Runtime
+    timeline: Timeline
+    run_dir: Path
+    observer: Observer
+    sample_batch: dict[str, torch.Tensor] | None
+    on_checkpoint: Callable[[int], None] | None
+    scalers: dict[str, torch.amp.GradScaler] = field(init=False)
+    tensorboard: Any = None
+    clock: tuple[float, int] = (0.0, 0)  # (time, step) of the last log, for the speed
+
+    def __post_init__(self) -> None:
+        scalers = {name: self.runtime.scaler(name) for name in self.recipe.optimizers}
+        self.scalers = {name: scaler for name, scaler in scalers.items() if scaler is not None}
+
+    @property
+    def main(self) -> bool:
+        return self.runtime.is_main
+
+    def resume(self) -> int:
+        """Load the latest checkpoint; returns the number of steps done.
+
+        The data position is derived from the step, as the schedule always was. Where the stored one
+        disagrees (the number of processes or images changed), training continues at the step's place
+        and says so: part of one epoch is then seen twice or not at all, and the lr stays on schedule.
+        """
+        stored, _ = load_state(
+            self.run_dir,
+            modules=self.recipe.modules,
+            optimizers=self.recipe.optimizers,
+            # The checkpoint holds rank 0's image pools; the other ranks' pools start again empty.
+            pools=self.recipe.pools if self.main else {},
+            scalers=self.scalers,
+            device=self.runtime.device,
+        )
+        if self.main:
+            _truncate_metrics(self.run_dir, stored.step)
+        where = self.timeline.position(stored.step)
+        if not self.timeline.agrees_with(stored):
+            self.observer.message(
+                f"The checkpoint stood at sample {stored.offset} of epoch {stored.epoch + 1}, but with "
+                f"{self.timeline.samples_per_epoch} samples per process and epoch now, step {stored.step} falls at "
+                f"sample {where.offset} of epoch {where.epoch + 1}: training continues there, on the lr schedule."
+            )
+        self.observer.message(f"Resuming {self.run_dir.name} at step {stored.step} (epoch {where.epoch + 1}).")
+        return stored.step
+
+    def begin(self, start: int) -> None:
+        if self.config.tensorboard and self.main:
+            self.tensorboard = _open_tensorboard(self.run_dir)
+        self.observer.start(self.timeline.total_steps, start)
+        self.clock = (time.perf_counter(), start)
+
+    def log(self, step: int, losses: dict[str, float], *, evaluate: bool) -> None:
+        """A ``metrics.jsonl`` line for ``step`` (with the recipe's measurements when ``evaluate``),
+        TensorBoard scalars and the observer's report."""
+        if not self.main:
+            return
+        now, (then, last_step) = time.perf_counter(), self.clock
+        rate = (step - last_step) / max(now - then, 1e-9)
+        self.clock = (now, step)
+        with _inference(self.recipe, self.runtime):
+            metrics = self.recipe.evaluate() if evaluate else {}
+        epoch, lr = self.timeline.epoch(step - 1) + 1, self.config.lr * self.timeline.lr_factor(step - 1)
+        record = {
+            "step": step,
+            "epoch": epoch,
+            "lr": lr,
+            "steps_per_s": round(rate, 4),
+            **{k: round(v, 6) for k, v in losses.items()},
+            **metrics,
+        }
+        _write_metrics(self.run_dir, record)
+        if metrics:
+            write_curves(self.run_dir)
+        if self.tensorboard is not None:
+            for key, value in {**losses, **metrics, "lr": lr}.items():
+                self.tensorboard.add_scalar(key, value, step)
+        total_steps, total_epochs = self.timeline.total_steps, self.timeline.total_epochs
+        self.observer.update(StepReport(step, total_steps, epoch, total_epochs, lr, losses, rate, metrics))
+
+    def sample(self, step: int) -> None:
+        if self.main and self.sample_batch is not None:
+            with _inference(self.recipe, self.runtime):
+                rows = self.recipe.sample_rows(self.sample_batch)
+            _save_samples(rows, self.run_dir / "samples" / f"step_{step:07d}.png")
+
+    def checkpoint(self, step: int) -> None:
+        """The model files and the training state after ``step`` steps, then the curves."""
+        if self.main:
+            self.recipe.export(self.run_dir, step)
+            save_state(
+                self.run_dir,
+                self.timeline.position(step),
+                modules=self.recipe.modules,
+                optimizers=self.recipe.optimizers,
+                pools=self.recipe.pools,
+                scalers=self.scalers,
+                extra=self.recipe.state_extra(),
+            )
+            write_curves(self.run_dir)
+            if self.on_checkpoint:
+                self.on_checkpoint(step)
+        if self.runtime.distributed:
+            torch.distributed.barrier()
+
+    def end(self) -> None:
+        self.observer.finish()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
 def fit(
     recipe: Recipe,
     config: TrainConfig,
@@ -191,162 +389,46 @@ def fit(
 ) -> Position:
     """Train ``recipe`` until ``config.max_steps`` or the end of the schedule; returns the final position.
 
-    Under DDP every rank runs this loop in step; rank 0 alone writes files and talks to ``observer``.
+    The step is the one clock: the epoch, the place in its data order and the lr are derived from it
+    (:class:`Timeline`). Under DDP every rank runs this loop in step; rank 0 alone writes files and
+    talks to ``observer``.
     """
     observer = observer if observer is not None and runtime.is_main else Observer()
-    loader, sampler = build_loader(dataset, config, runtime)
-    per_rank = -(-len(dataset) // runtime.world_size)
-    steps_per_epoch = max(1, math.ceil(per_rank / config.batch_size))
-    total_steps = steps_per_epoch * config.total_epochs
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
+    timeline = Timeline.for_run(config, len(dataset), runtime.world_size)
+    job = _Job(recipe, config, runtime, timeline, run_dir, observer, sample_batch, on_checkpoint)
+    start = job.resume() if resume else 0
+    total = timeline.total_steps
+    if start >= total:
+        observer.message(f"Run {run_dir.name} is already at step {start} of {total}; nothing to do.")
+        return timeline.position(start)
 
-    position = Position()
-    scalers = {name: runtime.scaler(name) for name in recipe.optimizers}
-    scalers = {k: v for k, v in scalers.items() if v is not None}
-    if resume:
-        position, _ = load_state(
-            run_dir,
-            modules=recipe.modules,
-            optimizers=recipe.optimizers,
-            # The checkpoint holds rank 0's image pools; the other ranks' pools start again empty.
-            pools=recipe.pools if runtime.is_main else {},
-            scalers=scalers,
-            device=runtime.device,
-        )
-        if runtime.is_main:
-            _truncate_metrics(run_dir, position.step)
-            observer.message(f"Resuming {run_dir.name} at step {position.step} (epoch {position.epoch + 1}).")
-
-    def checkpoint() -> None:
-        if runtime.is_main:
-            recipe.export(run_dir, position.step)
-            save_state(
-                run_dir,
-                position,
-                modules=recipe.modules,
-                optimizers=recipe.optimizers,
-                pools=recipe.pools,
-                scalers=scalers,
-                extra=recipe.state_extra(),
-            )
-            write_curves(run_dir)
-            if on_checkpoint:
-                on_checkpoint(position.step)
-        if runtime.distributed:
-            torch.distributed.barrier()
-
-    if position.step >= total_steps:
-        observer.message(f"Run {run_dir.name} is already at step {position.step} of {total_steps}; nothing to do.")
-        return position
-
-    tensorboard = _open_tensorboard(run_dir) if config.tensorboard and runtime.is_main else None
-    observer.start(total_steps, position.step)
-    last_time, last_step = time.perf_counter(), position.step
-    rate = 0.0
-    pending: list[torch.Tensor] = []  # the packed losses of the steps since the last sync
-
-    def settle(stop_requested: bool) -> tuple[dict[str, float], bool]:
-        """Wait for the device (and the other ranks), check the pending steps' losses; the last step's."""
-        rows, stop_requested = runtime.agree(pending, stop_requested)
-        first = position.step - len(pending) + 1
-        pending.clear()
-        for offset, row in enumerate(rows):
-            bad = [name for name, value in zip(names, row, strict=True) if not math.isfinite(value)]
-            if bad:
-                losses = dict(zip(names, row, strict=True))
-                raise WorkFailed(
-                    f"Training diverged at step {first + offset}: the {bad[0]} loss is {losses[bad[0]]}; "
-                    f"the last good checkpoint in {run_dir} is kept (try a lower --lr)."
-                )
-        return dict(zip(names, rows[-1], strict=True)), stop_requested
-
-    names: list[str] = []
+    batches = _batches(*build_loader(dataset, config, runtime), timeline.position(start))
+    pending = _PendingLosses(run_dir)
+    job.begin(start)
     try:
         with _StopFlag() as stop:
-            while position.step < total_steps and position.epoch < config.total_epochs:
-                sampler.set_epoch(position.epoch, start=position.offset)
-                for batch in loader:
-                    factor = lr_factor_at(
-                        position.step,
-                        steps_per_epoch=steps_per_epoch,
-                        epochs=config.epochs,
-                        epochs_decay=config.epochs_decay,
-                        max_steps=config.max_steps,
-                    )
-                    for optimizer in recipe.optimizers.values():
-                        for group in optimizer.param_groups:
-                            group["lr"] = config.lr * factor
-                    runtime.begin_step()
-                    losses = recipe.train_step(_collate_batch(batch, runtime))
-                    names = list(losses)
-                    pending.append(runtime.pack(losses))
-                    position.step += 1
-                    position.offset += next(v for v in batch.values() if torch.is_tensor(v)).shape[0]
-                    step = position.step
-                    eval_every = getattr(config, "eval_every", 0)
-                    evaluate = bool(eval_every) and (step % eval_every == 0 or step == total_steps or step == 1)
-                    log = evaluate or step % config.log_every == 0 or step == total_steps or step == 1
-                    sample = step % config.sample_every == 0 or step == total_steps
-                    save = step % config.save_every == 0 or step == total_steps
-                    # The only host syncs: the device runs ahead of Python between them. Every rank
-                    # decides alike (a collective follows), so a rank's own Ctrl-C waits for the next.
-                    if not (log or sample or save or (stop.requested and not runtime.distributed)):
-                        continue
-                    values, stop_requested = settle(stop.requested)
-                    if runtime.is_main and log:
-                        now = time.perf_counter()
-                        rate = (step - last_step) / max(now - last_time, 1e-9)
-                        last_time, last_step = now, step
-                        with _inference(recipe, runtime):
-                            metrics = recipe.evaluate() if evaluate else {}
-                        record = {
-                            "step": step,
-                            "epoch": position.epoch + 1,
-                            "lr": config.lr * factor,
-                            "steps_per_s": round(rate, 4),
-                            **{k: round(v, 6) for k, v in values.items()},
-                            **metrics,
-                        }
-                        _write_metrics(run_dir, record)
-                        if metrics:
-                            write_curves(run_dir)
-                        if tensorboard is not None:
-                            for key, value in {**values, **metrics, "lr": config.lr * factor}.items():
-                                tensorboard.add_scalar(key, value, step)
-                        observer.update(
-                            StepReport(
-                                step,
-                                total_steps,
-                                position.epoch + 1,
-                                config.total_epochs,
-                                config.lr * factor,
-                                values,
-                                rate,
-                                metrics,
-                            )
-                        )
-                    if runtime.is_main and sample_batch is not None and sample:
-                        with _inference(recipe, runtime):
-                            rows = recipe.sample_rows(sample_batch)
-                        _save_samples(rows, run_dir / "samples" / f"step_{step:07d}.png")
-                    if stop_requested:
-                        checkpoint()
-                        raise TrainingInterrupted(step, run_dir)
-                    if step >= total_steps:
-                        break
-                    if step % config.save_every == 0:
-                        checkpoint()
-                else:
-                    position.epoch += 1
-                    position.offset = 0
+            for step in range(start, total):  # the 0-based index; ``done`` counts steps, as files do
+                batch = next(batches)
+                _set_lr(recipe, config.lr * timeline.lr_factor(step))
+                runtime.begin_step()
+                pending.add(recipe.train_step(_collate_batch(batch, runtime)))
+                done = step + 1
+                due = _due_after(done, total, config)
+                # Every rank decides alike (a collective follows), so under DDP a rank's own Ctrl-C
+                # waits for the next read, where the ranks agree to stop.
+                if not (due.reads_losses or (stop.requested and not runtime.distributed)):
                     continue
-                break
-            if pending:
-                settle(False)
-            checkpoint()
+                losses, stopping = pending.read(runtime, done, stop.requested)
+                if due.log:
+                    job.log(done, losses, evaluate=due.evaluate)
+                if due.sample:
+                    job.sample(done)
+                if stopping:
+                    job.checkpoint(done)
+                    raise TrainingInterrupted(done, run_dir)
+                if due.save:
+                    job.checkpoint(done)
+            job.checkpoint(total)
     finally:
-        observer.finish()
-        if tensorboard is not None:
-            tensorboard.close()
-    return position
+        job.end()
+    return timeline.position(total)
