@@ -248,7 +248,7 @@ def fit(
 
     def settle(stop_requested: bool) -> tuple[dict[str, float], bool]:
         """Wait for the device (and the other ranks), check the pending steps' losses; the last step's."""
-        rows, stop_requested = runtime.agree(pending, stop_requested)
+        rows, stop_requested = runtime.all_reduce_losses_and_stop(pending, stop_requested)
         first = position.step - len(pending) + 1
         pending.clear()
         for offset, row in enumerate(rows):
