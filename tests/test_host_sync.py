@@ -76,16 +76,16 @@ def reads_per_step(monkeypatch, recipe_class) -> list[list[str]]:
     return steps
 
 
-def agree_calls(monkeypatch) -> list[int]:
+def loss_reads(monkeypatch) -> list[int]:
     """How many steps each of the loop's reads covered."""
     calls: list[int] = []
-    real = Runtime.agree
+    real = Runtime.all_reduce_losses_and_stop
 
     def counted(self, pending, stop):
         calls.append(len(pending))
         return real(self, pending, stop)
 
-    monkeypatch.setattr(Runtime, "agree", counted)
+    monkeypatch.setattr(Runtime, "all_reduce_losses_and_stop", counted)
     return calls
 
 
@@ -123,7 +123,7 @@ def test_the_weight_average_keeps_every_tensor_on_the_weights_device():
 
 
 def test_the_loop_reads_losses_only_when_it_logs(toy, monkeypatch):
-    calls = agree_calls(monkeypatch)
+    calls = loss_reads(monkeypatch)
     run = teacher_module.train_teacher(TeacherConfig(blocks=1, max_steps=10, log_every=4, **SETTINGS))
     # Steps 1, 4, 8 and the last (10) are logged; each read covers every step since the one before.
     assert calls == [1, 3, 4, 2]

@@ -37,6 +37,7 @@ class ModelInfo:
     image_size: int | None = None
     step: int = 0
     teacher: str | None = None
+    judges: str | None = None  # discriminators: the domain ("A" or "B") whose images it judges
     extra: dict = field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, str]:
@@ -50,7 +51,7 @@ class ModelInfo:
         }
         for key, value in self.config.items():
             meta[key] = str(value)
-        for key in ("direction", "dataset", "teacher"):
+        for key in ("direction", "dataset", "teacher", "judges"):
             value = getattr(self, key)
             if value is not None:
                 meta[key] = str(value)
@@ -72,6 +73,7 @@ def _info_from_metadata(meta: dict[str, str], path: Path) -> ModelInfo:
         image_size=common.get("image_size"),
         step=common.get("step", 0),
         teacher=common.get("teacher"),
+        judges=common.get("judges"),
         extra=common.get("extra", {}),
     )
 
@@ -117,10 +119,17 @@ def save_generator(
 
 
 def save_discriminator(
-    discriminator: PatchDiscriminator, path: Path | str, *, dataset: str | None = None, step: int = 0
+    discriminator: PatchDiscriminator,
+    path: Path | str,
+    *,
+    judges: str | None = None,
+    dataset: str | None = None,
+    step: int = 0,
 ) -> Path:
+    """Save a discriminator with the domain whose images it judges (``judges``), which its file name
+    alone does not say: runs before issue 14 named them by that domain, the reference's names do not."""
     config = unwrap(discriminator).config.to_dict()
-    info = ModelInfo(kind="discriminator", arch="patchgan", config=config, dataset=dataset, step=step)
+    info = ModelInfo(kind="discriminator", arch="patchgan", config=config, dataset=dataset, step=step, judges=judges)
     return save_model(discriminator, path, info)
 
 

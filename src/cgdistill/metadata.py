@@ -23,6 +23,7 @@ from cgdistill.nets.generator import BLOCKS, PADDINGS
 FORMAT = "cgdistill"
 FORMAT_VERSION = 1
 DIRECTIONS = ("A2B", "B2A")
+DOMAINS = ("A", "B")
 KINDS = ("generator", "discriminator")
 MAX_TEXT = 1024  # longer than any path or name we write; a stranger's file gets no more
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,18}")
@@ -103,6 +104,7 @@ COMMON_FIELDS: dict[str, Entry] = {
     "dataset": Entry(plain_name),
     "image_size": Entry(integer(1, 1 << 16)),
     "teacher": Entry(text),
+    "judges": Entry(one_of(*DOMAINS)),  # discriminators: the domain whose images it judges (absent before issue 14)
     "extra": Entry(json_object),
 }
 

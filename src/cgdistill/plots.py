@@ -24,12 +24,35 @@ _LEFT, _RIGHT, _TOP, _BOTTOM = 58, 150, 28, 34
 Series = dict[str, list[tuple[float, float]]]
 
 
+_BEFORE_REFERENCE_NAMES = {
+    "G_A2B": "G_A",
+    "G_B2A": "G_B",
+    "D_A": "D_B",
+    "D_B": "D_A",
+    "idt_A": "idt_B",
+    "idt_B": "idt_A",
+}
+"""A teacher's loss names before issue 14 -> the reference implementation's (train/teacher.py)."""
+
+
+def with_reference_names(record: dict) -> dict:
+    """A teacher's metrics record under the reference's loss names, whichever version logged it.
+
+    Records logged before issue 14 are recognisable by ``G_A2B``; there ``D_A`` was the discriminator
+    of domain A (now ``D_B``) and ``idt_A`` was |G_B2A(a) - a| (now ``idt_B``). Other records (newer
+    ones, a student's) come back as they are.
+    """
+    if not isinstance(record, dict) or "G_A2B" not in record:
+        return record
+    return {_BEFORE_REFERENCE_NAMES.get(key, key): value for key, value in record.items()}
+
+
 def read_metrics(path: Path) -> list[dict]:
-    """The records of a ``metrics.jsonl``; a line cut short by a crash is skipped."""
+    """The records of a ``metrics.jsonl`` under today's names; a line cut short by a crash is skipped."""
     records = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            records.append(json.loads(line))
+            records.append(with_reference_names(json.loads(line)))
         except ValueError:
             continue
     return records

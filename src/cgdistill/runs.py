@@ -32,9 +32,13 @@ def generator_file(direction: str) -> str:
     return f"G_{direction}.safetensors"
 
 
-def discriminator_file(domain: str) -> str:
-    """File name of a teacher run's discriminator for domain ``A`` or ``B``."""
-    return f"D_{domain}.safetensors"
+def discriminator_file(letter: str) -> str:
+    """File name of a teacher run's discriminator ``D_A`` or ``D_B`` (``letter`` A or B).
+
+    The name does not say which domain the network judges (the reference's D_A judges B; runs before
+    issue 14 named them the other way): ask :func:`discriminator_judging` for that.
+    """
+    return f"D_{letter}.safetensors"
 
 
 def target_domain(direction: str) -> str:
@@ -146,3 +150,23 @@ def resolve_generator(spec: str | None, direction: str | None = None, role: str 
         f"No {what}{for_dir} found in {paths.runs_dir()}; train one (`cgdistill train-teacher`, `cgdistill distill`), "
         "import one (`cgdistill download --pretrained NAME`), or pass a path."
     )
+
+
+def discriminator_judging(run: Path, domain: str) -> Path | None:
+    """The teacher run's discriminator file that judges ``domain``'s images, or None when it has none.
+
+    Files record that domain (``judges`` in their metadata). Files written before they did (before
+    issue 14) judge the domain their name says, D_A domain A; a recorded domain wins over that
+    convention, so a run half-rewritten by a newer version still finds the right file.
+    """
+    by_convention = None
+    for letter in ("A", "B"):
+        path = run / discriminator_file(letter)
+        if not path.is_file():
+            continue
+        judges = read_info(path).judges
+        if judges == domain:
+            return path
+        if judges is None and letter == domain:
+            by_convention = path
+    return by_convention

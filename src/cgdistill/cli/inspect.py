@@ -39,6 +39,8 @@ def inspect(
         facts = {"kind": info.kind, "direction": info.direction, "dataset": info.dataset, "step": info.step}
         if info.teacher:
             facts["teacher"] = info.teacher
+        if info.judges:
+            facts["judges domain"] = info.judges
         show("  " + ", ".join(f"{k} {v}" for k, v in facts.items() if v is not None))
 
     table = Table(title="Networks", title_justify="left")

@@ -57,6 +57,7 @@ class WeightsReport:
                 "image_size": info.image_size,
                 "step": info.step,
                 "teacher": info.teacher,
+                "judges": info.judges,
                 "extra": info.extra,
             }
         return {

@@ -4,12 +4,13 @@ Losses on the student S for direction A2B (B2A mirrors it), teacher T frozen:
 
     output   = |S(a) - T(a)|_1                                   * lambda_output
     feature  = mean_i |adapter_i(S_i(a)) - T_map(i)(a)|_2^2      * lambda_feature
-    gan      = LSGAN(D_B(S(a)), real)                            * lambda_gan
+    gan      = LSGAN(D(S(a)), real)                              * lambda_gan
     cycle    = |T_B2A(S(a)) - a|_1                               * lambda_cycle   (teacher run only)
     identity = |S(b) - b|_1                                      * lambda_identity * lambda_cycle
 
 Student block i of n is matched to teacher block round((i+1)*N/n) - 1 (3 of 9 -> 3, 6, 9).
-D_B starts from the teacher's when the teacher has one and keeps training against S.
+D judges the target domain B: it starts from the teacher's discriminator of B (the reference's D_A)
+when the teacher has one, and keeps training against S.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from cgdistill.nets import (
 )
 from cgdistill.runs import (
     STUDENT_FILE,
-    discriminator_file,
+    discriminator_judging,
     generator_file,
     reverse,
     run_kind,
@@ -117,8 +118,8 @@ def load_teacher(spec: str | None, direction: str | None) -> Teacher:
     generator, info = load_generator(run / generator_file(chosen))
     reverse_path = run / generator_file(reverse(chosen))
     reverse_generator = load_generator(reverse_path)[0] if reverse_path.is_file() else None
-    disc_path = run / discriminator_file(target_domain(chosen))
-    discriminator = load_discriminator(disc_path)[0] if disc_path.is_file() else None
+    disc_path = discriminator_judging(run, target_domain(chosen))
+    discriminator = load_discriminator(disc_path)[0] if disc_path is not None else None
     return Teacher(generator, chosen, run.name, reverse_generator, discriminator, info.dataset)
 
 

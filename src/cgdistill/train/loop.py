@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from cgdistill.data.unpaired import EpochSampler, UnpairedDataset
 from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.nets import evaluating
-from cgdistill.plots import write_curves
+from cgdistill.plots import read_metrics, write_curves
 from cgdistill.runs import METRICS_FILE
 from cgdistill.train.config import TrainConfig
 from cgdistill.train.pool import ImagePool
@@ -116,12 +116,13 @@ def _write_metrics(run_dir: Path, record: dict) -> None:
 
 
 def _truncate_metrics(run_dir: Path, step: int) -> None:
-    """On resume, forget log lines written after the checkpoint (they will be written again)."""
+    """On resume, forget log lines written after the checkpoint (they will be written again); lines
+    logged before issue 14 take the reference's loss names, so that the file speaks one language."""
     path = run_dir / METRICS_FILE
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in kept))
+    kept = [record for record in read_metrics(path) if record.get("step", 0) <= step]
+    path.write_text("".join(json.dumps(record) + "\n" for record in kept))
 
 
 def _save_samples(rows: list[list[torch.Tensor]], path: Path) -> None:
@@ -241,7 +242,7 @@ class _PendingLosses:
     def read(self, runtime: Runtime, step: int, stop_requested: bool) -> tuple[dict[str, float], bool]:
         """The losses of ``step`` (the last pending one) and whether any rank was asked to stop;
         raises with the first step whose loss is not finite."""
-        rows, stop_requested = runtime.agree(self.packed, stop_requested)
+        rows, stop_requested = runtime.all_reduce_losses_and_stop(self.packed, stop_requested)
         first = step - len(self.packed) + 1
         self.packed.clear()
         for at, row in enumerate(rows, start=first):

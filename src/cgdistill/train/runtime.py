@@ -121,21 +121,13 @@ class Runtime:
             scaler.step(optimizer)
             scaler.update()
 
-    def all_mean(self, value: torch.Tensor) -> torch.Tensor:
-        """Average a scalar over ranks (for logging)."""
-        if self.distributed:
-            value = value.detach().clone()
-            dist.all_reduce(value)
-            value /= self.world_size
-        return value
-
     @staticmethod
     def pack(losses: dict[str, torch.Tensor]) -> torch.Tensor:
         """A step's losses as one tensor on the device; reading it waits for the device, so the loop
-        keeps these and reads them only at :meth:`agree` (logging, checkpoints, samples)."""
+        keeps these and reads them only at :meth:`all_reduce_losses_and_stop` (logging, checkpoints, samples)."""
         return torch.stack([value.detach().float().reshape(()) for value in losses.values()])
 
-    def agree(self, pending: list[torch.Tensor], stop: bool) -> tuple[list[list[float]], bool]:
+    def all_reduce_losses_and_stop(self, pending: list[torch.Tensor], stop: bool) -> tuple[list[list[float]], bool]:
         """The packed losses of the steps since the last call, averaged over ranks, and whether any rank
         was asked to stop: one all-reduce and one host sync for all of them.
 
@@ -191,7 +183,7 @@ def join_process_group(device_spec: str) -> tuple[int, int, int]:
     return rank, world_size, local_rank
 
 
-def main_decides(value: bool) -> bool:
+def broadcast_from_main(value: bool) -> bool:
     """Rank 0's ``value`` on every rank (a no-op in a single process).
 
     For decisions about the run folder: rank 0 alone writes it, so its view is the one that counts,

@@ -24,7 +24,7 @@ from cgdistill.runs import CONFIG_FILE, METRICS_FILE, is_imported_run
 from cgdistill.train.config import TrainConfig
 from cgdistill.train.flags import resumable_fields
 from cgdistill.train.loop import Observer
-from cgdistill.train.runtime import Runtime, join_process_group, main_decides, setup_runtime
+from cgdistill.train.runtime import Runtime, broadcast_from_main, join_process_group, setup_runtime
 from cgdistill.train.state import latest_checkpoint
 
 
@@ -141,7 +141,7 @@ def resolve_config(
     # Under torchrun rank 0 answers for all: it creates the folder moments later (open_session), so
     # a rank that looked after that would otherwise refuse a run that is its own.
     rank, _, _ = join_process_group(config.device)
-    if main_decides(rank == 0 and run_dir.is_dir() and _holds_work(run_dir)):
+    if broadcast_from_main(rank == 0 and run_dir.is_dir() and _holds_work(run_dir)):
         raise CgdistillError(
             f"Run '{name}' already exists in {paths.runs_dir()}; pass --resume to continue it, or another --name."
         )

@@ -3,6 +3,11 @@
 Each checkpoint is a folder ``state/step_XXXXXXX/`` written under a temporary name and renamed
 into place; ``state/latest.json`` (written atomically after the rename) names the complete one.
 A kill at any moment therefore leaves the previous checkpoint loadable.
+
+Format version 2 (issue 14) gave the teacher's discriminators the reference implementation's names
+(``D_A`` judges domain B). Version 1 named them by the domain they judge; loading one swaps them back
+into place. Nothing else moved: the D optimizer keeps the judge of domain A first, and the image
+pools are keyed by the domain of the fakes they hold, in both versions.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from cgdistill import __version__
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import atomic_write_text, fsync_dir
 from cgdistill.nets import unwrap
@@ -25,6 +31,8 @@ from cgdistill.train.pool import ImagePool
 
 STATE_DIR = "state"
 LATEST = "latest.json"
+FORMAT = "cgdistill-train-state"
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -123,8 +131,8 @@ def save_state(
     tensors.update(_rng_tensors())
     save_file(tensors, str(tmp / "tensors.safetensors"))
     meta = {
-        "format": "cgdistill-train-state",
-        "format_version": 1,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
         "position": {"step": position.step, "epoch": position.epoch, "offset": position.offset},
         "optimizers": optim_meta,
         "scalers": {name: scaler.state_dict() for name, scaler in scalers.items()},
@@ -158,6 +166,18 @@ def _tupled(value):
     return value
 
 
+def discriminators_by_reference_name(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A version 1 state's tensors under version 2's module names: the teacher's ``D_A`` (which
+    judged domain A then) becomes ``D_B``, and ``D_B`` becomes ``D_A``. States without them (a
+    student's) come back unchanged."""
+    swap = {"model.D_A.": "model.D_B.", "model.D_B.": "model.D_A."}
+    renamed = {}
+    for key, value in tensors.items():
+        prefix = next((p for p in swap if key.startswith(p)), None)
+        renamed[swap[prefix] + key[len(prefix) :] if prefix else key] = value
+    return renamed
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     pointer = run_dir / STATE_DIR / LATEST
     if not pointer.is_file():
@@ -189,8 +209,20 @@ def load_state(
     try:
         tensors = load_file(str(folder / "tensors.safetensors"))
         meta = json.loads((folder / "trainer.json").read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("trainer.json is not a JSON object")
     except Exception as exc:  # noqa: BLE001 - any damage is the same sentence for the user
         raise CgdistillError(f"Training checkpoint {folder} is unreadable ({exc}).") from None
+    version = meta.get("format_version", 1)
+    if not isinstance(version, int):
+        raise CgdistillError(f"Training checkpoint {folder} is unreadable (format_version {version!r}).")
+    if version > FORMAT_VERSION:
+        raise CgdistillError(
+            f"Training checkpoint {folder} has format version {version}, newer than this cgdistill "
+            f"({__version__}) reads; upgrade cgdistill to resume it."
+        )
+    if version < 2:
+        tensors = discriminators_by_reference_name(tensors)
     for name, module in modules.items():
         prefix = f"model.{name}."
         state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
