@@ -27,8 +27,9 @@ from cgdistill import paths
 from cgdistill.checkpoint import load_discriminator, load_generator, save_generator
 from cgdistill.data.images import list_images
 from cgdistill.errors import CgdistillError
-from cgdistill.evaluate import load_images, native_size, psnr, run_model, source_test_files, ssim, to_unit
+from cgdistill.evaluate import load_images, native_size, run_model, source_test_files
 from cgdistill.losses import cycle_loss, discriminator_loss, feature_loss, gan_loss, identity_loss, output_loss
+from cgdistill.metrics import psnr, ssim, to_unit
 from cgdistill.nets import (
     SHARED_PREFIXES,
     DiscriminatorConfig,
