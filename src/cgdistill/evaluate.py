@@ -179,29 +179,6 @@ class CompareOutputs:
     student_curve: list[dict] = field(default_factory=list)  # the student run's metrics records, when known
 
 
-def resolve_pair(
-    teacher_spec: str | None, student_spec: str | None, direction: str | None
-) -> tuple[ResolvedModel, ResolvedModel, str]:
-    """The student (newest for the direction by default) and its teacher (the one it was distilled from)."""
-    student = runs.resolve_generator(student_spec, direction, role="student")
-    direction = direction or student.info.direction
-    if teacher_spec is None and student.info.teacher:
-        try:
-            teacher = runs.resolve_generator(student.info.teacher, direction, role="teacher")
-        except CgdistillError:
-            teacher = runs.resolve_generator(None, direction, role="teacher")
-    else:
-        teacher = runs.resolve_generator(teacher_spec, direction, role="teacher")
-    direction = direction or teacher.info.direction
-    if direction is None:
-        raise CgdistillError("Neither model records which way it translates; pass --direction A2B or B2A.")
-    if teacher.path.resolve() == student.path.resolve():
-        raise CgdistillError(
-            f"Teacher and student are the same model ({student.path}); pass another --student or --teacher."
-        )
-    return teacher, student, direction
-
-
 def compare(
     teacher: nn.Module,
     student: nn.Module,

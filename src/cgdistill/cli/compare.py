@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from cgdistill import evaluate, fid_inception, paths, report
+from cgdistill import evaluate, fid_inception, paths, report, runs
 from cgdistill.cli.app import app, console, note, show
 from cgdistill.device import DEVICE_HELP, pick_device
 from cgdistill.errors import CgdistillError
@@ -80,7 +80,8 @@ def compare(
     evaluate.check_compare_options(image_size, limit)
     report.check_report_options(report_dir, grid)
     target = pick_device(device)
-    teacher_model, student_model, chosen = evaluate.resolve_pair(teacher, student, direction)
+    teacher_model, student_model = runs.resolve_pair(teacher, student, direction)
+    chosen = student_model.direction
     dataset = data or student_model.info.dataset or teacher_model.info.dataset
     if dataset is None:
         raise CgdistillError("The models do not record their dataset; pass --data NAME|PATH.")

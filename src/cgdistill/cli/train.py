@@ -307,7 +307,8 @@ def distill_command(
         str | None,
         typer.Option(
             "--direction",
-            help="B2A or A2B: which teacher generator to distill (default: B2A, or the teacher's only one).",
+            help="B2A or A2B: which teacher generator to distill (default: the teacher's only one; a teacher "
+            "run with both needs it).",
             show_default=False,
             rich_help_panel=RUN,
         ),

@@ -78,7 +78,7 @@ class DistillConfig(TrainConfig):
 
     data: str | None = None  # None: the teacher's dataset
     teacher: str | None = None
-    direction: str | None = None  # None: the teacher's only generator, else B2A
+    direction: str | None = None  # None: the teacher's only generator (runs.py: one with both needs it)
     preset: str = "default"  # fills blocks/ngf/block where not given (train/presets.py)
     blocks: int = 3
     ngf: int | None = None  # None: the teacher's width
