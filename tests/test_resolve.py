@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -137,3 +138,62 @@ def test_compare_falls_back_to_the_newest_teacher_when_the_named_one_is_gone():
     _student_run("stud", "B2A", teacher="deleted", age=50)
     teacher, _ = resolve_pair(None, None, None)
     assert teacher.run.name == "newer-teacher"
+
+
+# ---------------------------------------------------------------------------------------------
+# The data
+
+
+def _dataset(name: str, age: float) -> Path:
+    folder = make_toy_dataset(paths.dataset_path(name), size=32, n_train=2, n_test=1)
+    when = 1_700_000_000 - age
+    os.utime(folder, (when, when))
+    return Path(folder)
+
+
+def test_train_teacher_without_data_uses_the_only_dataset_and_says_so(cli, home):
+    assert cli("download", "toy").code == 0
+    result = cli("train-teacher", *TINY_TRAIN)
+    assert result.code == 0, result.err
+    assert f"No --data given: using toy, the only dataset in {paths.datasets_dir()}" in result.err_text
+    stored = json.loads((paths.run_path("toy") / "config.json").read_text())
+    assert (stored["settings"]["data"], stored["dataset"]) == ("toy", "toy")
+
+
+def test_the_newest_of_several_datasets_is_the_default():
+    _dataset("older", age=100)
+    _dataset("newer", age=0)
+    (paths.datasets_dir() / "no-train-split").mkdir()  # test images only: nothing to train on
+    choice = paths.choose_data(None, newest=True)
+    assert (choice.spec, choice.folder) == ("newer", paths.dataset_path("newer"))
+    assert choice.reason.startswith("the newest of 2 datasets in ")
+
+
+def test_train_teacher_with_no_dataset_names_the_command_that_downloads_one(cli, home):
+    result = cli("train-teacher", *TINY_TRAIN)
+    assert result.code == 2
+    message = _error_line(result.err_text)
+    assert "`cgdistill download toy`" in message and "`cgdistill download monet2photo`" in message
+    assert message.count(". ") == 0 and message.endswith(".")  # one sentence
+    assert not paths.runs_dir().exists()
+
+
+def test_data_given_wins_over_the_recorded_and_the_newest(tmp_path):
+    _dataset("newer", age=0)
+    mine = make_toy_dataset(tmp_path / "mine", size=32, n_train=2, n_test=1)
+    choice = paths.choose_data(str(mine), [("newer", "the teacher")], newest=True)
+    assert (choice.folder, choice.reason) == (Path(mine), None)
+
+
+def test_a_model_that_records_no_dataset_needs_data():
+    with pytest.raises(CgdistillError, match="^No --data given and student s and teacher t record no dataset; pass"):
+        paths.choose_data(None, [(None, "student s"), (None, "teacher t")])
+
+
+def test_compare_says_which_dataset_it_took(cli, home):
+    make_toy_dataset(paths.dataset_path("toy"), size=32, n_train=1, n_test=2)
+    _teacher_run("teach", ("A2B",), age=100)
+    _student_run("stud", "A2B", teacher="teach", age=0)
+    result = cli("compare", "--device", "cpu", "--json")
+    assert result.code == 0, result.err
+    assert f"Data: {paths.dataset_path('toy')} (the dataset student stud was trained on)" in (result.err_text)

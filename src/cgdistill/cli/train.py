@@ -18,8 +18,13 @@ PERF = "Device and speed"
 RUN = "Run"
 
 Data = Annotated[
-    str,
-    typer.Option("--data", help="Dataset name under the home, or a folder with trainA/ trainB/.", rich_help_panel=RUN),
+    str | None,
+    typer.Option(
+        "--data",
+        help="Dataset name under the home, or a folder with trainA/ trainB/ (default: the newest downloaded dataset).",
+        show_default=False,
+        rich_help_panel=RUN,
+    ),
 ]
 Name = Annotated[
     str | None, typer.Option("--name", help="Run name (default: derived from the dataset).", rich_help_panel=RUN)
@@ -202,7 +207,7 @@ def run_training(ctx: typer.Context, job, config, *, resume: bool, command: str)
 @app.command("train-teacher")
 def train_teacher_command(
     ctx: typer.Context,
-    data: Data = "monet2photo",
+    data: Data = None,
     name: Name = None,
     epochs: Epochs = 100,
     epochs_decay: EpochsDecay = 100,

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 class TrainConfig:
     """What the teacher trainer and the distiller share (the design's training flags)."""
 
-    data: str = "monet2photo"
+    data: str | None = None  # None: the newest downloaded dataset
     name: str | None = None
     epochs: int = 100
     epochs_decay: int = 100

@@ -406,10 +406,7 @@ def distill(
     config.direction = teacher.direction
     config.teacher = teacher.source
     apply_preset(config, teacher.generator.config.ngf, given)
-    if not config.data:
-        if not teacher.dataset:
-            raise CgdistillError(f"Teacher {teacher.source} does not record its dataset; pass --data NAME|PATH.")
-        config.data = teacher.dataset
+    config.data = paths.choose_data(config.data, [(teacher.dataset, f"teacher {teacher.source}")]).spec
     base = Path(teacher.source).stem if teacher.source.endswith(".safetensors") else teacher.source
     default_name = f"{base}-{teacher.direction}-{config.blocks}b" + (
         "" if config.preset == "default" else f"-{config.preset}"
