@@ -197,3 +197,18 @@ def test_compare_says_which_dataset_it_took(cli, home):
     result = cli("compare", "--device", "cpu", "--json")
     assert result.code == 0, result.err
     assert f"Data: {paths.dataset_path('toy')} (the dataset student stud was trained on)" in (result.err_text)
+
+
+def test_a_distillation_from_a_file_that_records_no_dataset_resumes_on_its_data(home, tmp_path):
+    from cgdistill.train.config import DistillConfig
+    from cgdistill.train.distill import distill
+
+    data = make_toy_dataset(tmp_path / "mine", size=32, n_train=2, n_test=1)
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher.safetensors"
+    save_generator(ResnetGenerator(GeneratorConfig(blocks=2, ngf=4)), teacher, direction="A2B")
+    tiny = dict(blocks=1, image_size=24, load_size=28, ndf=4, device="cpu", amp=False, workers=0, sample_every=1000,
+                eval_every=1000, save_every=1)  # fmt: skip
+    distill(DistillConfig(teacher=str(teacher), data=str(data), name="s", max_steps=1, **tiny))
+    run = distill(DistillConfig(name="s", max_steps=2), resume=True)
+    assert json.loads((run / "config.json").read_text())["settings"]["data"] == str(data)

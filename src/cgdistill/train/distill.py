@@ -400,7 +400,8 @@ def distill(
     observer = observer or Observer()
     if resume and config.name is not None:
         settings = read_run_config(config.name, "student", DistillConfig)
-        config.teacher, config.direction = settings.get("teacher"), settings.get("direction")
+        # The stored run decides: a teacher file that records no dataset resumes on the --data it was given.
+        config.teacher, config.direction, config.data = (settings.get(key) for key in ("teacher", "direction", "data"))
     config.resolve_objective()
     teacher = load_teacher(config.teacher, config.direction)
     config.direction = teacher.direction
