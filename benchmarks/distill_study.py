@@ -22,7 +22,8 @@ import torch
 
 from cgdistill import paths
 from cgdistill.checkpoint import load_generator
-from cgdistill.evaluate import load_test_set, psnr, run_model, ssim, to_unit
+from cgdistill.evaluate import load_test_set, run_model
+from cgdistill.metrics import psnr, ssim, to_unit
 from cgdistill.plots import read_metrics
 from cgdistill.runs import METRICS_FILE
 from cgdistill.train.config import DistillConfig

@@ -26,8 +26,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from cgdistill.cost import count_macs
 from cgdistill.engines import available_engines, median_latency_ms
-from cgdistill.evaluate import count_macs
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, count_parameters
 from cgdistill.train.presets import PRESETS, preset_ngf
 

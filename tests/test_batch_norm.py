@@ -53,7 +53,7 @@ def test_teacher_samples_leave_the_running_statistics_alone(toy):
 
 def test_distillation_evaluation_and_samples_leave_the_running_statistics_alone(toy):
     teacher = train_teacher(TeacherConfig(name="t", blocks=2, norm="batch", max_steps=1, sample_every=1000, **SETTINGS))
-    config = dict(SETTINGS, teacher=teacher.name, blocks=1, max_steps=4)
+    config = dict(SETTINGS, teacher=teacher.name, direction="B2A", blocks=1, max_steps=4)
     measured = distill(DistillConfig(name="measured", eval_every=1, sample_every=1, **config))
     quiet = distill(DistillConfig(name="quiet", eval_every=1000, sample_every=1000, **config))
     assert_same(state(measured, "G"), state(quiet, "G"))

@@ -80,7 +80,9 @@ def test_a_compiled_distillation_compiles_nothing_for_its_probe_evaluation_or_sa
     )
     counts = graphs_per_step(monkeypatch, distill_module.DistillRecipe)
     # A batch size that divides the 6 images: a smaller last batch would compile once more (documented).
-    config = DistillConfig(teacher=teacher.name, blocks=1, max_steps=5, eval_every=1, batch_size=2, **SETTINGS)
+    config = DistillConfig(
+        teacher=teacher.name, direction="B2A", blocks=1, max_steps=5, eval_every=1, batch_size=2, **SETTINGS
+    )
     distill_module.distill(config)
     assert counts[0] == 0  # the wiring probe and the held-out teacher outputs ran uncompiled
     assert counts[1] > 0 and counts[1:] == [counts[1]] * 5

@@ -156,7 +156,7 @@ def test_ddp_distills_a_narrower_student_without_the_feature_loss(toy, home):
     # Adapter weights that no loss uses get no gradient, and DDP refuses such a step.
     teacher = dict(SETTINGS, blocks=1, max_steps=1, sample_every=1000, device="cpu", amp=False)
     train_teacher(TeacherConfig(data="toy", name="t", **teacher))
-    flags = ("--teacher", "t", "--name", "s", "--blocks", "1", "--ngf", "2", "--lambda-feature", "0",
+    flags = ("--teacher", "t", "--direction", "B2A", "--name", "s", "--blocks", "1", "--ngf", "2", "--lambda-feature", "0",
              "--image-size", "24", "--load-size", "28", "--ndf", "4", "--max-steps", "3",
              "--sample-every", "1000")  # fmt: skip
     result = launch(home, "-m", "cgdistill", "distill", *flags)

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from cgdistill import paths
 from cgdistill.checkpoint import load_generator, save_generator
 from cgdistill.data.toy import make_toy_dataset
+from cgdistill.errors import CgdistillError
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.train.config import DistillConfig, TeacherConfig
 from cgdistill.train.distill import (
@@ -64,10 +65,15 @@ def test_distilling_a_teacher_run_writes_a_self_describing_student(teacher_run):
     assert (run / "curves.svg").read_text().startswith("<svg")
 
 
-def test_the_newest_teacher_run_is_the_default_and_b2a_the_default_direction(teacher_run):
-    teacher = load_teacher(None, None)
-    assert (teacher.identity, teacher.direction) == ("teacher", "B2A")
+def test_the_newest_teacher_run_is_the_default_with_its_reverse_generator_and_discriminator(teacher_run):
+    teacher = load_teacher(None, "B2A")
+    assert (teacher.source, teacher.direction) == ("teacher", "B2A")
     assert teacher.reverse is not None and teacher.discriminator is not None
+
+
+def test_a_teacher_run_with_both_generators_has_no_default_direction(teacher_run):
+    with pytest.raises(CgdistillError, match=r"^Teacher run teacher has generators for A2B and B2A; pass --direction"):
+        load_teacher(None, None)
 
 
 def test_a_single_generator_teacher_distills_without_cycle_and_with_a_fresh_discriminator(teacher_run, tmp_path):
@@ -166,7 +172,7 @@ def test_a_student_wider_than_its_teacher_starts_fresh_and_says_so():
 
 
 def test_a_narrower_student_trains_through_its_adapters(teacher_run):
-    run = distill(tiny(teacher="teacher", ngf=4, max_steps=2, name="narrow"))
+    run = distill(tiny(teacher="teacher", direction="B2A", ngf=4, max_steps=2, name="narrow"))
     student, _ = load_generator(run / "G.safetensors")
     assert student.config.ngf == 4
 
@@ -190,9 +196,9 @@ def test_wiring_check_catches_mismatched_feature_shapes():
 
 def test_resuming_a_distillation_is_bitwise_exact(teacher_run, interrupt_after):
     # With the weight average on (the default), this also proves the average resumes exactly.
-    straight = distill(tiny(teacher="teacher", max_steps=6, name="straight"))
+    straight = distill(tiny(teacher="teacher", direction="B2A", max_steps=6, name="straight"))
     with pytest.raises(TrainingInterrupted):
-        distill(tiny(teacher="teacher", max_steps=6, name="split"), observer=interrupt_after(3))
+        distill(tiny(teacher="teacher", direction="B2A", max_steps=6, name="split"), observer=interrupt_after(3))
     split = distill(tiny(name="split", max_steps=6), resume=True)
     a = load_file(str(straight / "G.safetensors"))
     b = load_file(str(split / "G.safetensors"))
@@ -200,8 +206,9 @@ def test_resuming_a_distillation_is_bitwise_exact(teacher_run, interrupt_after):
 
 
 def test_the_cli_distills_and_reports_the_active_losses(cli, teacher_run):
-    result = cli("distill", "--teacher", "teacher", "--blocks", "1", "--max-steps", "2", "--image-size", "24",
-                 "--load-size", "28", "--ndf", "4", "--name", "cli-student", "--objective", "domain")  # fmt: skip
+    result = cli("distill", "--teacher", "teacher", "--direction", "B2A", "--blocks", "1", "--max-steps", "2",
+                 "--image-size", "24", "--load-size", "28", "--ndf", "4", "--name", "cli-student",
+                 "--objective", "domain")  # fmt: skip
     assert result.code == 0, result.err
     assert "Active losses: output, feature, gan, cycle, identity" in result.err_text
     assert "Student blocks imitate teacher blocks [4]" in result.err_text

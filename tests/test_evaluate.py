@@ -9,16 +9,8 @@ import torch
 from torch import nn
 
 from cgdistill import fid_inception
+from cgdistill.cost import count_macs, count_macs_paper, measure_speed
 from cgdistill.errors import CgdistillError
-from cgdistill.evaluate import (
-    _ssim_reference,
-    count_macs,
-    count_macs_paper,
-    fid_kid,
-    measure_speed,
-    psnr,
-    ssim,
-)
 from cgdistill.fid_inception import (
     FIDInceptionV3,
     InceptionSource,
@@ -27,6 +19,7 @@ from cgdistill.fid_inception import (
     load_fid_inception,
     read_torchscript_tensors,
 )
+from cgdistill.metrics import _ssim_reference, fid_kid, psnr, ssim
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 
 

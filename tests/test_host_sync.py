@@ -104,7 +104,9 @@ def test_a_distillation_step_never_reads_from_the_device(toy, monkeypatch, objec
     updates = []
     real_update = WeightAverage.update
     monkeypatch.setattr(WeightAverage, "update", lambda self, model: updates.append(real_update(self, model)))
-    config = DistillConfig(teacher=run.name, blocks=1, max_steps=3, objective=objective, ema_decay=0.9, **SETTINGS)
+    config = DistillConfig(
+        teacher=run.name, direction="B2A", blocks=1, max_steps=3, objective=objective, ema_decay=0.9, **SETTINGS
+    )
     distill_module.distill(config)
     assert steps == [[], [], []]
     assert len(updates) == 3

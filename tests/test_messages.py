@@ -22,7 +22,7 @@ def test_bracketed_words_in_an_error_survive(cli, monkeypatch):
     def refuse(*_args, **_kwargs):
         raise CgdistillError("install it with `pip install 'cgdistill[tensorboard]'` and [bold]retry[/bold].")
 
-    monkeypatch.setattr(translate_cli.tr, "choose_model", refuse)
+    monkeypatch.setattr(translate_cli, "resolve_generator", refuse)
     result = cli("translate", "x.png")
     assert result.code == 2
     assert "pip install 'cgdistill[tensorboard]'" in result.err

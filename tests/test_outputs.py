@@ -142,9 +142,15 @@ def test_compare_refuses_bad_numbers_before_measuring(cli, pair, monkeypatch, fl
 
 
 def test_compare_refuses_a_model_against_itself(cli, pair):
-    result = cli("compare", "--teacher", "stud", "--student", "stud")
+    result = cli("compare", "--teacher", paths.run_path("stud") / "G.safetensors", "--student", "stud")
     assert result.code == 2
     assert "same model" in result.err_text
+
+
+def test_compare_refuses_a_student_run_as_the_teacher(cli, pair):
+    result = cli("compare", "--teacher", "stud", "--student", "stud")
+    assert result.code == 2
+    assert "Run 'stud' is a student, not a teacher" in result.err_text
 
 
 def test_compare_says_when_the_student_is_a_teacher(cli, pair):

@@ -164,7 +164,7 @@ def test_resuming_a_copied_distillation_trains_the_copy(toy, home):
     from cgdistill.train.distill import distill
 
     train_teacher(tiny(name="teacher", max_steps=1))
-    student = dict(teacher="teacher", blocks=1, image_size=24, load_size=28, ndf=4, pool_size=2, device="cpu",
+    student = dict(teacher="teacher", direction="B2A", blocks=1, image_size=24, load_size=28, ndf=4, pool_size=2, device="cpu",
                    amp=False, workers=0, sample_every=1000, eval_every=1000)  # fmt: skip
     distill(DistillConfig(name="s1", max_steps=1, **student))
     shutil.copytree(home / "runs" / "s1", home / "runs" / "s2")

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cgdistill import evaluate, fid_inception, paths, report
+from cgdistill import evaluate, fid_inception, paths, report, runs
 from cgdistill import translate as tr
 from cgdistill.checkpoint import load_generator
 from cgdistill.data.toy import make_toy_dataset
@@ -367,7 +367,8 @@ def _last_fidelity(run: Path) -> str:
 
 def _translate(settings: DemoSettings, data_dir: Path, folder: Path) -> list[Path]:
     """The student translates the first test images of its source domain, as `cgdistill translate` does."""
-    resolved, direction = tr.choose_model(STUDENT_RUN, settings.direction)
+    resolved = runs.resolve_generator(STUDENT_RUN, settings.direction, role="student")
+    direction = resolved.direction
     files = tr.collect_inputs([data_dir / f"test{direction[0]}"])[: settings.translate_count]
     generator, _ = load_generator(resolved.path)
     result = tr.translate_files(generator, files, folder, direction, device=pick_device(settings.device))
@@ -379,7 +380,8 @@ def _translate(settings: DemoSettings, data_dir: Path, folder: Path) -> list[Pat
 
 def _compare(settings: DemoSettings, data_dir: Path, observer: DemoObserver) -> evaluate.CompareOutputs:
     """`cgdistill compare --teacher teacher --student student --report ...`, through the same functions."""
-    teacher, student, direction = evaluate.resolve_pair(TEACHER_RUN, STUDENT_RUN, settings.direction)
+    teacher, student = runs.resolve_pair(TEACHER_RUN, STUDENT_RUN, settings.direction)
+    direction = student.direction
     source = fid_inception.find_weights(None, download=False)  # never the network: FID only if already here
     feature_network = fid_inception.load_fid_inception(source) if source is not None else None
     return evaluate.compare_models(

@@ -90,7 +90,7 @@ def probe_image(side: int = PROBE_SIDE, seed: int = 0) -> torch.Tensor:
 
 def bf16_psnr(generator: nn.Module, image: torch.Tensor | None = None) -> float:
     """PSNR (dB, on [0, 1]) of the generator's bf16-autocast output against its fp32 output."""
-    from cgdistill.evaluate import psnr
+    from cgdistill.metrics import psnr
 
     x = probe_image() if image is None else image
     with torch.inference_mode():

@@ -1,268 +1,38 @@
-"""Measurements for ``compare``: size, compute, speed and output quality of a teacher and a student.
+"""``compare``: a teacher and a student on the same test images, on the same device, in one process.
 
-Both generators run on the same images, on the same device, in one process. Compute is reported in
-two conventions: ``macs`` is exact convolution arithmetic as ``torch.utils.flop_counter`` counts it
-(MACs = FLOPs / 2; a transposed conv costs in_pixels x C_in x C_out x k^2), and ``macs_paper`` counts
-every conv, transposed ones included, on its output grid, as the compression papers' tables do
-(49.55 G and 56.8 G for the 9-block teacher at 256x256).
+This module loads the test set and puts the measurements together; the measurements themselves live
+in ``cost`` (MACs, latency, throughput) and ``metrics`` (PSNR, SSIM, FID/KID), and which models to
+compare is answered by ``runs.resolve_pair``.
 """
 
 from __future__ import annotations
 
-import math
-import statistics
-import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from cgdistill import runs
 from cgdistill.checkpoint import load_generator
+from cgdistill.cost import count_macs, count_macs_paper, measure_speed
 from cgdistill.data.images import list_images, read_image
 from cgdistill.device import describe
 from cgdistill.engines import BF16_MIN_PSNR_DB, bf16_psnr, engine_latencies
 from cgdistill.errors import CgdistillError
 from cgdistill.fid_inception import missing_weights_note
-from cgdistill.nets import GeneratorConfig, ResnetGenerator, count_parameters
+from cgdistill.metrics import extract_features, fid_kid, psnr, psnr_per_image, ssim, to_unit
+from cgdistill.nets import count_parameters
 from cgdistill.plots import read_metrics
 from cgdistill.runs import ResolvedModel
-from cgdistill.translate import autocast_context, prepare_generator, translate_batch, use_channels_last
+from cgdistill.translate import prepare_generator, translate_batch
 
-PSNR_CAP_DB = 100.0
-WORST_IMAGES = 5  # the report shows where the student falls short: this many lowest-PSNR test images  # identical images would give +inf, which JSON cannot hold
-KID_SUBSETS = 100
-KID_SUBSET_SIZE = 1000
+WORST_IMAGES = 5  # the report shows where the student falls short: this many lowest-PSNR test images
 
 Log = Callable[[str], None]
-
-
-# ---------------------------------------------------------------------------------------------
-# Compute
-
-
-def _meta_generator(config: GeneratorConfig) -> ResnetGenerator:
-    with torch.device("meta"):
-        return ResnetGenerator(config)
-
-
-def count_macs(config: GeneratorConfig, image_size: int) -> int:
-    """Multiply-accumulates of one forward pass at ``image_size`` square, by conv arithmetic.
-
-    Counted by ``torch.utils.flop_counter`` on the meta device (shapes only, no arithmetic runs).
-    """
-    model = _meta_generator(config)
-    x = torch.empty(1, config.in_channels, image_size, image_size, device="meta")
-    with FlopCounterMode(display=False) as counter:
-        model(x)
-    return counter.get_total_flops() // 2
-
-
-def count_macs_paper(config: GeneratorConfig, image_size: int) -> int:
-    """MACs with every conv counted on its output grid: out_pixels x C_out x C_in/groups x k^2.
-
-    For a plain conv this is the exact count; a stride-2 transposed conv is charged four times its
-    real cost. This is the convention of the published tables (56.8 G for the CycleGAN teacher).
-    """
-    model = _meta_generator(config)
-    total = 0
-
-    def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal total
-        kernel = math.prod(module.kernel_size)
-        in_per_group = module.in_channels // module.groups
-        total += output.numel() * in_per_group * kernel
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
-    try:
-        model(torch.empty(1, config.in_channels, image_size, image_size, device="meta"))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total
-
-
-# ---------------------------------------------------------------------------------------------
-# Speed
-
-
-@dataclass
-class Speed:
-    latency_ms: float  # median batch-1 forward time
-    throughput_ips: float  # images per second at ``batch``
-    batch: int
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def default_throughput_batch(device: torch.device) -> int:
-    return 16 if device.type == "cuda" else 4
-
-
-def measure_speed(
-    models: dict[str, nn.Module],
-    image_size: int,
-    device: torch.device,
-    *,
-    warmup: int = 2,
-    repeats: int = 7,
-    throughput_batch: int | None = None,
-    throughput_repeats: int = 3,
-) -> dict[str, Speed]:
-    """Latency and throughput of each model, measured in alternating turns.
-
-    Alternating (teacher, student, teacher, ...) rather than one model after the other means a
-    burst of load from another process slows both alike, so their ratio stays honest on a shared
-    machine. Models must already be prepared for ``device`` (see ``translate.prepare_generator``).
-    """
-    batch = throughput_batch or default_throughput_batch(device)
-    fmt = torch.channels_last if use_channels_last(device) else torch.contiguous_format
-
-    def make(n: int) -> torch.Tensor:
-        return torch.rand(n, 3, image_size, image_size, device=device).mul_(2).sub_(1).contiguous(memory_format=fmt)
-
-    def timed(model: nn.Module, x: torch.Tensor) -> float:
-        _sync(device)
-        start = time.perf_counter()
-        model(x)
-        _sync(device)
-        return time.perf_counter() - start
-
-    single, many = make(1), make(batch)
-    latency: dict[str, list[float]] = {name: [] for name in models}
-    per_batch: dict[str, list[float]] = {name: [] for name in models}
-    with torch.inference_mode(), autocast_context(device):
-        for _ in range(warmup):
-            for model in models.values():
-                model(single)
-        for _ in range(repeats):
-            for name, model in models.items():
-                latency[name].append(timed(model, single))
-        for model in models.values():
-            model(many)
-        for _ in range(throughput_repeats):
-            for name, model in models.items():
-                per_batch[name].append(timed(model, many))
-    return {
-        name: Speed(
-            latency_ms=statistics.median(latency[name]) * 1000.0,
-            throughput_ips=batch / statistics.median(per_batch[name]),
-            batch=batch,
-        )
-        for name in models
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Image quality
-
-
-def psnr_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """PSNR (dB) of each image pair of two float batches in [0, 1], capped at ``PSNR_CAP_DB``."""
-    mse = (a.double() - b.double()).pow(2).flatten(1).mean(1)
-    return 10.0 * torch.log10(1.0 / mse.clamp_min(10 ** (-PSNR_CAP_DB / 10)))
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over images of the PSNR (dB) between two float batches in [0, 1]."""
-    return float(psnr_per_image(a, b).mean())
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean SSIM (Gaussian window 11, sigma 1.5) of two float batches in [0, 1]; torchmetrics when installed."""
-    try:
-        from torchmetrics.functional.image import structural_similarity_index_measure
-    except ImportError:
-        return _ssim_reference(a, b)
-    return float(structural_similarity_index_measure(a.float(), b.float(), data_range=1.0))
-
-
-def _ssim_reference(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> float:
-    """Wang et al. (2004) SSIM, used only when torchmetrics is not installed."""
-    a, b = a.double(), b.double()
-    coords = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    kernel = (g[:, None] * g[None, :]).expand(a.shape[1], 1, window, window).contiguous()
-    pad = window // 2
-
-    def blur(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode="reflect"), kernel, groups=x.shape[1])
-
-    c1, c2 = 0.01**2, 0.03**2
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return float(s[..., pad:-pad, pad:-pad].mean())
-
-
-class _Precomputed(nn.Module):
-    """Passes features through, so torchmetrics' FID and KID share one pass of the feature network."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return features
-
-
-def extract_features(
-    network: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 16
-) -> torch.Tensor:
-    """Features of uint8 NHWC ``images`` (fed to ``network`` as float NCHW in [0, 1]), on the CPU."""
-    network = network.eval().to(device)
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size].to(device).permute(0, 3, 1, 2).float().div_(255.0)
-            out.append(network(chunk).float().cpu())
-    return torch.cat(out)
-
-
-def fid_kid(real: torch.Tensor, fake: torch.Tensor, seed: int = 0) -> tuple[float | None, float | None, list[str]]:
-    """FID and KID (mean over subsets) between two feature sets, by torchmetrics; notes say why one is missing."""
-    notes: list[str] = []
-    try:
-        from torchmetrics.image.fid import FrechetInceptionDistance
-        from torchmetrics.image.kid import KernelInceptionDistance
-    except ImportError:
-        return None, None, ["FID/KID need torchmetrics: pip install 'cgdistill[metrics]'."]
-    n = min(len(real), len(fake))
-    if n < 2:
-        return None, None, ["FID/KID need at least 2 test images in each set."]
-    passthrough = _Precomputed(real.shape[1])
-    fid_metric = FrechetInceptionDistance(feature=passthrough, normalize=True)
-    fid_metric.update(real.double(), real=True)
-    fid_metric.update(fake.double(), real=False)
-    fid = float(fid_metric.compute())
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")  # small sets here
-        kid_metric = KernelInceptionDistance(
-            feature=passthrough, subsets=KID_SUBSETS, subset_size=min(KID_SUBSET_SIZE, n)
-        )
-    kid_metric.update(real.double(), real=True)
-    kid_metric.update(fake.double(), real=False)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)  # KID draws random subsets: same images, same number
-        kid = float(kid_metric.compute()[0])
-    if n < 50:
-        notes.append(f"FID/KID from only {n} images are noisy; compare them only between models on the same images.")
-    return fid, kid, notes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,11 +111,6 @@ def run_model(model: nn.Module, images: torch.Tensor, device: torch.device, batc
     )
 
 
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [0, 1]."""
-    return images.permute(0, 3, 1, 2).float().div(255.0)
-
-
 # ---------------------------------------------------------------------------------------------
 # The comparison
 
@@ -412,29 +177,6 @@ class CompareOutputs:
     teacher_images: torch.Tensor
     student_images: torch.Tensor
     student_curve: list[dict] = field(default_factory=list)  # the student run's metrics records, when known
-
-
-def resolve_pair(
-    teacher_spec: str | None, student_spec: str | None, direction: str | None
-) -> tuple[ResolvedModel, ResolvedModel, str]:
-    """The student (newest for the direction by default) and its teacher (the one it was distilled from)."""
-    student = runs.resolve_generator(student_spec, direction, role="student")
-    direction = direction or student.info.direction
-    if teacher_spec is None and student.info.teacher:
-        try:
-            teacher = runs.resolve_generator(student.info.teacher, direction, role="teacher")
-        except CgdistillError:
-            teacher = runs.resolve_generator(None, direction, role="teacher")
-    else:
-        teacher = runs.resolve_generator(teacher_spec, direction, role="teacher")
-    direction = direction or teacher.info.direction
-    if direction is None:
-        raise CgdistillError("Neither model records which way it translates; pass --direction A2B or B2A.")
-    if teacher.path.resolve() == student.path.resolve():
-        raise CgdistillError(
-            f"Teacher and student are the same model ({student.path}); pass another --student or --teacher."
-        )
-    return teacher, student, direction
 
 
 def compare(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
@@ -114,6 +115,55 @@ def resolve_data(name_or_path: str) -> Path:
         f"Dataset '{name_or_path}' is not downloaded yet in {datasets_dir()}; "
         f"run `cgdistill download {name_or_path}` first, or pass a folder path to --data."
     )
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """What ``--data`` came to: the value to record, its folder, and how it was chosen."""
+
+    spec: str  # a dataset name under the home, or the folder given
+    folder: Path
+    reason: str | None = None  # how it was picked when --data was not given; None when it was
+
+
+def downloaded_datasets() -> list[Path]:
+    """Dataset folders under the home that can be trained on (trainA/ and trainB/), newest first.
+
+    Newest by the folder's modification time: a download, an extraction or the toy generator
+    finishes the folder in one go, so that is when the dataset arrived.
+    """
+    from cgdistill.data.extract import has_layout
+
+    root = datasets_dir()
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if not p.name.startswith(".") and has_layout(p)]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def choose_data(
+    given: str | None, recorded: Sequence[tuple[str | None, str]] = (), *, newest: bool = False
+) -> DataChoice:
+    """``--data NAME|PATH``; without it the first dataset a model records (``recorded``: pairs of
+    a dataset name and whose it is, e.g. ``("toy", "the teacher")``), else, with ``newest``, the newest
+    downloaded dataset. The one helper of train-teacher, distill and compare."""
+    if given:
+        return DataChoice(given, resolve_data(given))
+    for name, owner in recorded:
+        if name:
+            return DataChoice(name, resolve_data(name), f"the dataset {owner} was trained on")
+    if newest:
+        found = downloaded_datasets()
+        if not found:
+            raise CgdistillError(
+                f"No dataset is downloaded in {datasets_dir()} yet; run `cgdistill download toy` (made here in "
+                "seconds) or `cgdistill download monet2photo`, or pass a folder with trainA/ and trainB/ to --data."
+            )
+        count = "the only dataset" if len(found) == 1 else f"the newest of {len(found)} datasets"
+        return DataChoice(found[0].name, found[0], f"{count} in {datasets_dir()}; pass --data to choose")
+    owners = [owner for _name, owner in recorded]
+    verb = "records" if len(owners) == 1 else "record"
+    raise CgdistillError(f"No --data given and {' and '.join(owners)} {verb} no dataset; pass --data NAME|PATH.")
 
 
 def list_runs() -> list[Path]:

@@ -1,8 +1,21 @@
-"""Run folders: which files a teacher or student run holds, and how ``RUN|FILE`` resolves to a model.
+"""Run folders: which files a teacher or student run holds, and which model ``RUN|FILE`` means.
 
 A teacher run holds ``G_A2B``, ``G_B2A``, ``D_A`` and ``D_B`` (an imported run: one or both
-``G_*`` only); a student run holds ``G``. When the user names no model, the most recent
-suitable run is used and the caller says which.
+``G_*`` only); a student run holds ``G``. :func:`resolve_generator` is the one answer to "which
+generator, which way?" for ``translate``, ``export``, ``compare`` and ``distill``:
+
+- **The model.** ``RUN|FILE`` names a run (its name under the home, or its folder) or a
+  ``.safetensors`` generator file. Named nothing, the command takes the newest run it can use:
+  ``translate`` and ``export`` the newest student, else the newest teacher; ``distill`` the newest
+  teacher; ``compare`` the newest student and the teacher it was distilled from. With
+  ``--direction`` only runs with a generator for that direction count. The command says which
+  model it picked.
+- **The direction.** ``--direction`` when given. Otherwise the model decides: a model that
+  translates one way (a student, a generator file, a teacher run with one generator) is used that
+  way, and a teacher run with both generators has no default: the command stops with
+  :func:`ambiguous_direction`'s sentence, the same for every command.
+- **The role.** A student run given where a teacher is wanted (``--teacher``) is refused; a
+  generator file may serve as either.
 """
 
 from __future__ import annotations
@@ -64,14 +77,26 @@ def run_kind(run: Path) -> str | None:
     return None
 
 
+ROLES = ("student", "teacher", "any")
+
+
+def ambiguous_direction(run: Path) -> CgdistillError:
+    """The one sentence every command gives when a teacher run's two generators leave the way open."""
+    return CgdistillError(
+        f"Teacher run {run.name} has generators for A2B and B2A; pass --direction A2B or --direction B2A."
+    )
+
+
 @dataclass
 class ResolvedModel:
-    """A generator file, its metadata, and the run it belongs to (None for a loose file)."""
+    """A generator file, its metadata, the run it belongs to (None for a loose file), and the direction
+    the command uses it for."""
 
     path: Path
     info: ModelInfo
     run: Path | None
     role: str  # "teacher" or "student"
+    direction: str
 
     @property
     def label(self) -> str:
@@ -80,70 +105,100 @@ class ResolvedModel:
         return str(self.path)
 
     @property
-    def direction(self) -> str | None:
-        return self.info.direction
+    def source(self) -> str:
+        """Where the model came from, as a student's metadata records its teacher: the run's name, or
+        the file's absolute path."""
+        return self.run.name if self.run is not None else str(self.path.resolve())
 
 
-def _from_run(run: Path, direction: str | None) -> ResolvedModel:
+def _one_way(path: Path, run: Path | None, direction: str | None, what: str) -> ResolvedModel:
+    """A student run's generator or a loose generator file: it translates the way its file records."""
+    info = read_info(path)
+    if info.kind != "generator":
+        raise CgdistillError(f"{path} holds a {info.kind}, not a generator.")
+    if direction and info.direction and info.direction != direction:
+        raise CgdistillError(
+            f"{what} translates {info.direction}, not {direction}; pass --direction {info.direction} or another model."
+        )
+    chosen = direction or info.direction
+    if chosen is None:
+        raise CgdistillError(f"{what} does not record which way it translates; pass --direction A2B or B2A.")
+    # A loose file is a student when it names the teacher it learned from.
+    role = "student" if run is not None or info.teacher else "teacher"
+    return ResolvedModel(path, info, run, role, chosen)
+
+
+def teacher_directions(run: Path) -> list[str]:
+    """The directions a teacher run holds a generator for."""
+    return [d for d in DIRECTIONS if (run / generator_file(d)).is_file()]
+
+
+def _from_run(run: Path, direction: str | None, role: str) -> ResolvedModel:
     kind = run_kind(run)
+    if kind == "student" and role == "teacher":
+        raise CgdistillError(
+            f"Run '{run.name}' is a student, not a teacher; pass the teacher run it was distilled from, "
+            "or another teacher run or .safetensors file, to --teacher."
+        )
     if kind == "student":
-        info = read_info(run / STUDENT_FILE)
-        if direction and info.direction and info.direction != direction:
-            raise CgdistillError(
-                f"Student run {run.name} translates {info.direction}, not {direction}; "
-                f"pass --direction {info.direction} or another model."
-            )
-        return ResolvedModel(run / STUDENT_FILE, info, run, "student")
+        return _one_way(run / STUDENT_FILE, run, direction, f"Student run {run.name}")
     if kind == "teacher":
-        present = [d for d in DIRECTIONS if (run / generator_file(d)).is_file()]
+        present = teacher_directions(run)
         if direction is None:
             if len(present) > 1:
-                raise CgdistillError(f"Teacher run {run.name} has generators for A2B and B2A; pass --direction.")
+                raise ambiguous_direction(run)
             direction = present[0]
         if direction not in present:
             raise CgdistillError(
                 f"Teacher run {run.name} has no {direction} generator (it has {', '.join(present)}); "
-                "pass another --direction or model."
+                f"pass --direction {present[0]} or another model."
             )
         path = run / generator_file(direction)
-        return ResolvedModel(path, read_info(path), run, "teacher")
+        return ResolvedModel(path, read_info(path), run, "teacher", direction)
     raise CgdistillError(f"Run folder {run} holds no model file yet.")
 
 
-def resolve_generator(spec: str | None, direction: str | None = None, role: str = "any") -> ResolvedModel:
-    """Resolve ``--model RUN|FILE``; with no spec pick the newest run of ``role`` for ``direction``.
+def _fits(run: Path, kind: str, direction: str | None) -> bool:
+    """Whether an automatic pick may take ``run``: a model of ``kind`` with a generator for ``direction``."""
+    if run_kind(run) != kind:
+        return False
+    if direction is None:
+        return True
+    if kind == "teacher":
+        return direction in teacher_directions(run)
+    try:
+        recorded = read_info(run / STUDENT_FILE).direction
+    except CgdistillError:
+        return False  # unreadable: it cannot be shown to fit
+    return recorded in (None, direction)
 
-    ``role`` is ``student``, ``teacher`` or ``any`` (students first, then teachers).
+
+def resolve_generator(spec: str | None, direction: str | None = None, role: str = "any") -> ResolvedModel:
+    """``RUN|FILE`` and ``--direction`` -> the generator file and the way it is used (rules: module docstring).
+
+    ``role`` is what the command wants when it picks by itself: ``student``, ``teacher`` or ``any``
+    (the newest student, else the newest teacher).
     """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     if direction is not None:
         check_direction(direction)
     if spec:
         candidate = Path(spec).expanduser()
         if os.path.isfile(candidate) or (paths.looks_like_path(spec) and not os.path.isdir(candidate)):
-            info = read_info(candidate)
-            if info.kind != "generator":
-                raise CgdistillError(f"{candidate} holds a {info.kind}, not a generator.")
-            if direction and info.direction and info.direction != direction:
-                raise CgdistillError(
-                    f"{candidate} translates {info.direction}, not {direction}; pass --direction {info.direction}."
-                )
-            return ResolvedModel(candidate, info, None, "student" if info.teacher else "teacher")
+            return _one_way(candidate, None, direction, str(candidate))
         run = paths.run_folder(spec)
         if not run.is_dir():
             raise CgdistillError(
                 f"No run named '{spec}' in {paths.runs_dir()} and no such file; "
                 "train one with `cgdistill train-teacher` or pass a .safetensors path."
             )
-        return _from_run(run, direction)
-    roles = ["student", "teacher"] if role == "any" else [role]
-    for wanted in roles:
+        return _from_run(run, direction, role)
+    kinds = ["student", "teacher"] if role == "any" else [role]
+    for kind in kinds:
         for run in paths.list_runs():
-            if run_kind(run) != wanted:
-                continue
-            try:
-                return _from_run(run, direction)
-            except CgdistillError:
-                continue
+            if _fits(run, kind, direction):
+                return _from_run(run, direction, role)
     what = {"any": "model", "student": "student", "teacher": "teacher"}[role]
     for_dir = f" for {direction}" if direction else ""
     raise CgdistillError(
@@ -170,3 +225,26 @@ def discriminator_judging(run: Path, domain: str) -> Path | None:
         if judges is None and letter == domain:
             by_convention = path
     return by_convention
+
+
+def resolve_pair(
+    teacher_spec: str | None, student_spec: str | None, direction: str | None
+) -> tuple[ResolvedModel, ResolvedModel]:
+    """``compare``'s two models: the student (the newest for the direction by default) and its teacher
+    (``--teacher``, else the one the student was distilled from, else the newest teacher for the
+    student's direction). Both are used in the student's direction."""
+    student = resolve_generator(student_spec, direction, role="student")
+    direction = student.direction
+    teacher = None
+    if teacher_spec is None and student.info.teacher:
+        try:
+            teacher = resolve_generator(student.info.teacher, direction, role="teacher")
+        except CgdistillError:
+            teacher = None  # moved or deleted since: the newest teacher stands in, and compare says which
+    if teacher is None:
+        teacher = resolve_generator(teacher_spec, direction, role="teacher")
+    if teacher.path.resolve() == student.path.resolve():
+        raise CgdistillError(
+            f"Teacher and student are the same model ({student.path}); pass another --student or --teacher."
+        )
+    return teacher, student

@@ -22,12 +22,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from cgdistill import paths
 from cgdistill.data.images import list_images, read_image_with_alpha
 from cgdistill.device import cuda_amp_dtype
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import atomic_path, not_a_file_reason, prepare_output_dir
-from cgdistill.runs import ResolvedModel, check_direction, resolve_generator, run_kind
+from cgdistill.runs import check_direction
 
 DEFAULT_MAX_SIDE = 1024
 DEFAULT_BATCH_SIZE = 4
@@ -115,29 +114,6 @@ def translate_batch(model: nn.Module, images: torch.Tensor, device: torch.device
 
 # ---------------------------------------------------------------------------------------------
 # Inputs and outputs
-
-
-def choose_model(spec: str | None, direction: str | None) -> tuple[ResolvedModel, str]:
-    """``--model``/``--direction`` -> the generator file and the direction it translates.
-
-    With no model named, the newest student for the direction is used, else the newest teacher.
-    """
-    if direction is not None:
-        check_direction(direction)
-    try:
-        resolved = resolve_generator(spec, direction, role="any")
-    except CgdistillError:
-        # The automatic pick skips teacher runs that need a direction; say so rather than "no model".
-        teachers = [run for run in paths.list_runs() if run_kind(run) == "teacher"] if not (spec or direction) else []
-        if teachers:
-            raise CgdistillError(
-                f"Teacher run {teachers[0].name} has generators for A2B and B2A; pass --direction A2B or B2A."
-            ) from None
-        raise
-    chosen = direction or resolved.info.direction
-    if chosen is None:
-        raise CgdistillError(f"{resolved.label} does not record which way it translates; pass --direction A2B or B2A.")
-    return resolved, chosen
 
 
 def collect_inputs(

@@ -10,10 +10,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from cgdistill import evaluate, fid_inception, paths, report
+from cgdistill import evaluate, fid_inception, paths, report, runs
 from cgdistill.cli.app import app, console, note, show
 from cgdistill.device import DEVICE_HELP, pick_device
-from cgdistill.errors import CgdistillError
 
 
 @app.command("compare")
@@ -80,13 +79,18 @@ def compare(
     evaluate.check_compare_options(image_size, limit)
     report.check_report_options(report_dir, grid)
     target = pick_device(device)
-    teacher_model, student_model, chosen = evaluate.resolve_pair(teacher, student, direction)
-    dataset = data or student_model.info.dataset or teacher_model.info.dataset
-    if dataset is None:
-        raise CgdistillError("The models do not record their dataset; pass --data NAME|PATH.")
-    data_dir = paths.resolve_data(dataset)
+    teacher_model, student_model = runs.resolve_pair(teacher, student, direction)
+    chosen = student_model.direction
+    dataset = paths.choose_data(
+        data,
+        [
+            (student_model.info.dataset, f"student {student_model.source}"),
+            (teacher_model.info.dataset, f"teacher {teacher_model.source}"),
+        ],
+    )
     note(f"Teacher: {teacher_model.label}")
     note(f"Student: {student_model.label}")
+    note(f"Data: {dataset.folder}" + (f" ({dataset.reason})" if dataset.reason else ""))
     if student_model.role == "teacher":
         note(f"Note: the student {student_model.label} is a teacher (it records no teacher of its own).")
 
@@ -98,7 +102,7 @@ def compare(
     outputs = evaluate.compare_models(
         teacher_model,
         student_model,
-        data_dir,
+        dataset.folder,
         direction=chosen,
         device=target,
         image_size=image_size,

@@ -37,12 +37,13 @@ def export(
     """Export a teacher or student generator to ONNX (dynamic batch and size), checked against PyTorch."""
     from cgdistill import export as ex
     from cgdistill.checkpoint import load_generator
-    from cgdistill.translate import choose_model
+    from cgdistill.runs import resolve_generator
 
     if fmt not in ex.FORMATS:
         raise CgdistillError(f"--format {fmt!r} is not supported; use one of {', '.join(ex.FORMATS)}.")
+    resolved = resolve_generator(model, direction, role="any")
+    chosen = resolved.direction
     ex.require_onnx()
-    resolved, chosen = choose_model(model, direction)
     generator, info = load_generator(resolved.path)
     if output is None:
         base = resolved.run.name if resolved.run is not None else resolved.path.stem

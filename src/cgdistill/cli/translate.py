@@ -15,6 +15,7 @@ from cgdistill.device import DEVICE_HELP, describe, pick_device
 from cgdistill.engines import check_engine, choose_engine
 from cgdistill.errors import WorkFailed
 from cgdistill.fsutil import prepare_output_dir
+from cgdistill.runs import resolve_generator
 
 PROGRESS_FROM = 8  # fewer files finish before a bar would tell anyone anything
 
@@ -62,7 +63,8 @@ def translate(
     """Translate images with a teacher or student generator; writes PNGs of the same size (alpha kept)."""
     target = pick_device(device)
     check_engine(engine)
-    resolved, chosen = tr.choose_model(model, direction)
+    resolved = resolve_generator(model, direction, role="any")
+    chosen = resolved.direction
     files = tr.collect_inputs(inputs, recursive=recursive, output_dir=output)
     if not files:
         raise WorkFailed("No image files found in the given inputs" + ("" if recursive else " (try --recursive)") + ".")

@@ -27,9 +27,12 @@ INITS = "cgdistill.train.distill:INITS"
 class TrainConfig:
     """What the teacher trainer and the distiller share (the design's training flags)."""
 
-    data: str = field(
-        default="monet2photo",
-        metadata=flag("Dataset name under the home, or a folder with trainA/ trainB/.", panel=RUN),
+    data: str | None = field(
+        default=None,
+        metadata=flag(
+            "Dataset name under the home, or a folder with trainA/ trainB/ (default: the newest downloaded dataset).",
+            panel=RUN,
+        ),
     )
     name: str | None = field(default=None, metadata=flag("Run name (default: derived from the dataset).", panel=RUN))
     epochs: int = field(default=100, metadata=flag("Epochs at the initial learning rate.", panel=TRAIN, min=0))
@@ -160,7 +163,8 @@ class DistillConfig(TrainConfig):
     direction: str | None = field(
         default=None,
         metadata=flag(
-            "B2A or A2B: which teacher generator to distill (default: B2A, or the teacher's only one).",
+            "B2A or A2B: which teacher generator to distill (default: the teacher's only one; a teacher run "
+            "with both needs it).",
             panel=RUN, choices=DIRECTIONS,
         ),
     )  # fmt: skip

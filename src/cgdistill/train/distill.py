@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,8 +27,9 @@ from cgdistill import paths
 from cgdistill.checkpoint import load_discriminator, load_generator, save_generator
 from cgdistill.data.images import list_images
 from cgdistill.errors import CgdistillError
-from cgdistill.evaluate import load_images, native_size, psnr, run_model, source_test_files, ssim, to_unit
+from cgdistill.evaluate import load_images, native_size, run_model, source_test_files
 from cgdistill.losses import cycle_loss, discriminator_loss, feature_loss, gan_loss, identity_loss, output_loss
+from cgdistill.metrics import psnr, ssim, to_unit
 from cgdistill.nets import (
     SHARED_PREFIXES,
     DiscriminatorConfig,
@@ -43,8 +43,8 @@ from cgdistill.runs import (
     STUDENT_FILE,
     discriminator_judging,
     generator_file,
+    resolve_generator,
     reverse,
-    run_kind,
     target_domain,
 )
 from cgdistill.train.config import DistillConfig
@@ -72,55 +72,26 @@ class Teacher:
 
     generator: ResnetGenerator
     direction: str
-    identity: str  # run name or file path, recorded in the student's metadata
+    source: str  # run name or file path; the student's metadata records it under "teacher"
     reverse: ResnetGenerator | None = None
     discriminator: PatchDiscriminator | None = None
     dataset: str | None = None
 
 
-def _latest_teacher_run() -> Path:
-    for run in paths.list_runs():
-        if run_kind(run) == "teacher":
-            return run
-    raise CgdistillError(
-        f"No teacher run found in {paths.runs_dir()}; train one with `cgdistill train-teacher`, import one with "
-        "`cgdistill download --pretrained NAME`, or pass --teacher FILE."
-    )
-
-
 def load_teacher(spec: str | None, direction: str | None) -> Teacher:
-    """Resolve ``--teacher RUN|FILE`` (default: the most recent teacher run) for ``direction``."""
-    candidate = Path(spec).expanduser() if spec else None
-    if candidate is not None and (candidate.suffix == ".safetensors" or os.path.isfile(candidate)):
-        generator, info = load_generator(candidate)
-        chosen = direction or info.direction or "A2B"
-        if direction and info.direction and direction != info.direction:
-            raise CgdistillError(f"Teacher {candidate} translates {info.direction}; pass --direction {info.direction}.")
-        return Teacher(generator, chosen, str(candidate.resolve()), dataset=info.dataset)
-    if spec:
-        run = paths.run_folder(spec)
-        if run_kind(run) == "student":
-            raise CgdistillError(
-                f"Run '{spec}' is a student, not a teacher; pass the teacher run it was distilled from, "
-                "or another teacher run or .safetensors file, to --teacher."
-            )
-        if not run.is_dir() or run_kind(run) != "teacher":
-            raise CgdistillError(
-                f"'{spec}' is neither a teacher run in {paths.runs_dir()} nor a .safetensors file; "
-                "check the name with `ls` or pass a path."
-            )
-    else:
-        run = _latest_teacher_run()
-    present = [d for d in ("A2B", "B2A") if (run / generator_file(d)).is_file()]
-    chosen = direction or (present[0] if len(present) == 1 else "B2A")
-    if chosen not in present:
-        raise CgdistillError(f"Teacher run {run.name} has no {chosen} generator; pass --direction {present[0]}.")
-    generator, info = load_generator(run / generator_file(chosen))
+    """``--teacher RUN|FILE`` (default: the newest teacher run) for ``--direction``, by the rule every
+    command shares (``runs`` module docstring); a teacher run also gives its reverse generator and the
+    target domain's discriminator."""
+    resolved = resolve_generator(spec, direction, role="teacher")
+    generator, info = load_generator(resolved.path)
+    chosen, run = resolved.direction, resolved.run
+    if run is None:
+        return Teacher(generator, chosen, resolved.source, dataset=info.dataset)
     reverse_path = run / generator_file(reverse(chosen))
     reverse_generator = load_generator(reverse_path)[0] if reverse_path.is_file() else None
     disc_path = discriminator_judging(run, target_domain(chosen))
     discriminator = load_discriminator(disc_path)[0] if disc_path is not None else None
-    return Teacher(generator, chosen, run.name, reverse_generator, discriminator, info.dataset)
+    return Teacher(generator, chosen, resolved.source, reverse_generator, discriminator, info.dataset)
 
 
 class Adapters(nn.Module):
@@ -403,7 +374,7 @@ class DistillRecipe(Recipe):
             dataset=self.dataset_name,
             image_size=self.config.image_size,
             step=step,
-            teacher=self.teacher_info.identity,
+            teacher=self.teacher_info.source,
             extra={
                 "init": self.config.init,
                 "losses": self.active,
@@ -434,17 +405,15 @@ def distill(
     observer = observer or Observer()
     if resume and config.name is not None:
         settings = read_run_config(config.name, "student", DistillConfig)
-        config.teacher, config.direction = settings.get("teacher"), settings.get("direction")
+        # The stored run decides: a teacher file that records no dataset resumes on the --data it was given.
+        config.teacher, config.direction, config.data = (settings.get(key) for key in ("teacher", "direction", "data"))
     config.resolve_objective()
     teacher = load_teacher(config.teacher, config.direction)
     config.direction = teacher.direction
-    config.teacher = teacher.identity
+    config.teacher = teacher.source
     apply_preset(config, teacher.generator.config.ngf, given)
-    if not config.data:
-        if not teacher.dataset:
-            raise CgdistillError(f"Teacher {teacher.identity} does not record its dataset; pass --data NAME|PATH.")
-        config.data = teacher.dataset
-    base = Path(teacher.identity).stem if teacher.identity.endswith(".safetensors") else teacher.identity
+    config.data = paths.choose_data(config.data, [(teacher.dataset, f"teacher {teacher.source}")]).spec
+    base = Path(teacher.source).stem if teacher.source.endswith(".safetensors") else teacher.source
     default_name = f"{base}-{teacher.direction}-{config.blocks}b" + (
         "" if config.preset == "default" else f"-{config.preset}"
     )
@@ -473,7 +442,7 @@ def distill(
         if runtime.is_main:
             s_cfg = unwrap(recipe.student).generator.config
             observer.message(
-                f"Distilling {teacher.identity} ({teacher.direction}, {teacher.generator.config.blocks} blocks, "
+                f"Distilling {teacher.source} ({teacher.direction}, {teacher.generator.config.blocks} blocks, "
                 f"ngf {teacher.generator.config.ngf}) into {config.name} ({s_cfg.blocks} {s_cfg.block} blocks, "
                 f"ngf {s_cfg.ngf}; preset {config.preset}) on {session.data_dir} on {runtime.describe()}."
             )

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from cgdistill import paths
 from cgdistill.checkpoint import save_discriminator, save_generator
 from cgdistill.losses import cycle_loss, discriminator_loss, gan_loss, identity_loss
 from cgdistill.nets import (
@@ -177,6 +178,10 @@ def train_teacher(
     ``given`` names the settings the user set explicitly (on resume only some may change).
     """
     observer = observer or Observer()
+    if config.data is None and not (resume and config.name):
+        choice = paths.choose_data(None, newest=True)
+        config.data = choice.spec
+        observer.message(f"No --data given: using {choice.spec}, {choice.reason}.")
     default_name = Path(config.data).name if config.data else "teacher"
     config, _ = resolve_config(config, "teacher", resume, default_name, given)
     session = open_session(config, "teacher", resume=resume, observer=observer, norm=config.norm)

@@ -1,0 +1,138 @@
+"""What a generator costs to run: compute counted in two conventions, and time measured on a device.
+
+``count_macs`` is exact convolution arithmetic as ``torch.utils.flop_counter`` counts it (MACs =
+FLOPs / 2; a transposed conv costs in_pixels x C_in x C_out x k^2); ``count_macs_paper`` counts every
+conv, transposed ones included, on its output grid, as the compression papers' tables do (49.55 G
+and 56.8 G for the 9-block teacher at 256x256).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from cgdistill.nets import GeneratorConfig, ResnetGenerator
+from cgdistill.translate import autocast_context, use_channels_last
+
+
+def _meta_generator(config: GeneratorConfig) -> ResnetGenerator:
+    with torch.device("meta"):
+        return ResnetGenerator(config)
+
+
+def count_macs(config: GeneratorConfig, image_size: int) -> int:
+    """Multiply-accumulates of one forward pass at ``image_size`` square, by conv arithmetic.
+
+    Counted by ``torch.utils.flop_counter`` on the meta device (shapes only, no arithmetic runs).
+    """
+    model = _meta_generator(config)
+    x = torch.empty(1, config.in_channels, image_size, image_size, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+def count_macs_paper(config: GeneratorConfig, image_size: int) -> int:
+    """MACs with every conv counted on its output grid: out_pixels x C_out x C_in/groups x k^2.
+
+    For a plain conv this is the exact count; a stride-2 transposed conv is charged four times its
+    real cost. This is the convention of the published tables (56.8 G for the CycleGAN teacher).
+    """
+    model = _meta_generator(config)
+    total = 0
+
+    def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        kernel = math.prod(module.kernel_size)
+        in_per_group = module.in_channels // module.groups
+        total += output.numel() * in_per_group * kernel
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    try:
+        model(torch.empty(1, config.in_channels, image_size, image_size, device="meta"))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Speed
+
+
+@dataclass
+class Speed:
+    latency_ms: float  # median batch-1 forward time
+    throughput_ips: float  # images per second at ``batch``
+    batch: int
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def default_throughput_batch(device: torch.device) -> int:
+    return 16 if device.type == "cuda" else 4
+
+
+def measure_speed(
+    models: dict[str, nn.Module],
+    image_size: int,
+    device: torch.device,
+    *,
+    warmup: int = 2,
+    repeats: int = 7,
+    throughput_batch: int | None = None,
+    throughput_repeats: int = 3,
+) -> dict[str, Speed]:
+    """Latency and throughput of each model, measured in alternating turns.
+
+    Alternating (teacher, student, teacher, ...) rather than one model after the other means a
+    burst of load from another process slows both alike, so their ratio stays honest on a shared
+    machine. Models must already be prepared for ``device`` (see ``translate.prepare_generator``).
+    """
+    batch = throughput_batch or default_throughput_batch(device)
+    fmt = torch.channels_last if use_channels_last(device) else torch.contiguous_format
+
+    def make(n: int) -> torch.Tensor:
+        return torch.rand(n, 3, image_size, image_size, device=device).mul_(2).sub_(1).contiguous(memory_format=fmt)
+
+    def timed(model: nn.Module, x: torch.Tensor) -> float:
+        _sync(device)
+        start = time.perf_counter()
+        model(x)
+        _sync(device)
+        return time.perf_counter() - start
+
+    single, many = make(1), make(batch)
+    latency: dict[str, list[float]] = {name: [] for name in models}
+    per_batch: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode(), autocast_context(device):
+        for _ in range(warmup):
+            for model in models.values():
+                model(single)
+        for _ in range(repeats):
+            for name, model in models.items():
+                latency[name].append(timed(model, single))
+        for model in models.values():
+            model(many)
+        for _ in range(throughput_repeats):
+            for name, model in models.items():
+                per_batch[name].append(timed(model, many))
+    return {
+        name: Speed(
+            latency_ms=statistics.median(latency[name]) * 1000.0,
+            throughput_ips=batch / statistics.median(per_batch[name]),
+            batch=batch,
+        )
+        for name in models
+    }
