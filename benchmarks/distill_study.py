@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 from cgdistill import paths
-from cgdistill.checkpoint import load_generator
 from cgdistill.evaluate import load_test_set, run_model
 from cgdistill.metrics import psnr, ssim, to_unit
 from cgdistill.plots import read_metrics
@@ -29,6 +28,7 @@ from cgdistill.runs import METRICS_FILE
 from cgdistill.train.config import DistillConfig
 from cgdistill.train.distill import distill, load_teacher
 from cgdistill.translate import prepare_generator
+from cgdistill.weights import load_generator
 
 # Each variant: DistillConfig overrides on top of the command's defaults.
 VARIANTS: dict[str, dict] = {

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from cgdistill import fid_inception, paths
-from cgdistill.checkpoint import save_generator
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.nets import ResnetGenerator
+from cgdistill.weights import save_generator
 
 MODEL_KEYS = {"params", "macs", "macs_paper", "latency_ms", "throughput_ips", "psnr_gt", "fid", "kid"}
 

@@ -20,7 +20,6 @@ from safetensors.torch import load_file
 from torch.overrides import TorchFunctionMode
 
 from cgdistill import paths
-from cgdistill.checkpoint import save_generator
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.device import pick_device
 from cgdistill.errors import CgdistillError
@@ -28,6 +27,7 @@ from cgdistill.nets import ResnetGenerator
 from cgdistill.train import runtime as runtime_module
 from cgdistill.train import state as state_module
 from cgdistill.train.config import TeacherConfig
+from cgdistill.weights import save_generator
 
 
 class CudaRequested(BaseException):  # noqa: N818 - not an error: the point the test runs to

@@ -25,12 +25,12 @@ import torch
 
 import float64_cli
 from cgdistill import paths
-from cgdistill.checkpoint import read_file
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.nets import DiscriminatorConfig, GeneratorConfig, PatchDiscriminator, ResnetGenerator
 from cgdistill.train.config import DistillConfig, TeacherConfig
 from cgdistill.train.distill import build_student
 from cgdistill.train.teacher import train_teacher
+from cgdistill.weights import read_file
 
 # The tiny settings of the teacher tests, pools off so that DDP x2 equals batch 2 in one process.
 SETTINGS = dict(

@@ -10,7 +10,6 @@ import torch
 from safetensors.torch import load_file
 
 from cgdistill import paths
-from cgdistill.checkpoint import load_generator, save_generator
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
@@ -26,6 +25,7 @@ from cgdistill.train.distill import (
 )
 from cgdistill.train.loop import TrainingInterrupted
 from cgdistill.train.teacher import train_teacher
+from cgdistill.weights import load_generator, save_generator
 
 
 @pytest.fixture

@@ -188,7 +188,7 @@ def test_pretrained_end_to_end_stores_a_teacher_run_with_the_generator_direction
     helpers = pytest.importorskip("test_official")  # builds a network in the published layout
     import torch
 
-    from cgdistill.checkpoint import read_info
+    from cgdistill.weights import read_info
 
     pth = tmp_path / "style_monet.pth"
     torch.save(helpers.official_network(ngf=8, n_blocks=2).state_dict(), pth)

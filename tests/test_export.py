@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from cgdistill import engines, export, paths
-from cgdistill.checkpoint import save_generator
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, init_weights
+from cgdistill.weights import save_generator
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
@@ -79,7 +79,7 @@ def test_instance_norm_exports_as_instance_normalization_with_torch_epsilon():
 def test_the_onnx_file_carries_the_model_config_and_direction(tmp_path):
     g = random_generator(block="separable")
     source = save_generator(g, tmp_path / "G.safetensors", direction="B2A", dataset="toy", teacher="t", step=7)
-    from cgdistill.checkpoint import load_generator
+    from cgdistill.weights import load_generator
 
     loaded, info = load_generator(source)
     result = export.export_onnx(loaded, tmp_path / "g.onnx", info=info)
@@ -150,8 +150,8 @@ def test_translate_with_onnxruntime_matches_torch_fp32(cli, tmp_path):
     result = cli("translate", image, "--engine", "onnxruntime", "--device", "cpu", "-o", tmp_path / "ort")
     assert result.code == 0, result.err
     assert "onnxruntime fp32" in result.err_text
-    from cgdistill.checkpoint import load_generator
     from cgdistill.translate import translate_batch
+    from cgdistill.weights import load_generator
 
     generator, _ = load_generator(path)
     pixels = torch.from_numpy(np.array(Image.open(image).convert("RGB")))[None]

@@ -18,10 +18,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from cgdistill import paths
-from cgdistill.checkpoint import save_generator
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.metadata import COMMON_FIELDS, DISCRIMINATOR_FIELDS, GENERATOR_FIELDS
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
+from cgdistill.weights import save_generator
 
 SEED = 15
 ODD_TEXT = ["", " ", "-1", "0", "1.5", "1e9", "9" * 30, "three", "/../../x", "..", "[/]", "[bold]x", "X2Y", "a2b",

@@ -15,7 +15,6 @@ from safetensors.torch import save_file
 from torch import nn
 
 from cgdistill import paths
-from cgdistill.checkpoint import load_generator
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import CgdistillError
 from cgdistill.layouts import inspect_weights
@@ -25,6 +24,7 @@ from cgdistill.official import import_official, load_official_state_dict
 from cgdistill.train.config import DistillConfig
 from cgdistill.train.distill import build_student, distill
 from cgdistill.train.loop import Observer
+from cgdistill.weights import load_generator
 from layout_networks import (
     AitorzipGenerator,
     MmagicResnetGenerator,

@@ -10,10 +10,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from cgdistill import translate as tr
-from cgdistill.checkpoint import load_generator, read_info, save_generator
 from cgdistill.errors import CgdistillError
 from cgdistill.metadata import GENERATOR_FIELDS
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
+from cgdistill.weights import load_generator, read_info, save_generator
 
 
 def model_file(path: Path, **changes: str | None) -> Path:

@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from cgdistill import paths
-from cgdistill.checkpoint import load_generator
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import ResnetGenerator, count_parameters
 from cgdistill.official import import_official, load_official_state_dict
 from cgdistill.runs import resolve_generator
+from cgdistill.weights import load_generator
 
 
 def official_norm(kind: str, channels: int) -> nn.Module:

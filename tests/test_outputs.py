@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from cgdistill import paths
-from cgdistill.checkpoint import save_generator
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.nets import ResnetGenerator
+from cgdistill.weights import save_generator
 
 
 def _save(path: Path, *, blocks: int = 1, teacher: str | None = None) -> Path:

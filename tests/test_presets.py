@@ -7,12 +7,12 @@ import json
 import pytest
 
 from cgdistill import paths
-from cgdistill.checkpoint import read_info
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import CgdistillError
 from cgdistill.train.config import DistillConfig, TeacherConfig
 from cgdistill.train.presets import apply_preset
 from cgdistill.train.teacher import train_teacher
+from cgdistill.weights import read_info
 
 
 def test_fastest_is_three_separable_blocks_at_a_quarter_of_the_teacher_width():

@@ -14,7 +14,6 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from cgdistill import paths
-from cgdistill.checkpoint import read_info
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import CgdistillError
 from cgdistill.losses import cycle_loss, discriminator_loss, gan_loss, identity_loss
@@ -26,6 +25,7 @@ from cgdistill.train.loop import TrainingInterrupted
 from cgdistill.train.runtime import setup_runtime
 from cgdistill.train.state import latest_checkpoint
 from cgdistill.train.teacher import CycleGANRecipe, train_teacher
+from cgdistill.weights import read_info
 
 MODEL_FILES = ("G_A2B.safetensors", "G_B2A.safetensors", "D_A.safetensors", "D_B.safetensors")
 # How a teacher run logged its losses before the rename, by today's names (written out here, not

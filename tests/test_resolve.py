@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from cgdistill import paths
-from cgdistill.checkpoint import save_generator
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.runs import ambiguous_direction, resolve_generator, resolve_pair
+from cgdistill.weights import save_generator
 
 TINY_TRAIN = ("--image-size", "24", "--load-size", "28", "--blocks", "1", "--ngf", "4", "--ndf", "4",
               "--max-steps", "1", "--device", "cpu", "--no-amp", "--workers", "0")  # fmt: skip

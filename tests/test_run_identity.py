@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from cgdistill import paths
-from cgdistill.checkpoint import read_info
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import CgdistillError
 from cgdistill.train.config import TeacherConfig
 from cgdistill.train.teacher import train_teacher
+from cgdistill.weights import read_info
 
 TINY = ["--data", "toy", "--image-size", "24", "--load-size", "28", "--blocks", "1", "--ngf", "4", "--ndf", "4",
         "--device", "cpu", "--no-amp", "--workers", "0", "--sample-every", "1000"]  # fmt: skip
@@ -175,8 +175,8 @@ def test_resuming_a_copied_distillation_trains_the_copy(toy, home):
 
 
 def test_distilling_from_a_student_run_says_it_is_a_student(cli, toy, home):
-    from cgdistill.checkpoint import save_generator
     from cgdistill.nets import GeneratorConfig, ResnetGenerator
+    from cgdistill.weights import save_generator
 
     (home / "runs" / "pupil").mkdir(parents=True)
     save_generator(ResnetGenerator(GeneratorConfig(blocks=1, ngf=4)), home / "runs" / "pupil" / "G.safetensors",

@@ -14,12 +14,12 @@ import torch
 from safetensors.torch import load_file
 
 from cgdistill import paths
-from cgdistill.checkpoint import load_generator
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.train.config import TeacherConfig
 from cgdistill.train.loop import TrainingInterrupted
 from cgdistill.train.teacher import train_teacher
+from cgdistill.weights import load_generator
 
 MODEL_FILES = ("G_A2B.safetensors", "G_B2A.safetensors", "D_A.safetensors", "D_B.safetensors")
 

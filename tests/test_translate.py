@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 from cgdistill import paths
-from cgdistill.checkpoint import save_generator
 from cgdistill.device import pick_device
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import ResnetGenerator
 from cgdistill.translate import pad_to_multiple, plan_outputs, translate_batch
+from cgdistill.weights import save_generator
 
 
 def _save_run(run: str, filename: str, direction: str, teacher: str | None = None, blocks: int = 1) -> Path:

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from cgdistill import evaluate, fid_inception, paths, report, runs
 from cgdistill import translate as tr
-from cgdistill.checkpoint import load_generator
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.device import pick_device
 from cgdistill.errors import CgdistillError, WorkFailed
@@ -35,6 +34,7 @@ from cgdistill.train.config import DistillConfig, TeacherConfig
 from cgdistill.train.distill import distill
 from cgdistill.train.loop import Observer
 from cgdistill.train.teacher import train_teacher
+from cgdistill.weights import load_generator
 
 DEFAULT_OUTPUT = Path("cgdistill-demo")
 MARKER_FILE = ".cgdistill-demo"  # says "a demo made this folder", so a later demo may replace it

@@ -17,7 +17,6 @@ from PIL import Image
 from torch import nn
 
 from cgdistill import runs
-from cgdistill.checkpoint import load_generator
 from cgdistill.cost import count_macs, count_macs_paper, measure_speed
 from cgdistill.data.images import list_images, read_image
 from cgdistill.device import describe
@@ -29,6 +28,7 @@ from cgdistill.nets import count_parameters
 from cgdistill.plots import read_metrics
 from cgdistill.runs import ResolvedModel
 from cgdistill.translate import prepare_generator, translate_batch
+from cgdistill.weights import load_generator
 
 WORST_IMAGES = 5  # the report shows where the student falls short: this many lowest-PSNR test images
 

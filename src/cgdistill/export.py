@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from cgdistill import __version__
-from cgdistill.checkpoint import FORMAT, ModelInfo
 from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.fsutil import atomic_write_bytes
 from cgdistill.nets import ResnetGenerator
+from cgdistill.weights import FORMAT, ModelInfo
 
 OPSET = 17
 INPUT_NAME = "image"

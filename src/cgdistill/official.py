@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 
 from cgdistill import paths
-from cgdistill.checkpoint import save_generator
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import atomic_write_text
 from cgdistill.layouts import choose_generators, generator_state, inspect_weights
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.runs import CONFIG_FILE, generator_file
+from cgdistill.weights import save_generator
 
 
 def load_official_state_dict(

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cgdistill import paths
-from cgdistill.checkpoint import DIRECTIONS, ModelInfo, read_info
 from cgdistill.errors import CgdistillError
+from cgdistill.weights import DIRECTIONS, ModelInfo, read_info
 
 STUDENT_FILE = "G.safetensors"
 CONFIG_FILE = "config.json"

@@ -36,8 +36,8 @@ def export(
 ) -> None:
     """Export a teacher or student generator to ONNX (dynamic batch and size), checked against PyTorch."""
     from cgdistill import export as ex
-    from cgdistill.checkpoint import load_generator
     from cgdistill.runs import resolve_generator
+    from cgdistill.weights import load_generator
 
     if fmt not in ex.FORMATS:
         raise CgdistillError(f"--format {fmt!r} is not supported; use one of {', '.join(ex.FORMATS)}.")

@@ -9,13 +9,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cgdistill import translate as tr
-from cgdistill.checkpoint import load_generator
 from cgdistill.cli.app import app, err_console, note, show, styled
 from cgdistill.device import DEVICE_HELP, describe, pick_device
 from cgdistill.engines import check_engine, choose_engine
 from cgdistill.errors import WorkFailed
 from cgdistill.fsutil import prepare_output_dir
 from cgdistill.runs import resolve_generator
+from cgdistill.weights import load_generator
 
 PROGRESS_FROM = 8  # fewer files finish before a bar would tell anyone anything
 

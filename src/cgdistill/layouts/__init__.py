@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from cgdistill.checkpoint import FORMAT, ModelInfo, info_from_metadata
 from cgdistill.errors import CgdistillError
 from cgdistill.layouts.convert import DoesNotFit, to_cgdistill_state
 from cgdistill.layouts.known import LAYOUTS, UNRECOGNISED, Layout
@@ -22,6 +21,7 @@ from cgdistill.layouts.networks import WHOLE_FILE, Network, find_networks, match
 from cgdistill.layouts.reading import read_weights
 from cgdistill.nets import GeneratorConfig
 from cgdistill.runs import check_direction
+from cgdistill.weights import FORMAT, ModelInfo, info_from_metadata
 
 SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 

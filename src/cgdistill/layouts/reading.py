@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from cgdistill.checkpoint import read_safetensors
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import not_a_file_reason
+from cgdistill.weights import read_safetensors
 
 WRAPPER_SEGMENTS = ("module", "_orig_mod")
 """Path segments added by DataParallel/DDP and torch.compile when a wrapped model was saved."""

@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from cgdistill import paths
-from cgdistill.checkpoint import load_discriminator, load_generator, save_generator
 from cgdistill.data.images import list_images
 from cgdistill.errors import CgdistillError
 from cgdistill.evaluate import load_images, native_size, run_model, source_test_files
@@ -55,6 +54,7 @@ from cgdistill.train.presets import apply_preset
 from cgdistill.train.runtime import Runtime, teardown_runtime
 from cgdistill.train.session import dataset_label, open_session, read_run_config, resolve_config
 from cgdistill.train.student_init import narrow_init
+from cgdistill.weights import load_discriminator, load_generator, save_generator
 
 
 def teacher_block_for(student_block: int, student_blocks: int, teacher_blocks: int) -> int:

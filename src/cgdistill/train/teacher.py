@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 
 from cgdistill import paths
-from cgdistill.checkpoint import save_discriminator, save_generator
 from cgdistill.losses import cycle_loss, discriminator_loss, gan_loss, identity_loss
 from cgdistill.nets import (
     DiscriminatorConfig,
@@ -45,6 +44,7 @@ from cgdistill.train.loop import Observer, Recipe, fit
 from cgdistill.train.pool import ImagePool
 from cgdistill.train.runtime import Runtime, teardown_runtime
 from cgdistill.train.session import dataset_label, fixed_sample_batch, open_session, resolve_config
+from cgdistill.weights import save_discriminator, save_generator
 
 LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
 """The logged losses, in the reference implementation's order."""

@@ -6,7 +6,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cgdistill.checkpoint import (
+from cgdistill.errors import CgdistillError
+from cgdistill.nets import DiscriminatorConfig, GeneratorConfig, PatchDiscriminator, ResnetGenerator
+from cgdistill.weights import (
     load_discriminator,
     load_generator,
     read_info,
@@ -14,8 +16,6 @@ from cgdistill.checkpoint import (
     save_discriminator,
     save_generator,
 )
-from cgdistill.errors import CgdistillError
-from cgdistill.nets import DiscriminatorConfig, GeneratorConfig, PatchDiscriminator, ResnetGenerator
 
 
 def test_generator_is_rebuilt_from_its_file_alone(tmp_path: Path):
