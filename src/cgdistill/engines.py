@@ -13,6 +13,9 @@ Rules (docs/usage-translate-compare.md):
   runs each) and the lower median wins. The verdict depends only on the architecture and the
   machine, so it is kept in ``<home>/engine-choices.json`` and measured once per architecture,
   machine and library versions.
+- **An ONNX file** (``translate --model FILE.onnx``, written by ``cgdistill export``): it holds no
+  PyTorch module, so onnxruntime on the CPU is the only engine; ``auto`` picks it, ``--device auto``
+  means the CPU, and ``--engine torch`` or another device is refused.
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cgdistill import paths
+from cgdistill.device import pick_device
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import atomic_write_text
+from cgdistill.nets import GeneratorConfig, ResnetGenerator
 
 ENGINES = ("auto", "torch", "onnxruntime")
 BF16_MIN_PSNR_DB = 40.0
@@ -61,15 +67,39 @@ class CpuBf16(nn.Module):
 
 
 class OnnxRuntimeGenerator(nn.Module):
-    """A generator exported to ONNX and run by onnxruntime on the CPU (no parameters on the torch side)."""
+    """A generator's ONNX graph run by onnxruntime on the CPU (no parameters on the torch side)."""
 
-    def __init__(self, generator: nn.Module, threads: int | None = None) -> None:
+    def __init__(self, model_bytes: bytes, config: GeneratorConfig, multiple: int, threads: int | None = None) -> None:
         super().__init__()
-        from cgdistill.export import make_session, to_onnx_bytes
+        from cgdistill.export import make_session
 
-        self.config = generator.config
-        self.multiple = getattr(generator, "multiple", 4)
-        self.session = make_session(to_onnx_bytes(generator), threads)
+        self.config = config
+        self.multiple = multiple
+        self.session = make_session(model_bytes, threads)
+
+    @classmethod
+    def from_generator(cls, generator: nn.Module, threads: int | None = None) -> OnnxRuntimeGenerator:
+        """The generator exported in memory, as ``cgdistill export`` would write it."""
+        from cgdistill.export import to_onnx_bytes
+
+        return cls(to_onnx_bytes(generator), generator.config, getattr(generator, "multiple", 4), threads)
+
+    @classmethod
+    def from_file(cls, path: Path | str, threads: int | None = None) -> OnnxRuntimeGenerator:
+        """An ONNX file ``cgdistill export`` wrote; refused in one sentence when onnxruntime cannot load it."""
+        from cgdistill.export import load_onnx
+
+        model_bytes, info = load_onnx(path)
+        config = GeneratorConfig(**info.config)
+        with torch.device("meta"):  # the architecture's multiple, without allocating its weights
+            multiple = ResnetGenerator(config).multiple
+        try:
+            return cls(model_bytes, config, multiple, threads)
+        except Exception as exc:  # onnxruntime's errors share no base class; any of them is this file's fault
+            raise CgdistillError(
+                f"onnxruntime cannot load {path} ({str(exc).strip()[:200]}); export the model again with "
+                "`cgdistill export RUN -o FILE.onnx`."
+            ) from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from cgdistill.export import INPUT_NAME, OUTPUT_NAME
@@ -128,7 +158,7 @@ def torch_engine(generator: nn.Module, device: torch.device) -> Engine:
 def onnxruntime_engine(generator: nn.Module, device: torch.device) -> Engine:
     if device.type != "cpu":
         raise CgdistillError(f"--engine onnxruntime runs on the CPU, not {device}; pass --device cpu.")
-    return Engine("onnxruntime fp32", OnnxRuntimeGenerator(generator.eval()), "CPU execution provider")
+    return Engine("onnxruntime fp32", OnnxRuntimeGenerator.from_generator(generator.eval()), "CPU execution provider")
 
 
 def median_latency_ms(
@@ -213,6 +243,51 @@ def choose_engine(generator: nn.Module, device: torch.device, engine: str = "aut
     return Engine("onnxruntime fp32", (ort_engine or onnxruntime_engine(generator, device)).model, reason)
 
 
+def device_for_model(path: Path | str, spec: str | None) -> torch.device:
+    """``--device`` for the model file ``path``: ``auto`` is the CPU for an ONNX file, where onnxruntime runs it."""
+    from cgdistill.export import is_onnx_file
+
+    if is_onnx_file(path) and (spec or "auto").strip().lower() == "auto":
+        return torch.device("cpu")
+    return pick_device(spec)
+
+
+def check_model_engine(engine: str, path: Path | str, device: torch.device) -> None:
+    """Refuse, before any work, an engine or device that cannot run the model file ``path``.
+
+    An ONNX file holds no PyTorch module: only onnxruntime, on the CPU, runs it.
+    """
+    from cgdistill.export import is_onnx_file
+
+    check_engine(engine)
+    if not is_onnx_file(path):
+        return
+    if engine == "torch":
+        raise CgdistillError(
+            f"{path} is an ONNX file, which runs on onnxruntime, not torch; pass --engine onnxruntime (or auto), "
+            "or the .safetensors model it was exported from."
+        )
+    if device.type != "cpu":
+        raise CgdistillError(
+            f"{path} is an ONNX file, which onnxruntime runs on the CPU, not {device}; pass --device cpu, or the "
+            ".safetensors model it was exported from."
+        )
+
+
+def engine_for_file(path: Path | str, device: torch.device, engine: str = "auto") -> Engine:
+    """The engine that runs the model file ``path``: a ``.safetensors`` generator as :func:`choose_engine`
+    picks, an ONNX file ``cgdistill export`` wrote on onnxruntime (the only engine that can)."""
+    from cgdistill.export import is_onnx_file
+    from cgdistill.weights import load_generator
+
+    check_model_engine(engine, path, device)
+    if is_onnx_file(path):
+        reason = "an ONNX file runs on onnxruntime" if engine == "auto" else "CPU execution provider"
+        return Engine("onnxruntime fp32", OnnxRuntimeGenerator.from_file(path), reason)
+    generator, _ = load_generator(path)
+    return choose_engine(generator, device, engine)
+
+
 def available_engines(generator: nn.Module, device: torch.device) -> dict[str, nn.Module]:
     """Every engine that can run ``generator`` on ``device``, for timing side by side (``compare``)."""
     from cgdistill.export import onnx_available
@@ -225,7 +300,7 @@ def available_engines(generator: nn.Module, device: torch.device) -> dict[str, n
     if cpu_has_native_bf16():
         engines["torch bf16"] = CpuBf16(model)
     if onnx_available():
-        engines["onnxruntime fp32"] = OnnxRuntimeGenerator(model)
+        engines["onnxruntime fp32"] = OnnxRuntimeGenerator.from_generator(model)
     return engines
 
 

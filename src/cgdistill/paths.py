@@ -87,7 +87,7 @@ def run_path(name: str) -> Path:
 
 def looks_like_path(spec: str) -> bool:
     """``--model``/``--teacher`` values with a separator or a model suffix name files or folders, not runs."""
-    return "/" in spec or os.sep in spec or spec.endswith(".safetensors") or spec.startswith("~")
+    return "/" in spec or os.sep in spec or spec.endswith((".safetensors", ".onnx")) or spec.startswith("~")
 
 
 def run_folder(spec: str) -> Path:

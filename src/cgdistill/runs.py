@@ -4,8 +4,10 @@ A teacher run holds ``G_A2B``, ``G_B2A``, ``D_A`` and ``D_B`` (an imported run: 
 ``G_*`` only); a student run holds ``G``. :func:`resolve_generator` is the one answer to "which
 generator, which way?" for ``translate``, ``export``, ``compare`` and ``distill``:
 
-- **The model.** ``RUN|FILE`` names a run (its name under the home, or its folder) or a
-  ``.safetensors`` generator file. Named nothing, the command takes the newest run it can use:
+- **The model.** ``RUN|FILE`` names a run (its name under the home, or its folder), a
+  ``.safetensors`` generator file, or an ``.onnx`` file ``cgdistill export`` wrote (its metadata
+  records the same direction, teacher and dataset; commands that need the PyTorch module refuse it
+  through :func:`require_weights`). Named nothing, the command takes the newest run it can use:
   ``translate`` and ``export`` the newest student, else the newest teacher; ``distill`` the newest
   teacher; ``compare`` the newest student and the teacher it was distilled from. With
   ``--direction`` only runs with a generator for that direction count. The command says which
@@ -15,7 +17,7 @@ generator, which way?" for ``translate``, ``export``, ``compare`` and ``distill`
   way, and a teacher run with both generators has no default: the command stops with
   :func:`ambiguous_direction`'s sentence, the same for every command.
 - **The role.** A student run given where a teacher is wanted (``--teacher``) is refused; a
-  generator file may serve as either.
+  generator file may serve as either (a student when it records its teacher).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from cgdistill import paths
 from cgdistill.errors import CgdistillError
+from cgdistill.export import is_onnx_file, read_onnx_info
 from cgdistill.weights import DIRECTIONS, ModelInfo, read_info
 
 STUDENT_FILE = "G.safetensors"
@@ -105,15 +108,33 @@ class ResolvedModel:
         return str(self.path)
 
     @property
+    def is_onnx(self) -> bool:
+        """An exported ONNX file: it translates (onnxruntime) but holds no PyTorch module."""
+        return is_onnx_file(self.path)
+
+    @property
     def source(self) -> str:
         """Where the model came from, as a student's metadata records its teacher: the run's name, or
         the file's absolute path."""
         return self.run.name if self.run is not None else str(self.path.resolve())
 
 
+def require_weights(model: ResolvedModel, needs: str) -> None:
+    """Refuse an exported ONNX file where the command needs the PyTorch module; ``needs`` begins the sentence."""
+    if model.is_onnx:
+        raise CgdistillError(
+            f"{needs}; {model.path} is an ONNX export: pass the run or .safetensors file it was exported from."
+        )
+
+
+def _model_info(path: Path) -> ModelInfo:
+    """The metadata of a model file: a ``.safetensors`` header, or an exported ONNX file's metadata."""
+    return read_onnx_info(path) if is_onnx_file(path) else read_info(path)
+
+
 def _one_way(path: Path, run: Path | None, direction: str | None, what: str) -> ResolvedModel:
     """A student run's generator or a loose generator file: it translates the way its file records."""
-    info = read_info(path)
+    info = _model_info(path)
     if info.kind != "generator":
         raise CgdistillError(f"{path} holds a {info.kind}, not a generator.")
     if direction and info.direction and info.direction != direction:
@@ -191,7 +212,7 @@ def resolve_generator(spec: str | None, direction: str | None = None, role: str 
         if not run.is_dir():
             raise CgdistillError(
                 f"No run named '{spec}' in {paths.runs_dir()} and no such file; "
-                "train one with `cgdistill train-teacher` or pass a .safetensors path."
+                "train one with `cgdistill train-teacher` or pass a .safetensors or .onnx path."
             )
         return _from_run(run, direction, role)
     kinds = ["student", "teacher"] if role == "any" else [role]
@@ -233,7 +254,9 @@ def resolve_pair(
     """``compare``'s two models: the student (the newest for the direction by default) and its teacher
     (``--teacher``, else the one the student was distilled from, else the newest teacher for the
     student's direction). Both are used in the student's direction."""
+    needs = "compare needs the .safetensors model (it counts MACs and times every engine on the PyTorch module)"
     student = resolve_generator(student_spec, direction, role="student")
+    require_weights(student, needs)
     direction = student.direction
     teacher = None
     if teacher_spec is None and student.info.teacher:
@@ -243,6 +266,7 @@ def resolve_pair(
             teacher = None  # moved or deleted since: the newest teacher stands in, and compare says which
     if teacher is None:
         teacher = resolve_generator(teacher_spec, direction, role="teacher")
+    require_weights(teacher, needs)
     if teacher.path.resolve() == student.path.resolve():
         raise CgdistillError(
             f"Teacher and student are the same model ({student.path}); pass another --student or --teacher."

@@ -36,12 +36,13 @@ def export(
 ) -> None:
     """Export a teacher or student generator to ONNX (dynamic batch and size), checked against PyTorch."""
     from cgdistill import export as ex
-    from cgdistill.runs import resolve_generator
+    from cgdistill.runs import require_weights, resolve_generator
     from cgdistill.weights import load_generator
 
     if fmt not in ex.FORMATS:
         raise CgdistillError(f"--format {fmt!r} is not supported; use one of {', '.join(ex.FORMATS)}.")
     resolved = resolve_generator(model, direction, role="any")
+    require_weights(resolved, "export needs a .safetensors model to export")
     chosen = resolved.direction
     ex.require_onnx()
     generator, info = load_generator(resolved.path)

@@ -10,12 +10,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cgdistill import translate as tr
 from cgdistill.cli.app import app, err_console, note, show, styled
-from cgdistill.device import DEVICE_HELP, describe, pick_device
-from cgdistill.engines import check_engine, choose_engine
+from cgdistill.device import DEVICE_HELP, describe
+from cgdistill.engines import check_engine, check_model_engine, device_for_model, engine_for_file
 from cgdistill.errors import WorkFailed
 from cgdistill.fsutil import prepare_output_dir
 from cgdistill.runs import resolve_generator
-from cgdistill.weights import load_generator
 
 PROGRESS_FROM = 8  # fewer files finish before a bar would tell anyone anything
 
@@ -36,7 +35,8 @@ def translate(
         str | None,
         typer.Option(
             "--model",
-            help="Run name or .safetensors file (default: newest student for the direction, else newest teacher).",
+            help="Run name, .safetensors file, or .onnx file from `cgdistill export` (default: newest student for "
+            "the direction, else newest teacher).",
             show_default=False,
         ),
     ] = None,
@@ -55,23 +55,23 @@ def translate(
         str,
         typer.Option(
             "--engine",
-            help="auto (the faster of torch and onnxruntime for this model here), torch or onnxruntime (CPU, "
-            "needs the onnx extra).",
+            help="auto (the faster of torch and onnxruntime for this model here; onnxruntime for an .onnx model), "
+            "torch or onnxruntime (CPU, needs the onnx extra).",
         ),
     ] = "auto",
 ) -> None:
     """Translate images with a teacher or student generator; writes PNGs of the same size (alpha kept)."""
-    target = pick_device(device)
     check_engine(engine)
     resolved = resolve_generator(model, direction, role="any")
+    target = device_for_model(resolved.path, device)
+    check_model_engine(engine, resolved.path, target)
     chosen = resolved.direction
     files = tr.collect_inputs(inputs, recursive=recursive, output_dir=output)
     if not files:
         raise WorkFailed("No image files found in the given inputs" + ("" if recursive else " (try --recursive)") + ".")
     prepare_output_dir(output, "--output")  # before the model is loaded and anything is translated
-    generator, _ = load_generator(resolved.path)
-    config = generator.config
-    runner = choose_engine(generator, target, engine)
+    runner = engine_for_file(resolved.path, target, engine)
+    config = runner.model.config
     note(
         f"Model: {resolved.label} ({resolved.role}, {config.blocks} {config.block} blocks, ngf {config.ngf}), "
         f"{chosen}, on {describe(target)} with {runner.name} ({runner.reason})."

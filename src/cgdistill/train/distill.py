@@ -42,6 +42,7 @@ from cgdistill.runs import (
     STUDENT_FILE,
     discriminator_judging,
     generator_file,
+    require_weights,
     resolve_generator,
     reverse,
     target_domain,
@@ -83,6 +84,7 @@ def load_teacher(spec: str | None, direction: str | None) -> Teacher:
     command shares (``runs`` module docstring); a teacher run also gives its reverse generator and the
     target domain's discriminator."""
     resolved = resolve_generator(spec, direction, role="teacher")
+    require_weights(resolved, "distill needs the teacher's .safetensors model (it trains against its PyTorch module)")
     generator, info = load_generator(resolved.path)
     chosen, run = resolved.direction, resolved.run
     if run is None:
