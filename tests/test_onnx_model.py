@@ -235,3 +235,21 @@ def test_distill_from_an_onnx_teacher_is_refused(student_onnx):
 
     with pytest.raises(CgdistillError, match="distill needs the teacher's .safetensors model"):
         load_teacher(str(student_onnx), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# inspect and import know an ONNX export when they see one
+
+
+def test_inspect_shows_what_an_export_records(cli, student_onnx):
+    result = cli("inspect", student_onnx)
+    assert result.code == 0, result.err_text
+    assert "cgdistill ONNX export" in result.out and "direction A2B" in result.out and "teacher teach" in result.out
+    assert "1 standard blocks, ngf 8" in result.out
+
+
+def test_importing_an_export_as_pretrained_weights_is_refused_in_one_sentence(cli, student_onnx):
+    result = cli("download", "--pretrained", "mine", "--from-file", student_onnx)
+    assert result.code == 2
+    assert f"{student_onnx} is an ONNX export, not a weights file" in result.err_text
+    assert not paths.run_path("mine").exists()

@@ -19,13 +19,20 @@ _MAX_METADATA = 12
 @app.command("inspect")
 def inspect(
     file: Annotated[
-        Path, typer.Argument(help="A .pth, .pt, .ckpt or .safetensors file.", show_default=False, dir_okay=False)
+        Path,
+        typer.Argument(
+            help="A .pth, .pt, .ckpt, .safetensors or exported .onnx file.", show_default=False, dir_okay=False
+        ),
     ],
     json_: Annotated[bool, typer.Option("--json", help="Print a machine-readable report instead.")] = False,
 ) -> None:
     """Show the networks in a weights file, their recognised layout, config and size; nothing in it runs."""
+    from cgdistill.export import is_onnx_file
     from cgdistill.layouts import inspect_weights
 
+    if is_onnx_file(file):
+        _show_onnx(file, json_)
+        return
     report = inspect_weights(file)
     if json_:
         console.print_json(json.dumps(report.to_dict()))
@@ -35,13 +42,7 @@ def inspect(
         kind = "cgdistill model file"
     show(styled("[bold]{}[/]: {}", report.path, f"{kind}, {report.tensors} tensors, {report.parameters:,} parameters"))
     if report.cgdistill is not None:
-        info = report.cgdistill
-        facts = {"kind": info.kind, "direction": info.direction, "dataset": info.dataset, "step": info.step}
-        if info.teacher:
-            facts["teacher"] = info.teacher
-        if info.judges:
-            facts["judges domain"] = info.judges
-        show("  " + ", ".join(f"{k} {v}" for k, v in facts.items() if v is not None))
+        show("  " + _facts(report.cgdistill))
 
     table = Table(title="Networks", title_justify="left")
     table.add_column("name", overflow="fold")
@@ -79,3 +80,28 @@ def inspect(
 
 def _both_directions(generators: list) -> bool:
     return len(generators) == 2 and {g.direction for g in generators} == {"A2B", "B2A"}
+
+
+def _facts(info) -> str:
+    """A cgdistill model's recorded context on one line."""
+    facts = {"kind": info.kind, "direction": info.direction, "dataset": info.dataset, "step": info.step}
+    if info.teacher:
+        facts["teacher"] = info.teacher
+    if info.judges:
+        facts["judges domain"] = info.judges
+    return ", ".join(f"{k} {v}" for k, v in facts.items() if v is not None)
+
+
+def _show_onnx(file: Path, json_: bool) -> None:
+    """An exported ONNX file: what its metadata records (its graph is onnxruntime's to run, not ours to read)."""
+    from cgdistill.export import read_onnx_info
+
+    info = read_onnx_info(file)
+    if json_:
+        console.print_json(json.dumps({"path": str(file), "format": "onnx", "cgdistill": info.to_metadata()}))
+        return
+    show(styled("[bold]{}[/]: {}", file, "cgdistill ONNX export"))
+    show("  " + _facts(info))
+    config = info.config
+    show(f"  {config.get('blocks')} {config.get('block', 'standard')} blocks, ngf {config.get('ngf')}")
+    note(f"Run it with: cgdistill translate IMAGE --model {file}")

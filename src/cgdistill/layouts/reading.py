@@ -104,6 +104,11 @@ def read_weights(path: Path | str) -> WeightsFile:
     keep no order, so their keys come in natural order.
     """
     path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        raise CgdistillError(
+            f"{path} is an ONNX export, not a weights file; use the .safetensors model it was exported from "
+            f"(`cgdistill translate --model {path}` runs the ONNX file itself)."
+        )
     if path.suffix == SAFETENSORS_SUFFIX:
         tensors, header = read_safetensors(path)
         ordered = sorted(tensors, key=natural_key)
