@@ -23,7 +23,7 @@ from cgdistill.train.distill import (
     load_teacher,
     spread_blocks,
 )
-from cgdistill.train.loop import TrainingInterrupted
+from cgdistill.train.loop import Observer, TrainingInterrupted
 from cgdistill.train.teacher import train_teacher
 from cgdistill.weights import load_generator, save_generator
 
@@ -203,6 +203,29 @@ def test_resuming_a_distillation_is_bitwise_exact(teacher_run, interrupt_after):
     a = load_file(str(straight / "G.safetensors"))
     b = load_file(str(split / "G.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Messages(Observer):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.lines.append(text)
+
+
+def test_resuming_against_a_teacher_that_trained_on_says_so(teacher_run):
+    distill(tiny(teacher="teacher", direction="B2A", max_steps=2, name="student"))
+    assert json.loads((paths.run_path("student") / "config.json").read_text())["settings"]["teacher_step"] == 2
+    quiet = Messages()
+    distill(tiny(name="student", max_steps=3), resume=True, observer=quiet)
+    assert not any("continues against the teacher" in line for line in quiet.lines)
+
+    train_teacher(TeacherConfig(name="teacher", max_steps=4), resume=True)
+    told = Messages()
+    distill(tiny(name="student", max_steps=4), resume=True, observer=told)
+    assert "Teacher teacher is at step 4 now; this student started against its step 2 and continues against " \
+        "the teacher as it is now." in told.lines  # fmt: skip
+    assert json.loads((paths.run_path("student") / "config.json").read_text())["settings"]["teacher_step"] == 2
 
 
 def test_the_cli_distills_and_reports_the_active_losses(cli, teacher_run):

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from cgdistill.device import DEVICE_HELP
 from cgdistill.metadata import DIRECTIONS
 from cgdistill.nets.generator import BLOCKS, NORMS, UPSAMPLES
-from cgdistill.train.flags import PERF, RUN, TRAIN, flag, resumable_fields
+from cgdistill.train.flags import PERF, RUN, TRAIN, flag, internal, resumable_fields
 
 # Modules that import this one hold these choices; they are read when a value is checked.
 AMP_DTYPES = "cgdistill.train.runtime:AMP_DTYPES"
@@ -239,6 +239,9 @@ class DistillConfig(TrainConfig):
     eval_every: int = field(
         default=100, metadata=flag("Measure student-to-teacher PSNR every N steps.", panel=RUN, min=1, resumable=True)
     )
+    # The teacher generator's own step when the student started: a resume against a teacher that has
+    # trained on since says so (the student would otherwise chase a moved target in silence).
+    teacher_step: int | None = field(default=None, metadata=internal())
 
     @classmethod
     def from_dict(cls, values: dict):

@@ -77,6 +77,7 @@ class Teacher:
     reverse: ResnetGenerator | None = None
     discriminator: PatchDiscriminator | None = None
     dataset: str | None = None
+    step: int = 0  # the teacher generator's recorded training step
 
 
 def load_teacher(spec: str | None, direction: str | None) -> Teacher:
@@ -88,12 +89,12 @@ def load_teacher(spec: str | None, direction: str | None) -> Teacher:
     generator, info = load_generator(resolved.path)
     chosen, run = resolved.direction, resolved.run
     if run is None:
-        return Teacher(generator, chosen, resolved.source, dataset=info.dataset)
+        return Teacher(generator, chosen, resolved.source, dataset=info.dataset, step=info.step)
     reverse_path = run / generator_file(reverse(chosen))
     reverse_generator = load_generator(reverse_path)[0] if reverse_path.is_file() else None
     disc_path = discriminator_judging(run, target_domain(chosen))
     discriminator = load_discriminator(disc_path)[0] if disc_path is not None else None
-    return Teacher(generator, chosen, resolved.source, reverse_generator, discriminator, info.dataset)
+    return Teacher(generator, chosen, resolved.source, reverse_generator, discriminator, info.dataset, info.step)
 
 
 class Adapters(nn.Module):
@@ -419,7 +420,13 @@ def distill(
     default_name = f"{base}-{teacher.direction}-{config.blocks}b" + (
         "" if config.preset == "default" else f"-{config.preset}"
     )
+    config.teacher_step = teacher.step
     config, _ = resolve_config(config, "student", resume, default_name, given)
+    if config.teacher_step not in (None, teacher.step):
+        observer.message(
+            f"Teacher {teacher.source} is at step {teacher.step} now; this student started against its step "
+            f"{config.teacher_step} and continues against the teacher as it is now."
+        )
     source, target = teacher.direction[0], teacher.direction[-1]
     has_target = (paths.resolve_data(config.data) / f"train{target}").is_dir()
     session = open_session(
