@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from cgdistill.device import DEVICE_HELP
 from cgdistill.metadata import DIRECTIONS
 from cgdistill.nets.generator import BLOCKS, NORMS, UPSAMPLES
-from cgdistill.train.flags import PERF, RUN, TRAIN, flag, resumable_fields
+from cgdistill.train.flags import PERF, RUN, TRAIN, flag
 
 # Modules that import this one hold these choices; they are read when a value is checked.
 AMP_DTYPES = "cgdistill.train.runtime:AMP_DTYPES"
@@ -110,10 +110,6 @@ class TrainConfig:
         default=False,
         metadata=flag("Also log to TensorBoard (needs the tensorboard extra).", panel=RUN, resumable=True),
     )
-
-    @property
-    def total_epochs(self) -> int:
-        return self.epochs + self.epochs_decay
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -253,8 +249,3 @@ class DistillConfig(TrainConfig):
         for key, value in OBJECTIVES[self.objective].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
-
-
-# Flags that may change when a run is resumed (either command's); everything else comes from the
-# stored config. Each command's own set is ``resumable_fields(its config class)``.
-RESUMABLE_FIELDS = tuple(sorted(resumable_fields(TeacherConfig) | resumable_fields(DistillConfig)))
