@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from cgdistill.device import DEVICE_HELP
+from cgdistill.errors import CgdistillError
 from cgdistill.metadata import DIRECTIONS
 from cgdistill.nets.generator import BLOCKS, NORMS, UPSAMPLES
-from cgdistill.train.flags import PERF, RUN, TRAIN, flag
+from cgdistill.train.flags import PERF, RUN, TRAIN, check_choices, flag
 
 # Modules that import this one hold these choices; they are read when a value is checked.
 AMP_DTYPES = "cgdistill.train.runtime:AMP_DTYPES"
@@ -110,6 +111,19 @@ class TrainConfig:
         default=False,
         metadata=flag("Also log to TensorBoard (needs the tensorboard extra).", panel=RUN, resumable=True),
     )
+
+    def check(self) -> None:
+        """Refuse, in one sentence naming the flag, a value outside its choices or a crop the networks
+        cannot take. The trainers call it first, so the library refuses what the command line does."""
+        check_choices(self)
+        if self.image_size % 4:
+            raise CgdistillError(
+                f"--image-size {self.image_size} is not a multiple of 4; use e.g. {self.image_size - self.image_size % 4}."
+            )
+        if self.load_size < self.image_size:
+            raise CgdistillError(
+                f"--load-size {self.load_size} is smaller than --image-size {self.image_size}; raise --load-size."
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -244,8 +258,6 @@ class DistillConfig(TrainConfig):
 
     def resolve_objective(self) -> None:
         """Fill the loss weights the user left unset from ``objective``'s table."""
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         for key, value in OBJECTIVES[self.objective].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)

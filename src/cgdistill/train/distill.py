@@ -402,6 +402,7 @@ def distill(
     config: DistillConfig, *, resume: bool = False, observer: Observer | None = None, given: set[str] | None = None
 ) -> Path:
     """Distill a teacher generator into a student run; returns the run folder."""
+    config.check()
     observer = observer or Observer()
     if resume and config.name is not None:
         settings = read_run_config(config.name, "student", DistillConfig)

@@ -177,6 +177,7 @@ def train_teacher(
 
     ``given`` names the settings the user set explicitly (on resume only some may change).
     """
+    config.check()
     observer = observer or Observer()
     if config.data is None and not (resume and config.name):
         choice = paths.choose_data(None, newest=True)
