@@ -207,6 +207,7 @@ def load_generator(path: Path | str) -> tuple[ResnetGenerator, ModelInfo]:
 
 
 def load_discriminator(path: Path | str) -> tuple[PatchDiscriminator, ModelInfo]:
+    """Rebuild a discriminator from its file alone (the distiller starts from the teacher's); eval mode."""
     tensors, info = read_file(path)
     if info.kind != "discriminator":
         raise CgdistillError(f"{path} holds a {info.kind}, not a discriminator.")

@@ -61,7 +61,9 @@ def resume_command(ctx: typer.Context, command: str, run_name: str) -> str:
     return " ".join(words)
 
 
-def run_training(ctx: typer.Context, job, config, *, resume: bool, command: str) -> None:
+def run_training(
+    ctx: typer.Context, job: Callable[..., Path], config: TrainConfig, *, resume: bool, command: str
+) -> None:
     """Run a training function with the live display, turning Ctrl-C into a resume hint."""
     observer = RichObserver()
     try:

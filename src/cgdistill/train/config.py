@@ -10,6 +10,7 @@ here; the trainer reads it from the config (e.g. ``--blocks`` -> ``DistillConfig
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import TypeVar
 
 from cgdistill.device import DEVICE_HELP
 from cgdistill.errors import CgdistillError
@@ -22,6 +23,8 @@ AMP_DTYPES = "cgdistill.train.runtime:AMP_DTYPES"
 COMPILE_MODES = "cgdistill.train.runtime:COMPILE_MODES"
 PRESETS = "cgdistill.train.presets:PRESETS"
 INITS = "cgdistill.train.distill:INITS"
+
+C = TypeVar("C", bound="TrainConfig")
 
 
 @dataclass
@@ -129,7 +132,8 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict):
+    def from_dict(cls: type[C], values: dict) -> C:
+        """The settings a run's config.json stores; keys this version does not know are left out."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -251,7 +255,7 @@ class DistillConfig(TrainConfig):
     )
 
     @classmethod
-    def from_dict(cls, values: dict):
+    def from_dict(cls: type[C], values: dict) -> C:
         # Runs made before the objective and the weight average existed keep training as they did.
         legacy = {"objective": "domain", "ema_decay": 0.0}
         return super().from_dict({**legacy, **values})

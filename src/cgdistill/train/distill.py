@@ -63,6 +63,7 @@ def teacher_block_for(student_block: int, student_blocks: int, teacher_blocks: i
 
 
 def block_mapping(student_blocks: int, teacher_blocks: int) -> list[int]:
+    """The teacher block each student block imitates, 0-based (3 of 9: 2, 5, 8)."""
     return [teacher_block_for(i, student_blocks, teacher_blocks) for i in range(student_blocks)]
 
 
@@ -224,6 +225,9 @@ def check_wiring(
 
 
 class DistillRecipe(Recipe):
+    """The distiller's part of the loop: the student (with its adapters and weight average), the frozen
+    teacher, the target-domain discriminator when the GAN loss is on, and one distillation step."""
+
     def __init__(
         self,
         config: DistillConfig,

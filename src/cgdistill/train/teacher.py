@@ -53,6 +53,9 @@ JUDGED_DOMAIN = {"D_A": "B", "D_B": "A"}
 
 
 class CycleGANRecipe(Recipe):
+    """The teacher's part of the loop: both generators and discriminators, their optimizers and pools,
+    and one step of the published recipe."""
+
     def __init__(self, config: TeacherConfig, runtime: Runtime, dataset_name: str) -> None:
         self.config, self.runtime, self.dataset_name = config, runtime, dataset_name
         gen_cfg = GeneratorConfig(blocks=config.blocks, ngf=config.ngf, norm=config.norm, upsample=config.upsample)
