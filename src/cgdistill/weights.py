@@ -1,8 +1,11 @@
 """Model files: safetensors with self-describing metadata, written atomically.
 
-A generator file holds everything ``translate`` needs: the weights and, in the metadata, the
-architecture (``arch``, ``blocks``, ``ngf``, ``norm``, ``upsample``, ``block``) and the context it was trained
-in (``direction``, ``dataset``, ``image_size``, ``step``, ``teacher``).
+These are the files a run leaves for use (``G_A2B``, ``G.safetensors``, the discriminators), the ones
+``translate``, ``export``, ``compare`` and ``distill`` read; what ``--resume`` needs (optimizer
+moments, pools, RNG) is the training checkpoint of train/state.py. A generator file holds everything
+``translate`` needs: the weights and, in the metadata, the architecture (``arch``, ``blocks``,
+``ngf``, ``norm``, ``upsample``, ``block``) and the context it was trained in (``direction``,
+``dataset``, ``image_size``, ``step``, ``teacher``).
 """
 
 from __future__ import annotations
