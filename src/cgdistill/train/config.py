@@ -177,8 +177,8 @@ class DistillConfig(TrainConfig):
     direction: str | None = field(
         default=None,
         metadata=flag(
-            "B2A or A2B: which teacher generator to distill (default: the teacher's only one; a teacher run "
-            "with both needs it).",
+            "A2B or B2A: the teacher generator to distill; needed for a teacher run with both generators "
+            "(default: the teacher's only one).",
             panel=RUN, choices=DIRECTIONS,
         ),
     )  # fmt: skip
