@@ -13,8 +13,11 @@ import typer.main
 from cgdistill import paths
 from cgdistill.cli.app import app
 from cgdistill.data.toy import make_toy_dataset
-from cgdistill.train.config import RESUMABLE_FIELDS, DistillConfig, TeacherConfig, TrainConfig
+from cgdistill.errors import CgdistillError
+from cgdistill.train.config import DistillConfig, TeacherConfig, TrainConfig
+from cgdistill.train.distill import distill
 from cgdistill.train.flags import FLAG_KEY, PERF, RUN, flag, flag_specs, internal, resumable_fields
+from cgdistill.train.teacher import train_teacher
 
 COMMANDS = {"train-teacher": TeacherConfig, "distill": DistillConfig}
 CLI_ONLY = {"resume"}  # options that continue a run rather than set one
@@ -90,11 +93,6 @@ def test_only_run_and_device_settings_may_change_on_resume(config_type):
     assert not {"lr", "beta1", "flip", "blocks", "seed", "data"} & resumable_fields(config_type)
 
 
-def test_resumable_fields_keeps_naming_both_commands_resumable_flags():
-    assert set(RESUMABLE_FIELDS) == resumable_fields(TeacherConfig) | resumable_fields(DistillConfig)
-    assert "eval_every" in RESUMABLE_FIELDS and "fuse_passes" in RESUMABLE_FIELDS
-
-
 def test_a_field_must_declare_its_flag_or_say_it_has_none():
     @dataclass
     class Undeclared(TrainConfig):
@@ -131,6 +129,23 @@ def test_a_value_outside_a_flags_choices_is_one_sentence(cli, command, args, mes
     assert result.code == 2
     assert message in result.err_text
     assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize(
+    ("train", "config", "message"),
+    [
+        (train_teacher, TeacherConfig(amp_dtype="half"), "--amp-dtype 'half' is not valid; use bf16 or fp16."),
+        (train_teacher, TeacherConfig(compile_mode="max"), "--compile-mode 'max' is not valid; use default or reduce-overhead."),
+        (train_teacher, TeacherConfig(image_size=30, load_size=32), "--image-size 30 is not a multiple of 4; use e.g. 28."),
+        (distill, DistillConfig(preset="tiny"), "--preset 'tiny' is not valid; use one of default, fast, fastest."),
+        (distill, DistillConfig(objective="style"), "--objective 'style' is not valid; use fidelity or domain."),
+    ],
+)  # fmt: skip
+def test_the_library_refuses_what_the_command_line_refuses_before_any_work(train, config, message):
+    with pytest.raises(CgdistillError) as refused:
+        train(config)
+    assert str(refused.value) == message
+    assert not paths.runs_dir().is_dir() or not any(paths.runs_dir().iterdir())
 
 
 def test_a_value_outside_a_flags_bounds_is_a_usage_error(cli):

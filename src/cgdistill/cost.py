@@ -68,6 +68,8 @@ def count_macs_paper(config: GeneratorConfig, image_size: int) -> int:
 
 @dataclass
 class Speed:
+    """One model's measured speed on one device."""
+
     latency_ms: float  # median batch-1 forward time
     throughput_ips: float  # images per second at ``batch``
     batch: int
@@ -81,6 +83,7 @@ def _sync(device: torch.device) -> None:
 
 
 def default_throughput_batch(device: torch.device) -> int:
+    """The batch throughput is timed at: large enough to fill a GPU, small enough for a CPU's memory."""
     return 16 if device.type == "cuda" else 4
 
 

@@ -30,10 +30,12 @@ from cgdistill.data.toy import make_toy_dataset
 from cgdistill.device import pick_device
 from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.fsutil import atomic_write_text
+from cgdistill.plots import read_metrics
 from cgdistill.train.config import DistillConfig, TeacherConfig
 from cgdistill.train.distill import distill
 from cgdistill.train.loop import Observer
 from cgdistill.train.teacher import train_teacher
+from cgdistill.train.timeline import steps_per_epoch
 from cgdistill.weights import load_generator
 
 DEFAULT_OUTPUT = Path("cgdistill-demo")
@@ -291,77 +293,58 @@ def run_demo(
 
 
 def _teacher_config(settings: DemoSettings, data_dir: Path) -> TeacherConfig:
-    """The published recipe, small: one constant-lr epoch span, then linear decay to the last step."""
-    epochs, epochs_decay = _schedule(settings.teacher_steps, _steps_per_epoch(settings))
+    """The published recipe, small."""
     return TeacherConfig(
         data=str(data_dir),
         name=TEACHER_RUN,
-        epochs=epochs,
-        epochs_decay=epochs_decay,
-        max_steps=settings.teacher_steps,
-        image_size=settings.image_size,
-        load_size=settings.scene_size,  # the scenes are made at this size: random crops, no resizing
-        batch_size=settings.batch_size,
         blocks=settings.teacher_blocks,
         ngf=settings.teacher_ngf,
-        ndf=settings.ndf,
         lr=settings.teacher_lr,
-        device=settings.device,
-        seed=settings.seed,
-        save_every=settings.teacher_steps,  # one checkpoint, at the end
-        sample_every=max(settings.teacher_steps // 3, 1),
+        **_short_run(settings, settings.teacher_steps),
     )
 
 
 def _student_config(settings: DemoSettings) -> DistillConfig:
-    epochs, epochs_decay = _schedule(settings.student_steps, _steps_per_epoch(settings))
     return DistillConfig(
         teacher=TEACHER_RUN,
         direction=settings.direction,
         name=STUDENT_RUN,
         blocks=settings.student_blocks,
         ngf=settings.student_ngf,
-        epochs=epochs,
-        epochs_decay=epochs_decay,
-        max_steps=settings.student_steps,
-        image_size=settings.image_size,
-        load_size=settings.scene_size,
-        batch_size=settings.batch_size,
-        ndf=settings.ndf,
         lr=settings.student_lr,
-        device=settings.device,
-        seed=settings.seed,
-        save_every=settings.student_steps,
-        sample_every=max(settings.student_steps // 3, 1),
         eval_every=max(settings.student_steps // 6, 1),
+        **_short_run(settings, settings.student_steps),
     )
 
 
-def _steps_per_epoch(settings: DemoSettings) -> int:
-    return -(-settings.n_train // settings.batch_size)
-
-
-def _schedule(steps: int, steps_per_epoch: int) -> tuple[int, int]:
-    """(epochs, epochs_decay) so that the lr stays constant for the first half and decays over the rest.
+def _short_run(settings: DemoSettings, steps: int) -> dict:
+    """What both training stages share: ``steps`` steps on random crops of the whole scenes, the lr
+    constant for the first half of the epochs, then linear decay; one checkpoint, at the end.
 
     The loop decays per epoch; with ``steps`` shorter than a few epochs the decay is coarse but still
     ends low, which is what lets a GAN settle.
     """
-    total = max(1, -(-steps // steps_per_epoch))
-    decay = total // 2
-    return total - decay, decay
+    total = max(1, -(-steps // steps_per_epoch(settings.n_train, settings.batch_size)))  # epochs that hold the steps
+    return dict(
+        epochs=total - total // 2,
+        epochs_decay=total // 2,
+        max_steps=steps,
+        image_size=settings.image_size,
+        load_size=settings.scene_size,  # the scenes are made at this size: random crops, no resizing
+        batch_size=settings.batch_size,
+        ndf=settings.ndf,
+        device=settings.device,
+        seed=settings.seed,
+        save_every=steps,
+        sample_every=max(steps // 3, 1),
+    )
 
 
 def _last_fidelity(run: Path) -> str:
     """The student's last logged student-to-teacher PSNR, for the stage's one-line result."""
-    from cgdistill.runs import METRICS_FILE
-
     values = [
-        json.loads(line).get("psnr_to_teacher")
-        for line in (run / METRICS_FILE).read_text().splitlines()
-        if line.strip()
+        record["psnr_to_teacher"] for record in read_metrics(run / runs.METRICS_FILE) if "psnr_to_teacher" in record
     ]
-    values = [v for v in values if v is not None]
     return f"{values[-1]:.2f} dB" if values else "n/a"
 
 

@@ -1,8 +1,11 @@
 """Model files: safetensors with self-describing metadata, written atomically.
 
-A generator file holds everything ``translate`` needs: the weights and, in the metadata, the
-architecture (``arch``, ``blocks``, ``ngf``, ``norm``, ``upsample``, ``block``) and the context it was trained
-in (``direction``, ``dataset``, ``image_size``, ``step``, ``teacher``).
+These are the files a run leaves for use (``G_A2B``, ``G.safetensors``, the discriminators), the ones
+``translate``, ``export``, ``compare`` and ``distill`` read; what ``--resume`` needs (optimizer
+moments, pools, RNG) is the training checkpoint of train/state.py. A generator file holds everything
+``translate`` needs: the weights and, in the metadata, the architecture (``arch``, ``blocks``,
+``ngf``, ``norm``, ``upsample``, ``block``) and the context it was trained in (``direction``,
+``dataset``, ``image_size``, ``step``, ``teacher``).
 """
 
 from __future__ import annotations
@@ -207,6 +210,7 @@ def load_generator(path: Path | str) -> tuple[ResnetGenerator, ModelInfo]:
 
 
 def load_discriminator(path: Path | str) -> tuple[PatchDiscriminator, ModelInfo]:
+    """Rebuild a discriminator from its file alone (the distiller starts from the teacher's); eval mode."""
     tensors, info = read_file(path)
     if info.kind != "discriminator":
         raise CgdistillError(f"{path} holds a {info.kind}, not a discriminator.")

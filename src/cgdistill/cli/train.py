@@ -19,10 +19,9 @@ import typer
 
 from cgdistill.cli.app import app, note, show, styled
 from cgdistill.cli.progress import RichObserver
-from cgdistill.errors import CgdistillError
 from cgdistill.train import distill, teacher
 from cgdistill.train.config import DistillConfig, TeacherConfig, TrainConfig
-from cgdistill.train.flags import PANELS, RUN, FlagSpec, check_choices, flag_specs
+from cgdistill.train.flags import PANELS, RUN, FlagSpec, flag_specs
 from cgdistill.train.loop import TrainingInterrupted
 
 # The one option that is not a config field: it continues a run rather than setting one.
@@ -37,16 +36,6 @@ RESUME = inspect.Parameter(
         ),
     ],
 )
-
-
-def check_sizes(image_size: int, load_size: int) -> None:
-    """Crops must survive two stride-2 stages and come back to the same size."""
-    if image_size % 4:
-        raise CgdistillError(
-            f"--image-size {image_size} is not a multiple of 4; use e.g. {image_size - image_size % 4}."
-        )
-    if load_size < image_size:
-        raise CgdistillError(f"--load-size {load_size} is smaller than --image-size {image_size}; raise --load-size.")
 
 
 def given_flags(ctx: typer.Context) -> set[str]:
@@ -72,7 +61,9 @@ def resume_command(ctx: typer.Context, command: str, run_name: str) -> str:
     return " ".join(words)
 
 
-def run_training(ctx: typer.Context, job, config, *, resume: bool, command: str) -> None:
+def run_training(
+    ctx: typer.Context, job: Callable[..., Path], config: TrainConfig, *, resume: bool, command: str
+) -> None:
     """Run a training function with the live display, turning Ctrl-C into a resume hint."""
     observer = RichObserver()
     try:
@@ -113,10 +104,7 @@ def training_command(
     specs = sorted(flag_specs(config_type), key=lambda spec: (PANELS.index(spec.flag.panel), spec.flag.resumable))
 
     def run_command(ctx: typer.Context, resume: bool, **values: object) -> None:
-        config = config_type(**values)
-        check_choices(config, specs)
-        check_sizes(config.image_size, config.load_size)
-        run_training(ctx, job, config, resume=resume, command=command)
+        run_training(ctx, job, config_type(**values), resume=resume, command=command)
 
     parameters = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
     for spec in specs:

@@ -34,6 +34,7 @@ from cgdistill.data.registry import (
 )
 from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.fsutil import fsync_dir, not_a_file_reason
+from cgdistill.runs import check_direction
 
 if TYPE_CHECKING:
     from cgdistill.official import ImportedGenerator
@@ -473,8 +474,8 @@ def download_pretrained(
     _set_aside(run_dir, force, move=False)  # refuse before downloading anything
     if url and from_file:
         raise CgdistillError("Pass either --url or --from-file, not both.")
-    if direction is not None and direction not in ("A2B", "B2A"):
-        raise CgdistillError(f"Direction {direction!r} is not valid; use A2B or B2A.")
+    if direction is not None:
+        check_direction(direction)
     entry = PRETRAINED.get(name) if (url or from_file) else get_pretrained(name)
     default_direction = entry.direction if entry else "A2B"
     dataset = entry.dataset if entry else None

@@ -10,17 +10,21 @@ here; the trainer reads it from the config (e.g. ``--blocks`` -> ``DistillConfig
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import TypeVar
 
 from cgdistill.device import DEVICE_HELP
+from cgdistill.errors import CgdistillError
 from cgdistill.metadata import DIRECTIONS
 from cgdistill.nets.generator import BLOCKS, NORMS, UPSAMPLES
-from cgdistill.train.flags import PERF, RUN, TRAIN, flag, internal, resumable_fields
+from cgdistill.train.flags import PERF, RUN, TRAIN, check_choices, flag, internal
 
 # Modules that import this one hold these choices; they are read when a value is checked.
 AMP_DTYPES = "cgdistill.train.runtime:AMP_DTYPES"
 COMPILE_MODES = "cgdistill.train.runtime:COMPILE_MODES"
 PRESETS = "cgdistill.train.presets:PRESETS"
 INITS = "cgdistill.train.distill:INITS"
+
+C = TypeVar("C", bound="TrainConfig")
 
 
 @dataclass
@@ -111,15 +115,25 @@ class TrainConfig:
         metadata=flag("Also log to TensorBoard (needs the tensorboard extra).", panel=RUN, resumable=True),
     )
 
-    @property
-    def total_epochs(self) -> int:
-        return self.epochs + self.epochs_decay
+    def check(self) -> None:
+        """Refuse, in one sentence naming the flag, a value outside its choices or a crop the networks
+        cannot take. The trainers call it first, so the library refuses what the command line does."""
+        check_choices(self)
+        if self.image_size % 4:
+            raise CgdistillError(
+                f"--image-size {self.image_size} is not a multiple of 4; use e.g. {self.image_size - self.image_size % 4}."
+            )
+        if self.load_size < self.image_size:
+            raise CgdistillError(
+                f"--load-size {self.load_size} is smaller than --image-size {self.image_size}; raise --load-size."
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict):
+    def from_dict(cls: type[C], values: dict) -> C:
+        """The settings a run's config.json stores; keys this version does not know are left out."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -163,8 +177,8 @@ class DistillConfig(TrainConfig):
     direction: str | None = field(
         default=None,
         metadata=flag(
-            "B2A or A2B: which teacher generator to distill (default: the teacher's only one; a teacher run "
-            "with both needs it).",
+            "A2B or B2A: the teacher generator to distill; needed for a teacher run with both generators "
+            "(default: the teacher's only one).",
             panel=RUN, choices=DIRECTIONS,
         ),
     )  # fmt: skip
@@ -244,20 +258,13 @@ class DistillConfig(TrainConfig):
     teacher_step: int | None = field(default=None, metadata=internal())
 
     @classmethod
-    def from_dict(cls, values: dict):
+    def from_dict(cls: type[C], values: dict) -> C:
         # Runs made before the objective and the weight average existed keep training as they did.
         legacy = {"objective": "domain", "ema_decay": 0.0}
         return super().from_dict({**legacy, **values})
 
     def resolve_objective(self) -> None:
         """Fill the loss weights the user left unset from ``objective``'s table."""
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         for key, value in OBJECTIVES[self.objective].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
-
-
-# Flags that may change when a run is resumed (either command's); everything else comes from the
-# stored config. Each command's own set is ``resumable_fields(its config class)``.
-RESUMABLE_FIELDS = tuple(sorted(resumable_fields(TeacherConfig) | resumable_fields(DistillConfig)))

@@ -64,6 +64,7 @@ def teacher_block_for(student_block: int, student_blocks: int, teacher_blocks: i
 
 
 def block_mapping(student_blocks: int, teacher_blocks: int) -> list[int]:
+    """The teacher block each student block imitates, 0-based (3 of 9: 2, 5, 8)."""
     return [teacher_block_for(i, student_blocks, teacher_blocks) for i in range(student_blocks)]
 
 
@@ -227,6 +228,9 @@ def check_wiring(
 
 
 class DistillRecipe(Recipe):
+    """The distiller's part of the loop: the student (with its adapters and weight average), the frozen
+    teacher, the target-domain discriminator when the GAN loss is on, and one distillation step."""
+
     def __init__(
         self,
         config: DistillConfig,
@@ -405,6 +409,7 @@ def distill(
     config: DistillConfig, *, resume: bool = False, observer: Observer | None = None, given: set[str] | None = None
 ) -> Path:
     """Distill a teacher generator into a student run; returns the run folder."""
+    config.check()
     observer = observer or Observer()
     if resume and config.name is not None:
         settings = read_run_config(config.name, "student", DistillConfig)

@@ -119,9 +119,9 @@ def _one_of(values: tuple[str, ...]) -> str:
     return " or ".join(values) if len(values) == 2 else "one of " + ", ".join(values)
 
 
-def check_choices(config: object, specs: list[FlagSpec] | None = None) -> None:
+def check_choices(config: object) -> None:
     """Refuse, in one sentence naming the flag, a value outside a flag's choices (None means unset)."""
-    for spec in specs if specs is not None else flag_specs(type(config)):
+    for spec in flag_specs(type(config)):
         allowed = spec.allowed()
         value = getattr(config, spec.name)
         if allowed is not None and value is not None and value not in allowed:

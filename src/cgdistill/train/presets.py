@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from cgdistill.errors import CgdistillError
 from cgdistill.train.config import DistillConfig
 
 
@@ -42,8 +41,6 @@ def apply_preset(config: DistillConfig, teacher_ngf: int, given: set[str] | None
     A field counts as set when ``given`` (the flags named on the command line) holds it, or when it
     differs from its default (library use, where nothing says which fields a caller wrote).
     """
-    if config.preset not in PRESETS:
-        raise CgdistillError(f"--preset {config.preset!r} is not valid; use one of {', '.join(PRESETS)}.")
     preset = PRESETS[config.preset]
     defaults = {f.name: f.default for f in fields(DistillConfig)}
     given = set(given or ()) | {name for name in SHAPE_FIELDS if getattr(config, name) != defaults[name]}

@@ -53,6 +53,9 @@ JUDGED_DOMAIN = {"D_A": "B", "D_B": "A"}
 
 
 class CycleGANRecipe(Recipe):
+    """The teacher's part of the loop: both generators and discriminators, their optimizers and pools,
+    and one step of the published recipe."""
+
     def __init__(self, config: TeacherConfig, runtime: Runtime, dataset_name: str) -> None:
         self.config, self.runtime, self.dataset_name = config, runtime, dataset_name
         gen_cfg = GeneratorConfig(blocks=config.blocks, ngf=config.ngf, norm=config.norm, upsample=config.upsample)
@@ -177,6 +180,7 @@ def train_teacher(
 
     ``given`` names the settings the user set explicitly (on resume only some may change).
     """
+    config.check()
     observer = observer or Observer()
     if config.data is None and not (resume and config.name):
         choice = paths.choose_data(None, newest=True)

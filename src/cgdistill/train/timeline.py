@@ -14,6 +14,11 @@ from cgdistill.train.schedule import lr_factor_at
 from cgdistill.train.state import Position
 
 
+def steps_per_epoch(samples_per_epoch: int, batch_size: int) -> int:
+    """Steps in an epoch of ``samples_per_epoch`` samples (per rank); the last batch may be smaller (no drop_last)."""
+    return max(1, -(-samples_per_epoch // batch_size))
+
+
 @dataclass(frozen=True)
 class Timeline:
     """A run's steps laid onto epochs. Step indices are 0-based: step ``i`` is the (i+1)-th step."""
@@ -36,8 +41,8 @@ class Timeline:
 
     @property
     def steps_per_epoch(self) -> int:
-        """Every epoch has this many steps; the last batch of an epoch may be smaller (no drop_last)."""
-        return max(1, -(-self.samples_per_epoch // self.batch_size))
+        """Every epoch has this many steps."""
+        return steps_per_epoch(self.samples_per_epoch, self.batch_size)
 
     @property
     def total_epochs(self) -> int:
