@@ -26,8 +26,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from cgdistill.cost import count_macs
-from cgdistill.engines import available_engines, median_latency_ms
+from cgdistill.cost import count_macs, interleaved_median_ms
+from cgdistill.engines import available_engines
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, count_parameters
 from cgdistill.train.presets import PRESETS, preset_ngf
 
@@ -116,7 +116,7 @@ def engine_table(rows: dict[str, GeneratorConfig], size: int, repeats: int, warm
             if engine not in engines:
                 engines.append(engine)
     x = torch.rand(1, 3, size, size) * 2 - 1
-    ms = median_latency_ms(runners, x, repeats=repeats, warmup=warmup)
+    ms = interleaved_median_ms(runners, x, repeats=repeats, warmup=warmup)
     teacher = next(iter(rows))
     header = "| generator | params | MACs | " + " | ".join(f"{e} ms (img/s, speed-up)" for e in engines) + " |"
     print(header)

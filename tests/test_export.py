@@ -194,7 +194,7 @@ def test_auto_times_once_per_architecture_and_picks_the_faster(monkeypatch, home
         calls.append(sorted(models))
         return {name: (10.0 if name.startswith("onnxruntime") else 20.0) for name in models}
 
-    monkeypatch.setattr(engines, "median_latency_ms", fake_timing)
+    monkeypatch.setattr(engines, "interleaved_median_ms", fake_timing)
     cpu = torch.device("cpu")
     first = engines.choose_engine(random_generator(), cpu, "auto")
     assert first.name == "onnxruntime fp32" and "onnxruntime fp32 10 ms" in first.reason

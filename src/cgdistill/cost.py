@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -87,6 +88,28 @@ def default_throughput_batch(device: torch.device) -> int:
     return 16 if device.type == "cuda" else 4
 
 
+def interleaved_median_ms(
+    models: Mapping[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, *, repeats: int, warmup: int = 1
+) -> dict[str, float]:
+    """Median wall time of ``model(x)`` for each model, in milliseconds, timed in interleaved turns.
+
+    Alternating (teacher, student, teacher, ...) rather than one model after the other means a
+    burst of load from another process slows all alike, so their ratios stay honest on a shared
+    machine. The one timing loop of compare, ``translate --engine auto`` and the latency benchmark.
+    """
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for turn in range(warmup + repeats):
+            for name, model in models.items():
+                _sync(x.device)
+                start = time.perf_counter()
+                model(x)
+                _sync(x.device)
+                if turn >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) * 1000.0 for name, values in times.items()}
+
+
 def measure_speed(
     models: dict[str, nn.Module],
     image_size: int,
@@ -97,11 +120,9 @@ def measure_speed(
     throughput_batch: int | None = None,
     throughput_repeats: int = 3,
 ) -> dict[str, Speed]:
-    """Latency and throughput of each model, measured in alternating turns.
+    """Batch-1 latency and larger-batch throughput of each model (:func:`interleaved_median_ms`).
 
-    Alternating (teacher, student, teacher, ...) rather than one model after the other means a
-    burst of load from another process slows both alike, so their ratio stays honest on a shared
-    machine. Models must already be prepared for ``device`` (see ``translate.prepare_generator``).
+    Models must already be prepared for ``device`` (see ``translate.prepare_generator``).
     """
     batch = throughput_batch or default_throughput_batch(device)
     fmt = torch.channels_last if use_channels_last(device) else torch.contiguous_format
@@ -109,32 +130,14 @@ def measure_speed(
     def make(n: int) -> torch.Tensor:
         return torch.rand(n, 3, image_size, image_size, device=device).mul_(2).sub_(1).contiguous(memory_format=fmt)
 
-    def timed(model: nn.Module, x: torch.Tensor) -> float:
-        _sync(device)
-        start = time.perf_counter()
-        model(x)
-        _sync(device)
-        return time.perf_counter() - start
-
     single, many = make(1), make(batch)
-    latency: dict[str, list[float]] = {name: [] for name in models}
-    per_batch: dict[str, list[float]] = {name: [] for name in models}
-    with torch.inference_mode(), autocast_context(device):
-        for _ in range(warmup):
-            for model in models.values():
-                model(single)
-        for _ in range(repeats):
-            for name, model in models.items():
-                latency[name].append(timed(model, single))
-        for model in models.values():
-            model(many)
-        for _ in range(throughput_repeats):
-            for name, model in models.items():
-                per_batch[name].append(timed(model, many))
+    with autocast_context(device):
+        latency = interleaved_median_ms(models, single, repeats=repeats, warmup=warmup)
+        per_batch = interleaved_median_ms(models, many, repeats=throughput_repeats, warmup=1)
     return {
         name: Speed(
-            latency_ms=statistics.median(latency[name]) * 1000.0,
-            throughput_ips=batch / statistics.median(per_batch[name]),
+            latency_ms=latency[name],
+            throughput_ips=batch / (per_batch[name] / 1000.0),
             batch=batch,
         )
         for name in models

@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import json
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cgdistill import paths
+from cgdistill.cost import interleaved_median_ms
 from cgdistill.device import pick_device
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import atomic_write_text
@@ -161,23 +159,6 @@ def onnxruntime_engine(generator: nn.Module, device: torch.device) -> Engine:
     return Engine("onnxruntime fp32", OnnxRuntimeGenerator.from_generator(generator.eval()), "CPU execution provider")
 
 
-def median_latency_ms(
-    models: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, *, repeats: int = 3, warmup: int = 1
-) -> dict[str, float]:
-    """Median batch-1 latency of each model, in interleaved turns so that outside load hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in models}
-    with torch.inference_mode():
-        for turn in range(warmup + repeats):
-            for name, model in models.items():
-                start = time.perf_counter()
-                model(x)
-                if x.device.type == "cuda":
-                    torch.cuda.synchronize(x.device)
-                if turn >= warmup:
-                    times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) * 1000.0 for name, values in times.items()}
-
-
 def _cache_key(generator: nn.Module, torch_name: str) -> str:
     import onnxruntime
 
@@ -233,7 +214,9 @@ def choose_engine(generator: nn.Module, device: torch.device, engine: str = "aut
     if key not in cache:
         ort_engine = onnxruntime_engine(generator, device)
         x = probe_image(TIMING_SIDE)
-        cache[key] = median_latency_ms({candidate.name: candidate.model, ort_engine.name: ort_engine.model}, x)
+        cache[key] = interleaved_median_ms(
+            {candidate.name: candidate.model, ort_engine.name: ort_engine.model}, x, repeats=3
+        )
         _write_cache(cache)
     ms = cache[key]
     timing = ", ".join(f"{name} {value:.0f} ms" for name, value in ms.items())
@@ -313,7 +296,7 @@ def engine_latencies(
         for engine, module in available_engines(generator, device).items():
             runners[f"{engine}\n{role}"] = module
     x = torch.rand(1, 3, image_size, image_size, device=device) * 2 - 1
-    ms = median_latency_ms(runners, x, repeats=repeats)
+    ms = interleaved_median_ms(runners, x, repeats=repeats)
     table: dict[str, dict[str, float]] = {}
     for key, value in ms.items():
         engine, role = key.split("\n")
