@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from cgdistill import paths
-from cgdistill.evaluate import load_test_set, run_model
-from cgdistill.metrics import psnr, ssim, to_unit
+from cgdistill.evaluate import Images, load_test_set, run_model
+from cgdistill.metrics import fidelity
 from cgdistill.plots import read_metrics
 from cgdistill.runs import METRICS_FILE
 from cgdistill.train.config import DistillConfig
@@ -51,10 +51,12 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def final_fidelity(run: Path, teacher_out: torch.Tensor, inputs: torch.Tensor) -> tuple[float, float]:
+def final_fidelity(run: Path, teacher_out: Images, inputs: Images) -> tuple[float, float]:
     student, _ = load_generator(run / "G.safetensors")
-    out = run_model(prepare_generator(student, torch.device("cpu")), inputs, torch.device("cpu"))
-    return psnr(to_unit(out), to_unit(teacher_out)), ssim(to_unit(out), to_unit(teacher_out))
+    measured = fidelity(
+        run_model(prepare_generator(student, torch.device("cpu")), inputs, torch.device("cpu")), teacher_out
+    )
+    return measured.psnr, measured.ssim
 
 
 def mean_std(values: list[float], digits: int) -> str:
@@ -72,7 +74,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--eval-every", type=int, default=100)
-    parser.add_argument("--compare-size", type=int, default=256)
+    parser.add_argument("--compare-size", type=int, default=256, help="shorter side of each test image (px)")
     parser.add_argument("--limit", type=int, default=50, help="test images for the final fidelity")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--variants", default="seed method;default", help="labels separated by semicolons")

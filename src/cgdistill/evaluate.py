@@ -23,11 +23,17 @@ from cgdistill.device import describe
 from cgdistill.engines import BF16_MIN_PSNR_DB, bf16_psnr, engine_latencies
 from cgdistill.errors import CgdistillError
 from cgdistill.fid_inception import missing_weights_note
-from cgdistill.metrics import extract_features, fid_kid, psnr, psnr_per_image, ssim, to_unit
+from cgdistill.metrics import extract_features, fid_kid, fidelity, mean_psnr, shape_groups
 from cgdistill.nets import count_parameters
 from cgdistill.plots import read_metrics
 from cgdistill.runs import ResolvedModel
-from cgdistill.translate import prepare_generator, translate_batch
+from cgdistill.translate import (
+    DEFAULT_MAX_SIDE,
+    MIN_SIDE,
+    prepare_generator,
+    shrink_to_max_side,
+    translate_batch,
+)
 from cgdistill.weights import load_generator
 
 WORST_IMAGES = 5  # the report shows where the student falls short: this many lowest-PSNR test images
@@ -39,27 +45,61 @@ Log = Callable[[str], None]
 # The test set
 
 
+Images = list[torch.Tensor]  # uint8 H x W x 3 images, each at its own size
+
+
 @dataclass
 class TestSet:
-    """Test images of the source domain (and their ground truth), and real target-domain images."""
+    """Test images of the source domain (and their ground truth), and real target-domain images, each
+    prepared by :func:`prepare_image` at its own aspect ratio."""
 
     names: list[str]
-    inputs: torch.Tensor  # N x S x S x 3 uint8
-    ground_truth: torch.Tensor | None  # N x S x S x 3 uint8, or None when the dataset has none
-    real_target: torch.Tensor  # M x S x S x 3 uint8 (for FID/KID)
+    inputs: Images
+    ground_truth: Images | None  # each the size of its input, or None when the dataset has none
+    real_target: Images  # for FID/KID
 
 
-def _load_square(path: Path, size: int) -> np.ndarray:
-    image = read_image(path)
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(image, dtype=np.uint8)
+def scale_shorter_side(width: int, height: int, shorter_side: int) -> tuple[int, int]:
+    """(width, height) scaled so the shorter side is ``shorter_side`` pixels, aspect ratio kept."""
+    scale = shorter_side / min(width, height)
+    if width <= height:
+        return shorter_side, max(shorter_side, round(height * scale))
+    return max(shorter_side, round(width * scale)), shorter_side
 
 
-def _stack(arrays: Sequence[np.ndarray], size: int) -> torch.Tensor:
-    if not arrays:
-        return torch.empty(0, size, size, 3, dtype=torch.uint8)
-    return torch.from_numpy(np.stack(arrays))
+def prepare_image(image: Image.Image, shorter_side: int | None = None) -> np.ndarray:
+    """uint8 HxWx3 at its own aspect ratio: the one preprocessing of every fidelity figure.
+
+    By default the image as ``translate`` gives it to the generator: its own size, shrunk (Lanczos)
+    to fit translate's default ``--max-side``; one under the generator's minimum side is enlarged to
+    it. With ``shorter_side`` (``compare --image-size``) it is resized bicubically, as ``compare``
+    always resized, until its shorter side is that many pixels. Sides need not be multiples of 4: the
+    generator reflect-pads its input and crops the result back, as in ``translate`` (``translate_batch``).
+    """
+    if shorter_side is None:
+        image = shrink_to_max_side(image, DEFAULT_MAX_SIDE)
+        shorter_side = max(MIN_SIDE, min(image.size))
+    size = scale_shorter_side(image.width, image.height, shorter_side)
+    if size != image.size:
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    return np.array(image, dtype=np.uint8)
+
+
+def load_images(files: Sequence[Path], shorter_side: int | None = None) -> Images:
+    """Each file read and prepared by :func:`prepare_image`, in order."""
+    return [torch.from_numpy(prepare_image(read_image(f), shorter_side)) for f in files]
+
+
+def _load_ground_truth(files: Sequence[Path], inputs: Images, shorter_side: int | None) -> Images:
+    """Ground-truth files prepared as their inputs were, and made exactly their input's size if they differ."""
+    matched = []
+    for path, reference in zip(files, inputs, strict=True):
+        image = Image.fromarray(prepare_image(read_image(path), shorter_side))
+        size = (reference.shape[1], reference.shape[0])
+        if image.size != size:
+            image = image.resize(size, Image.Resampling.BICUBIC)
+        matched.append(torch.from_numpy(np.array(image, dtype=np.uint8)))
+    return matched
 
 
 def source_test_files(data_dir: Path, direction: str, limit: int | None = None) -> list[Path]:
@@ -74,19 +114,15 @@ def source_test_files(data_dir: Path, direction: str, limit: int | None = None) 
     return files
 
 
-def native_size(files: Sequence[Path]) -> int:
-    """The evaluation size a test set implies: its first image's shorter side, down to a multiple of 4."""
-    width, height = read_image(files[0]).size
+def cost_size(images: Images) -> int:
+    """The square size MACs and latency are measured at by default: the first test image's shorter side
+    (as measured), down to a multiple of 4."""
+    height, width = images[0].shape[:2]
     return max(8, min(width, height) // 4 * 4)
 
 
-def load_images(files: Sequence[Path], image_size: int) -> torch.Tensor:
-    """uint8 NHWC, each image resized to ``image_size`` square: the one preprocessing of every fidelity figure."""
-    return _stack([_load_square(f, image_size) for f in files], image_size)
-
-
-def load_test_set(data_dir: Path, direction: str, image_size: int, limit: int | None = None) -> TestSet:
-    """testA (A2B) or testB (B2A) resized to ``image_size`` square, as the CycleGAN test script does."""
+def load_test_set(data_dir: Path, direction: str, shorter_side: int | None = None, limit: int | None = None) -> TestSet:
+    """testA (A2B) or testB (B2A), each image at its own aspect ratio (see :func:`prepare_image`)."""
     target_dir = data_dir / f"test{direction[-1]}"
     files = source_test_files(data_dir, direction, limit)
     source = direction[0]
@@ -96,19 +132,35 @@ def load_test_set(data_dir: Path, direction: str, image_size: int, limit: int | 
     targets = list_images(target_dir) if target_dir.is_dir() else []
     if limit is not None:
         targets = targets[:limit]
+    inputs = load_images(files, shorter_side)
     return TestSet(
         names=[f.name for f in files],
-        inputs=load_images(files, image_size),
-        ground_truth=_stack([_load_square(f, image_size) for f in gt_files], image_size) if has_gt else None,
-        real_target=_stack([_load_square(f, image_size) for f in targets], image_size),
+        inputs=inputs,
+        ground_truth=_load_ground_truth(gt_files, inputs, shorter_side) if has_gt else None,
+        real_target=load_images(targets, shorter_side),
     )
 
 
-def run_model(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 8) -> torch.Tensor:
-    """Translate uint8 NHWC ``images`` with a prepared model, in batches; uint8 NHWC on the CPU."""
-    return torch.cat(
-        [translate_batch(model, images[i : i + batch_size], device) for i in range(0, len(images), batch_size)]
-    )
+def run_model(model: nn.Module, images: Sequence[torch.Tensor], device: torch.device, batch_size: int = 8) -> Images:
+    """Translate uint8 HxWx3 ``images`` of any sizes with a prepared model, images of one shape in batches;
+    uint8 images on the CPU, in input order."""
+    out: list[torch.Tensor | None] = [None] * len(images)
+    for group in shape_groups(images):
+        for start in range(0, len(group), batch_size):
+            chunk = group[start : start + batch_size]
+            translated = translate_batch(model, torch.stack([images[i] for i in chunk]), device)
+            for i, image in zip(chunk, translated, strict=True):
+                out[i] = image
+    return out
+
+
+def size_counts(images: Images) -> dict[str, int]:
+    """How many images were measured at each size, as ``"WxH"``, sizes in order of first appearance."""
+    counts: dict[str, int] = {}
+    for image in images:
+        key = f"{image.shape[1]}x{image.shape[0]}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +189,7 @@ class Comparison:
     fidelity_psnr: float
     fidelity_ssim: float
     baseline_psnr_gt: float | None
-    image_size: int
+    image_size: int  # the square side MACs and latency are measured at; fidelity is at each image's own size
     images: int
     device: str
     direction: str
@@ -148,6 +200,7 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     worst: list[tuple[str, float]] = field(default_factory=list)  # (image, PSNR to teacher), lowest first
     engine_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # engine -> model -> ms
+    fidelity_sizes: dict[str, int] = field(default_factory=dict)  # "WxH" -> test images measured at that size
 
     def to_json(self) -> dict:
         """The machine-readable result; the keys of issue 6, plus direction, models and notes."""
@@ -165,6 +218,7 @@ class Comparison:
             "notes": list(self.notes),
             "worst_images": [{"name": name, "psnr": value} for name, value in self.worst],
             "latency_by_engine": self.engine_latency_ms,
+            "fidelity_sizes": dict(self.fidelity_sizes),
         }
 
 
@@ -174,8 +228,8 @@ class CompareOutputs:
 
     result: Comparison
     test_set: TestSet
-    teacher_images: torch.Tensor
-    student_images: torch.Tensor
+    teacher_images: Images
+    student_images: Images
     student_curve: list[dict] = field(default_factory=list)  # the student run's metrics records, when known
 
 
@@ -198,7 +252,9 @@ def compare(
 ) -> CompareOutputs:
     """Measure both generators on ``test_set``; FID/KID only when a ``feature_network`` is given.
 
-    With ``engines``, also the batch-1 latency of each available engine (torch fp32/bf16, onnxruntime).
+    Fidelity, PSNR to ground truth and FID/KID are measured on the test images at their own sizes;
+    MACs and latency at ``image_size`` square (what a model costs at a size). With ``engines``, also
+    the batch-1 latency of each available engine (torch fp32/bf16, onnxruntime).
     """
     say = log or (lambda _message: None)
     notes: list[str] = []
@@ -207,14 +263,14 @@ def compare(
     say(f"Translating {len(test_set.names)} test images with both models")
     t_out = run_model(t_model, test_set.inputs, device)
     s_out = run_model(s_model, test_set.inputs, device)
-    t_unit, s_unit = to_unit(t_out), to_unit(s_out)
+    to_teacher = fidelity(s_out, t_out)
 
     psnr_gt: dict[str, float | None] = {"teacher": None, "student": None}
     baseline = None
     if test_set.ground_truth is not None:
-        gt = to_unit(test_set.ground_truth)
-        psnr_gt = {"teacher": psnr(t_unit, gt), "student": psnr(s_unit, gt)}
-        baseline = psnr(to_unit(test_set.inputs), gt)
+        gt = test_set.ground_truth
+        psnr_gt = {"teacher": mean_psnr(t_out, gt), "student": mean_psnr(s_out, gt)}
+        baseline = mean_psnr(test_set.inputs, gt)
 
     scores: dict[str, tuple[float | None, float | None]] = {"teacher": (None, None), "student": (None, None)}
     if feature_network is None:
@@ -263,14 +319,14 @@ def compare(
             kid=scores[name][1],
         )
 
-    per_image = psnr_per_image(s_unit, t_unit).tolist()
+    per_image = to_teacher.psnr_per_image
     order = sorted(range(len(per_image)), key=per_image.__getitem__)[:WORST_IMAGES]
     result = Comparison(
         teacher=report("teacher", teacher),
         student=report("student", student),
         speedup=speed["teacher"].latency_ms / speed["student"].latency_ms,
-        fidelity_psnr=psnr(s_unit, t_unit),
-        fidelity_ssim=ssim(s_unit, t_unit),
+        fidelity_psnr=to_teacher.psnr,
+        fidelity_ssim=to_teacher.ssim,
         baseline_psnr_gt=baseline,
         image_size=image_size,
         images=len(test_set.names),
@@ -283,6 +339,7 @@ def compare(
         notes=notes,
         worst=[(test_set.names[i], per_image[i]) for i in order],
         engine_latency_ms=engine_ms,
+        fidelity_sizes=size_counts(test_set.inputs),
     )
     return CompareOutputs(result, test_set, t_out, s_out)
 
@@ -310,11 +367,11 @@ def compare_models(
 ) -> CompareOutputs:
     """Load both model files and the test set, then :func:`compare`."""
     check_compare_options(image_size, limit)
-    # By default the test images' own size: the distiller's psnr_to_teacher is measured the same way.
-    size = image_size if image_size is not None else native_size(source_test_files(data_dir, direction, limit))
     teacher_net, _ = load_generator(teacher.path)
     student_net, _ = load_generator(student.path)
-    test_set = load_test_set(data_dir, direction, size, limit)
+    # By default each image at its own size: the distiller's psnr_to_teacher is measured the same way.
+    test_set = load_test_set(data_dir, direction, image_size, limit)
+    size = image_size if image_size is not None else cost_size(test_set.inputs)
     outputs = compare(
         teacher_net,
         student_net,

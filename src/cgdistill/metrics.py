@@ -1,12 +1,17 @@
 """Image quality: PSNR and SSIM between two batches, and FID/KID between two sets of features.
 
-Every function takes float NCHW batches in [0, 1] (``to_unit`` makes them from uint8 NHWC images),
-so the distiller's ``psnr_to_teacher`` and ``compare``'s fidelity are one computation.
+The batch functions take float NCHW batches in [0, 1] (``to_unit`` makes them from uint8 NHWC images).
+Test images keep their own size and aspect ratio, so a test set is a list of uint8 HxWx3 images of
+mixed shapes: :func:`fidelity` measures each image at its own size (images of one shape as one batch)
+and averages over images. The distiller's ``psnr_to_teacher`` and ``compare``'s fidelity are that one
+computation.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -33,17 +38,23 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(psnr_per_image(a, b).mean())
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean SSIM (Gaussian window 11, sigma 1.5) of two float batches in [0, 1]; torchmetrics when installed."""
+def ssim_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """SSIM (Gaussian window 11, sigma 1.5) of each image pair of two float batches in [0, 1]; torchmetrics
+    when installed."""
     try:
         from torchmetrics.functional.image import structural_similarity_index_measure
     except ImportError:
         return _ssim_reference(a, b)
-    return float(structural_similarity_index_measure(a.float(), b.float(), data_range=1.0))
+    return structural_similarity_index_measure(a.float(), b.float(), data_range=1.0, reduction="none")
 
 
-def _ssim_reference(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> float:
-    """Wang et al. (2004) SSIM, used only when torchmetrics is not installed."""
+def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over images of the SSIM of two float batches in [0, 1]."""
+    return float(ssim_per_image(a, b).mean())
+
+
+def _ssim_reference(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Wang et al. (2004) SSIM of each image pair, used only when torchmetrics is not installed."""
     a, b = a.double(), b.double()
     coords = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
@@ -60,7 +71,71 @@ def _ssim_reference(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: f
     var_b = blur(b * b) - mu_b**2
     cov = blur(a * b) - mu_a * mu_b
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return float(s[..., pad:-pad, pad:-pad].mean())
+    return s[..., pad:-pad, pad:-pad].flatten(1).mean(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Test sets of images at their own size
+
+
+def shape_groups(images: Sequence[torch.Tensor]) -> list[list[int]]:
+    """Indices of the images of each shape, shapes in order of first appearance: one batch per shape."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, image in enumerate(images):
+        groups.setdefault(tuple(image.shape), []).append(index)
+    return list(groups.values())
+
+
+# Pixels measured in one batch: a 256x256 test set of up to 128 images is one batch (as it was before
+# test images kept their own size, so its figures are unchanged), and SSIM's float32 intermediates of
+# a batch of large photos stay under about 1 GB.
+_BATCH_PIXELS = 128 * 256 * 256
+
+PerImage = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def per_image(metric: PerImage, outputs: Sequence[torch.Tensor], references: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``metric`` (a batch function like :func:`psnr_per_image`) of each pair of uint8 HxWx3 images, each
+    pair at its own size, in the order given."""
+    if len(outputs) != len(references):
+        raise ValueError(f"{len(outputs)} outputs against {len(references)} references")
+    values: list[torch.Tensor | None] = [None] * len(outputs)
+    for group in shape_groups(references):
+        if any(outputs[i].shape != references[i].shape for i in group):
+            raise ValueError("each output must have the shape of its reference")
+        height, width = references[group[0]].shape[:2]
+        step = max(1, _BATCH_PIXELS // (height * width))
+        for start in range(0, len(group), step):
+            chunk = group[start : start + step]
+            a = to_unit(torch.stack([outputs[i] for i in chunk]))
+            b = to_unit(torch.stack([references[i] for i in chunk]))
+            for i, value in zip(chunk, metric(a, b), strict=True):
+                values[i] = value
+    return torch.stack(values) if values else torch.empty(0)
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How closely one set of images matches another: means over images, and each image's PSNR."""
+
+    psnr: float  # mean over images of each image's PSNR (dB), as for batches of one size
+    ssim: float  # mean over images of each image's mean SSIM
+    psnr_per_image: list[float]
+
+
+def fidelity(outputs: Sequence[torch.Tensor], references: Sequence[torch.Tensor]) -> Fidelity:
+    """PSNR and SSIM of uint8 HxWx3 ``outputs`` to ``references``, each image at its own size."""
+    psnr_values = per_image(psnr_per_image, outputs, references)
+    return Fidelity(
+        psnr=float(psnr_values.mean()),
+        ssim=float(per_image(ssim_per_image, outputs, references).mean()),
+        psnr_per_image=psnr_values.tolist(),
+    )
+
+
+def mean_psnr(outputs: Sequence[torch.Tensor], references: Sequence[torch.Tensor]) -> float:
+    """Mean over images of the PSNR (dB) of uint8 HxWx3 ``outputs`` to ``references``, each at its own size."""
+    return float(per_image(psnr_per_image, outputs, references).mean())
 
 
 class _Precomputed(nn.Module):
@@ -75,16 +150,20 @@ class _Precomputed(nn.Module):
 
 
 def extract_features(
-    network: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 16
+    network: nn.Module, images: Sequence[torch.Tensor], device: torch.device, batch_size: int = 16
 ) -> torch.Tensor:
-    """Features of uint8 NHWC ``images`` (fed to ``network`` as float NCHW in [0, 1]), on the CPU."""
+    """Features of uint8 HxWx3 ``images`` of any sizes (fed to ``network`` as float NCHW in [0, 1], images of
+    one shape batched together; the FID network resizes every input to 299x299), on the CPU, in input order."""
     network = network.eval().to(device)
-    out = []
+    out: list[torch.Tensor | None] = [None] * len(images)
     with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size].to(device).permute(0, 3, 1, 2).float().div_(255.0)
-            out.append(network(chunk).float().cpu())
-    return torch.cat(out)
+        for group in shape_groups(images):
+            for start in range(0, len(group), batch_size):
+                chunk = group[start : start + batch_size]
+                batch = torch.stack([images[i] for i in chunk]).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+                for i, features in zip(chunk, network(batch).float().cpu(), strict=True):
+                    out[i] = features
+    return torch.stack(out)
 
 
 def fid_kid(real: torch.Tensor, fake: torch.Tensor, seed: int = 0) -> tuple[float | None, float | None, list[str]]:

@@ -69,7 +69,9 @@ def summary_lines(result: Comparison) -> list[str]:
     if result.baseline_psnr_gt is not None:
         lines.append(f"Baseline (input left unchanged) PSNR to ground truth: {result.baseline_psnr_gt:.2f} dB.")
     lines.append(
-        f"{result.images} test images, {result.direction}, {result.image_size}x{result.image_size}, on {result.device}."
+        f"{result.images} test images, {result.direction}, on {result.device}; fidelity, PSNR to ground truth "
+        f"and FID/KID at each image's own size and aspect ratio ({_sizes(result.fidelity_sizes)}); "
+        f"MACs and speed at {result.image_size}x{result.image_size}."
     )
     lines.append(
         "MACs: conv arithmetic counts transposed convs on their input grid (torch.utils.flop_counter, FLOPs/2); "
@@ -79,37 +81,61 @@ def summary_lines(result: Comparison) -> list[str]:
     return lines
 
 
+def _sizes(counts: dict[str, int], shown: int = 4) -> str:
+    """``"40x32 (2), 32x48 (1)"``; past ``shown`` sizes, how many more."""
+    if len(counts) <= 1:
+        return next(iter(counts), "no images")
+    parts = [f"{size} ({count})" for size, count in list(counts.items())[:shown]]
+    if len(counts) > shown:
+        parts.append(f"{len(counts) - shown} more sizes")
+    return ", ".join(parts)
+
+
 def amplified_difference(a: torch.Tensor, b: torch.Tensor, gain: int = DIFF_GAIN) -> torch.Tensor:
     """|a - b| * gain, clipped, for uint8 images."""
     return ((a.int() - b.int()).abs() * gain).clamp(0, 255).to(torch.uint8)
 
 
 _MIN_PANEL = 96  # pixels: wide enough for the longest column label
+_MAX_PANEL = 256  # pixels: larger test images are shown shrunk in the grid (their panel files keep full size)
+
+
+def _fit_panel(image: Image.Image) -> Image.Image:
+    """A panel as the grid shows it, aspect ratio kept: small ones enlarged by an integer factor (nearest
+    neighbour, so pixels stay sharp) until the label fits above, large ones shrunk to ``_MAX_PANEL``."""
+    longest = max(image.size)
+    if longest > _MAX_PANEL:
+        scale = _MAX_PANEL / longest
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        return image.resize(size, Image.Resampling.LANCZOS)
+    factor = max(1, -(-_MIN_PANEL // longest))
+    if factor == 1:
+        return image
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
 def grid_image(outputs: CompareOutputs, rows: int = DEFAULT_GRID_ROWS, indices: list[int] | None = None) -> Image.Image:
     """input | teacher | student | amplified difference, one test image per row (the first ``rows``,
-    or those at ``indices``), with a header."""
+    or those at ``indices``), with a header.
+
+    Test images keep their own sizes and aspect ratios: each row is as tall as its image, each column
+    as wide as its widest image, and narrower images are centred in it (presentation only).
+    """
     indices = indices if indices is not None else list(range(min(rows, len(outputs.test_set.names))))
-    count = len(indices)
-    # Small panels are enlarged by an integer factor (nearest neighbour) so the labels fit above them.
-    scale = max(1, -(-_MIN_PANEL // outputs.test_set.inputs.shape[1]))
-    size = outputs.test_set.inputs.shape[1] * scale
+    fitted = [[_fit_panel(Image.fromarray(panel.numpy(), "RGB")) for panel in _panels(outputs, i)] for i in indices]
+    column = max([_MIN_PANEL, *(row[0].width for row in fitted)])
     labels = ["input", "teacher", "student", f"|difference| x{DIFF_GAIN}"]
-    width = 4 * size + 5 * _GAP
-    height = _HEADER + count * (size + _GAP) + _GAP
+    width = 4 * column + 5 * _GAP
+    height = _HEADER + sum(row[0].height + _GAP for row in fitted) + _GAP
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    for column, label in enumerate(labels):
-        draw.text((_GAP + column * (size + _GAP) + 2, 3), label, fill=(0, 0, 0))
-    for row, index in enumerate(indices):
-        panels = _panels(outputs, index)
-        y = _HEADER + row * (size + _GAP)
-        for column, panel in enumerate(panels):
-            image = Image.fromarray(panel.numpy(), "RGB")
-            if scale > 1:
-                image = image.resize((size, size), Image.Resampling.NEAREST)
-            canvas.paste(image, (_GAP + column * (size + _GAP), y))
+    for index, label in enumerate(labels):
+        draw.text((_GAP + index * (column + _GAP) + 2, 3), label, fill=(0, 0, 0))
+    y = _HEADER
+    for panels in fitted:
+        for index, image in enumerate(panels):
+            canvas.paste(image, (_GAP + index * (column + _GAP) + (column - image.width) // 2, y))
+        y += panels[0].height + _GAP
     return canvas
 
 

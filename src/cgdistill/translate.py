@@ -191,6 +191,15 @@ def fit_max_side(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def shrink_to_max_side(image: Image.Image, max_side: int) -> Image.Image:
+    """``image`` as the generator gets it: shrunk (Lanczos, never enlarged) to fit ``max_side``, aspect kept.
+
+    ``compare`` prepares its test images with this too, so fidelity is measured on what translate runs.
+    """
+    size = fit_max_side(image.width, image.height, max_side)
+    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
+
+
 @dataclass
 class _Decoded:
     index: int
@@ -206,11 +215,9 @@ def _decode(index: int, path: Path, max_side: int) -> _Decoded:
         return _Decoded(index, error=exc.message)
     except Exception as exc:  # anything a codec throws is this file's problem, not the run's
         return _Decoded(index, error=f"Cannot read image {path}: {exc}.")
-    size = fit_max_side(rgb.width, rgb.height, max_side)
-    if size != rgb.size:
-        rgb = rgb.resize(size, Image.Resampling.LANCZOS)
-        if alpha is not None:
-            alpha = alpha.resize(size, Image.Resampling.LANCZOS)
+    rgb = shrink_to_max_side(rgb, max_side)
+    if alpha is not None:
+        alpha = shrink_to_max_side(alpha, max_side)
     return _Decoded(index, pixels=np.asarray(rgb, dtype=np.uint8), alpha=alpha)
 
 

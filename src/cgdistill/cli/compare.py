@@ -43,7 +43,8 @@ def compare(
         int | None,
         typer.Option(
             "--image-size",
-            help="Evaluate at NxN (default: the test images' own size, as distill measures psnr_to_teacher).",
+            help="Scale each test image so its shorter side is N, aspect ratio kept; time the models at NxN "
+            "(default: each image's own size up to translate's --max-side, as distill measures psnr_to_teacher).",
             show_default=False,
         ),
     ] = None,
@@ -118,7 +119,9 @@ def compare(
     if as_json:
         print(json.dumps(result.to_json()))  # plain print: no rich markup or wrapping in machine output
         return
-    table = Table(title=Text(f"Teacher vs student, {chosen}, {result.image_size}x{result.image_size}"))
+    table = Table(
+        title=Text(f"Teacher vs student, {chosen} (MACs and speed at {result.image_size}x{result.image_size})")
+    )
     table.add_column("Measure")
     table.add_column("Teacher", justify="right")
     table.add_column("Student", justify="right")

@@ -26,9 +26,9 @@ from torch import nn
 from cgdistill import paths
 from cgdistill.data.images import list_images
 from cgdistill.errors import CgdistillError
-from cgdistill.evaluate import load_images, native_size, run_model, source_test_files
+from cgdistill.evaluate import Images, load_images, run_model, source_test_files
 from cgdistill.losses import cycle_loss, discriminator_loss, feature_loss, gan_loss, identity_loss, output_loss
-from cgdistill.metrics import psnr, ssim, to_unit
+from cgdistill.metrics import fidelity
 from cgdistill.nets import (
     SHARED_PREFIXES,
     DiscriminatorConfig,
@@ -236,7 +236,7 @@ class DistillRecipe(Recipe):
         config: DistillConfig,
         runtime: Runtime,
         teacher: Teacher,
-        held_out: torch.Tensor,
+        held_out: Images,
         dataset_name: str,
         has_target: bool = True,
     ) -> None:
@@ -359,11 +359,8 @@ class DistillRecipe(Recipe):
         # Eval mode as compare runs it (the loop calls this in eval mode too; alone it must hold as well).
         with evaluating(self.generator):
             out = run_model(self.generator, self.held_out, self.runtime.device)
-        student, teacher = to_unit(out), to_unit(self.held_out_teacher)
-        return {
-            "psnr_to_teacher": round(psnr(student, teacher), 3),
-            "ssim_to_teacher": round(ssim(student, teacher), 4),
-        }
+        measured = fidelity(out, self.held_out_teacher)
+        return {"psnr_to_teacher": round(measured.psnr, 3), "ssim_to_teacher": round(measured.ssim, 4)}
 
     @torch.no_grad()
     def sample_rows(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -395,14 +392,27 @@ class DistillRecipe(Recipe):
 FIDELITY_IMAGES = 8
 
 
-def held_out_images(data_dir: Path, direction: str, count: int = FIDELITY_IMAGES) -> torch.Tensor:
+def held_out_images(data_dir: Path, direction: str, count: int = FIDELITY_IMAGES) -> Images:
     """The first ``count`` source-domain test images (training images when there is no test split), uint8
-    NHWC at their own size, prepared exactly as ``compare`` prepares its test set."""
+    HxWx3 at their own size and aspect ratio, prepared exactly as ``compare`` prepares its test set."""
     try:
         files = source_test_files(data_dir, direction, limit=count)
     except CgdistillError:
         files = list_images(data_dir / f"train{direction[0]}")[:count]
-    return load_images(files, native_size(files))
+    return load_images(files)
+
+
+def sample_images(images: Images, count: int = 3) -> torch.Tensor:
+    """The first ``count`` images as one uint8 NHWC batch for the run's sample sheets: each centre-cropped
+    to the largest size they share, sides down to a multiple of 4 so the bare generator takes them."""
+    chosen = images[:count]
+    height = min(image.shape[0] for image in chosen) // 4 * 4
+    width = min(image.shape[1] for image in chosen) // 4 * 4
+    crops = []
+    for image in chosen:
+        top, left = (image.shape[0] - height) // 2, (image.shape[1] - width) // 2
+        crops.append(image[top : top + height, left : left + width])
+    return torch.stack(crops)
 
 
 def distill(
@@ -472,7 +482,9 @@ def distill(
             session.run_dir,
             resume=resume,
             observer=observer,
-            sample_batch={source: runtime.to_device(recipe.held_out[:3].permute(0, 3, 1, 2).float() / 127.5 - 1)},
+            sample_batch={
+                source: runtime.to_device(sample_images(recipe.held_out).permute(0, 3, 1, 2).float() / 127.5 - 1)
+            },
         )
     finally:
         teardown_runtime(session.runtime)
