@@ -17,12 +17,12 @@ def test_an_error_naming_a_path_with_markup_prints_it_verbatim(cli, tmp_path):
 
 
 def test_bracketed_words_in_an_error_survive(cli, monkeypatch):
-    from cgdistill.cli import translate as translate_cli
+    from cgdistill import runs
 
     def refuse(*_args, **_kwargs):
         raise CgdistillError("install it with `pip install 'cgdistill[tensorboard]'` and [bold]retry[/bold].")
 
-    monkeypatch.setattr(translate_cli, "resolve_generator", refuse)
+    monkeypatch.setattr(runs, "resolve_generator", refuse)
     result = cli("translate", "x.png")
     assert result.code == 2
     assert "pip install 'cgdistill[tensorboard]'" in result.err

@@ -30,6 +30,7 @@ from cgdistill.data.toy import make_toy_dataset
 from cgdistill.device import pick_device
 from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.fsutil import atomic_write_text
+from cgdistill.options import DEMO_OUTPUT
 from cgdistill.plots import read_metrics
 from cgdistill.train.config import DistillConfig, TeacherConfig
 from cgdistill.train.distill import distill
@@ -38,7 +39,6 @@ from cgdistill.train.teacher import train_teacher
 from cgdistill.train.timeline import steps_per_epoch
 from cgdistill.weights import load_generator
 
-DEFAULT_OUTPUT = Path("cgdistill-demo")
 MARKER_FILE = ".cgdistill-demo"  # says "a demo made this folder", so a later demo may replace it
 SUMMARY_FILE = "summary.json"
 DATASET_NAME = "toy"
@@ -238,7 +238,7 @@ class _Stages:
 
 
 def run_demo(
-    output: Path = DEFAULT_OUTPUT, settings: DemoSettings | None = None, observer: DemoObserver | None = None
+    output: Path = DEMO_OUTPUT, settings: DemoSettings | None = None, observer: DemoObserver | None = None
 ) -> DemoResult:
     """Run the five stages into ``output``; returns the result (also in ``output/summary.json``).
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from cgdistill.errors import CgdistillError
-
-DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."
+from cgdistill.options import DEVICE_HELP
 
 # bf16 tensor cores arrived with Ampere (compute capability 8.0); older cards emulate bf16 slowly.
 NATIVE_BF16_CAPABILITY = (8, 0)

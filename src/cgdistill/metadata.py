@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
 from cgdistill.errors import CgdistillError
-from cgdistill.nets import NORMS, UPSAMPLES, GeneratorConfig
-from cgdistill.nets.generator import BLOCKS, PADDINGS
+from cgdistill.nets import GeneratorConfig
+from cgdistill.options import BLOCKS, DIRECTIONS, NORMS, PADDINGS, UPSAMPLES
 
 FORMAT = "cgdistill"
 FORMAT_VERSION = 1
-DIRECTIONS = ("A2B", "B2A")
 DOMAINS = ("A", "B")
 KINDS = ("generator", "discriminator")
 MAX_TEXT = 1024  # longer than any path or name we write; a stranger's file gets no more

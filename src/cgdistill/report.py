@@ -15,10 +15,10 @@ from PIL import Image, ImageDraw
 from cgdistill.errors import CgdistillError
 from cgdistill.evaluate import CompareOutputs, Comparison
 from cgdistill.fsutil import atomic_path, atomic_write_text, prepare_output_dir
+from cgdistill.options import DEFAULT_GRID_ROWS
 from cgdistill.plots import fidelity_svg
 
 DIFF_GAIN = 4  # |teacher - student| is mostly small: amplify it so a person can see where they differ
-DEFAULT_GRID_ROWS = 4
 GRID_FILE = "grid.png"
 WORST_GRID_FILE = "worst.png"
 FIDELITY_FILE = "fidelity.svg"

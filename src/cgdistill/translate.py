@@ -26,10 +26,9 @@ from cgdistill.data.images import list_images, read_image_with_alpha
 from cgdistill.device import cuda_amp_dtype
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import atomic_path, not_a_file_reason, prepare_output_dir
+from cgdistill.options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SIDE
 from cgdistill.runs import check_direction
 
-DEFAULT_MAX_SIDE = 1024
-DEFAULT_BATCH_SIZE = 4
 # The generator's stem pads by 3 and each block by 1 at a quarter of the resolution, so an input
 # smaller than 8 pixels cannot be reflect-padded inside the network: pad tiny images up to this.
 MIN_SIDE = 8

@@ -1,4 +1,9 @@
-"""Command line: each module registers one command group on ``app``; logic lives in the library."""
+"""Command line: each module registers one command group on ``app``; logic lives in the library.
+
+A command imports the library modules it needs (and so torch) inside its function, when it runs:
+``--help``, ``--version`` and ``download --list`` then start in a fraction of a second.
+tests/test_cli_startup.py fails if importing this package imports torch.
+"""
 
 from cgdistill.cli import compare as _compare  # noqa: F401  (registers `compare`)
 from cgdistill.cli import demo as _demo  # noqa: F401  (registers `demo`)

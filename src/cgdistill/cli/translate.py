@@ -8,13 +8,10 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cgdistill import translate as tr
 from cgdistill.cli.app import app, err_console, note, show, styled
-from cgdistill.device import DEVICE_HELP, describe
-from cgdistill.engines import check_engine, check_model_engine, device_for_model, engine_for_file
 from cgdistill.errors import WorkFailed
 from cgdistill.fsutil import prepare_output_dir
-from cgdistill.runs import resolve_generator
+from cgdistill.options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SIDE, DEVICE_HELP
 
 PROGRESS_FROM = 8  # fewer files finish before a bar would tell anyone anything
 
@@ -45,10 +42,10 @@ def translate(
     ),
     max_side: Annotated[
         int, typer.Option("--max-side", help="Shrink larger images to this longest side (0: keep every size).")
-    ] = tr.DEFAULT_MAX_SIDE,
+    ] = DEFAULT_MAX_SIDE,
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Images of the same size translated together.")
-    ] = tr.DEFAULT_BATCH_SIZE,
+    ] = DEFAULT_BATCH_SIZE,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include images in subfolders.")] = False,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     engine: Annotated[
@@ -61,6 +58,11 @@ def translate(
     ] = "auto",
 ) -> None:
     """Translate images with a teacher or student generator; writes PNGs of the same size (alpha kept)."""
+    from cgdistill import translate as tr
+    from cgdistill.device import describe
+    from cgdistill.engines import check_engine, check_model_engine, device_for_model, engine_for_file
+    from cgdistill.runs import resolve_generator
+
     check_engine(engine)
     resolved = resolve_generator(model, direction, role="any")
     target = device_for_model(resolved.path, device)

@@ -34,7 +34,6 @@ from cgdistill.data.registry import (
 )
 from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.fsutil import fsync_dir, not_a_file_reason
-from cgdistill.runs import check_direction
 
 if TYPE_CHECKING:
     from cgdistill.official import ImportedGenerator
@@ -475,6 +474,8 @@ def download_pretrained(
     if url and from_file:
         raise CgdistillError("Pass either --url or --from-file, not both.")
     if direction is not None:
+        from cgdistill.runs import check_direction  # imports torch: only for a generator
+
         check_direction(direction)
     entry = PRETRAINED.get(name) if (url or from_file) else get_pretrained(name)
     default_direction = entry.direction if entry else "A2B"

@@ -18,10 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-NORMS = ("instance", "instance-affine", "batch")
-UPSAMPLES = ("deconv", "resize-conv")
-PADDINGS = ("zeros", "reflect")
-BLOCKS = ("standard", "separable")
+from cgdistill.options import BLOCKS, NORMS, PADDINGS, UPSAMPLES
 
 
 @dataclass(frozen=True)

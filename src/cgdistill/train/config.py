@@ -12,10 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import TypeVar
 
-from cgdistill.device import DEVICE_HELP
 from cgdistill.errors import CgdistillError
-from cgdistill.metadata import DIRECTIONS
-from cgdistill.nets.generator import BLOCKS, NORMS, UPSAMPLES
+from cgdistill.options import BLOCKS, DEVICE_HELP, DIRECTIONS, NORMS, UPSAMPLES
 from cgdistill.train.flags import PERF, RUN, TRAIN, check_choices, flag, internal
 
 # Modules that import this one hold these choices; they are read when a value is checked.

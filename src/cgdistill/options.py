@@ -1,0 +1,33 @@
+"""What the command line shows before it does any work: choices, defaults and help text.
+
+They belong to library modules that import torch (nets, device, translate, report, fid_inception,
+demo), which import them from here; the CLI reads them here, so ``--help`` and ``--version`` do not
+wait seconds for torch to load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DIRECTIONS = ("A2B", "B2A")
+
+# Generator architecture (nets/generator.py).
+NORMS = ("instance", "instance-affine", "batch")
+UPSAMPLES = ("deconv", "resize-conv")
+PADDINGS = ("zeros", "reflect")
+BLOCKS = ("standard", "separable")
+
+DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."
+
+# translate.py
+DEFAULT_MAX_SIDE = 1024
+DEFAULT_BATCH_SIZE = 4
+
+# report.py: test images shown in the comparison grid.
+DEFAULT_GRID_ROWS = 4
+
+# fid_inception.py: the pytorch-fid release's weights.
+INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+
+# demo.py: the folder for everything the demo makes.
+DEMO_OUTPUT = Path("cgdistill-demo")
