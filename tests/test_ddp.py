@@ -20,12 +20,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 import torch
 
 import float64_cli
-from cgdistill import paths
-from cgdistill.data.toy import make_toy_dataset
 from cgdistill.nets import DiscriminatorConfig, GeneratorConfig, PatchDiscriminator, ResnetGenerator
 from cgdistill.train.config import DistillConfig, TeacherConfig
 from cgdistill.train.distill import build_student
@@ -47,11 +44,6 @@ LAUNCHER = Path(float64_cli.__file__)
 # far less than an fp32 ulp, so both runs round them alike.) Training moves outputs by > 1e-3.
 TOLERANCE = 1e-6
 MOVED = 1e-3
-
-
-@pytest.fixture
-def toy(home: Path) -> Path:
-    return make_toy_dataset(paths.dataset_path("toy"), size=32, n_train=6, n_test=2)
 
 
 def free_port() -> int:

@@ -11,14 +11,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from cgdistill import paths
-from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import WorkFailed
 from cgdistill.train import distill as distill_module
 from cgdistill.train import teacher as teacher_module
@@ -47,11 +44,6 @@ class CountReads(TorchFunctionMode):
         if name in READS and not _reads_adams_step_counter():
             self.reads.append(name)
         return func(*args, **(kwargs or {}))
-
-
-@pytest.fixture
-def toy(home: Path) -> Path:
-    return make_toy_dataset(paths.dataset_path("toy"), size=32, n_train=6, n_test=2)
 
 
 # The pools off: their coin flips read a CPU generator's tensor (no device involved), and a test on

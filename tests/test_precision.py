@@ -9,23 +9,14 @@ is fp16's speed on tensor cores. The choice between bf16 and fp16 on a GPU is in
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 import torch
-from safetensors.torch import load_file
 
-from cgdistill import paths
-from cgdistill.data.toy import make_toy_dataset
 from cgdistill.train.config import TeacherConfig
 from cgdistill.train.runtime import setup_runtime
 from cgdistill.train.state import latest_checkpoint
 from cgdistill.train.teacher import train_teacher
-
-
-@pytest.fixture
-def toy(home: Path) -> Path:
-    return make_toy_dataset(paths.dataset_path("toy"), size=32, n_train=6, n_test=2)
+from teacher_runs import weights
 
 
 def fp16(**overrides) -> TeacherConfig:
@@ -35,11 +26,6 @@ def fp16(**overrides) -> TeacherConfig:
     )  # fmt: skip
     settings.update(overrides)
     return TeacherConfig(**settings)
-
-
-def weights(run: Path) -> dict[str, torch.Tensor]:
-    names = ("G_A2B", "G_B2A", "D_A", "D_B")
-    return {f"{name}/{k}": v for name in names for k, v in load_file(str(run / f"{name}.safetensors")).items()}
 
 
 def test_naming_fp16_turns_on_fp16_autocast_with_one_scaler_per_optimizer():

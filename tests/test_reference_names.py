@@ -14,7 +14,6 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from cgdistill import paths
-from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import CgdistillError
 from cgdistill.losses import cycle_loss, discriminator_loss, gan_loss, identity_loss
 from cgdistill.nets import unwrap
@@ -26,16 +25,11 @@ from cgdistill.train.runtime import setup_runtime
 from cgdistill.train.state import latest_checkpoint
 from cgdistill.train.teacher import CycleGANRecipe, train_teacher
 from cgdistill.weights import read_info
+from teacher_runs import weights
 
-MODEL_FILES = ("G_A2B.safetensors", "G_B2A.safetensors", "D_A.safetensors", "D_B.safetensors")
 # How a teacher run logged its losses before the rename, by today's names (written out here, not
 # taken from the code under test): D_A then was the discriminator of domain A, today's D_B.
 OLD_NAMES = {"G_A": "G_A2B", "G_B": "G_B2A", "D_A": "D_B", "D_B": "D_A", "idt_A": "idt_B", "idt_B": "idt_A"}
-
-
-@pytest.fixture
-def toy(home: Path) -> Path:
-    return make_toy_dataset(paths.dataset_path("toy"), size=32, n_train=6, n_test=2)
 
 
 def tiny(**overrides) -> TeacherConfig:
@@ -46,10 +40,6 @@ def tiny(**overrides) -> TeacherConfig:
     )  # fmt: skip
     settings.update(overrides)
     return TeacherConfig(**settings)
-
-
-def weights(run: Path) -> dict[str, torch.Tensor]:
-    return {f"{name}/{k}": v for name in MODEL_FILES for k, v in load_file(str(run / name)).items()}
 
 
 def metadata(path: Path) -> dict[str, str]:

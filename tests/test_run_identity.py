@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from cgdistill import paths
-from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import CgdistillError
 from cgdistill.train.config import TeacherConfig
 from cgdistill.train.teacher import train_teacher
@@ -18,11 +17,6 @@ from cgdistill.weights import read_info
 
 TINY = ["--data", "toy", "--image-size", "24", "--load-size", "28", "--blocks", "1", "--ngf", "4", "--ndf", "4",
         "--device", "cpu", "--no-amp", "--workers", "0", "--sample-every", "1000"]  # fmt: skip
-
-
-@pytest.fixture
-def toy(home: Path) -> Path:
-    return make_toy_dataset(paths.dataset_path("toy"), size=32, n_train=6, n_test=2)
 
 
 def tiny(**overrides) -> TeacherConfig:

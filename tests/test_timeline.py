@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
 from cgdistill import paths
-from cgdistill.data.toy import make_toy_dataset
 from cgdistill.data.unpaired import EpochSampler
 from cgdistill.train.config import TeacherConfig
 from cgdistill.train.loop import Observer, TrainingInterrupted, build_loader
@@ -20,8 +18,7 @@ from cgdistill.train.runtime import Runtime
 from cgdistill.train.state import Position
 from cgdistill.train.teacher import train_teacher
 from cgdistill.train.timeline import Timeline
-
-MODEL_FILES = ("G_A2B.safetensors", "G_B2A.safetensors", "D_A.safetensors", "D_B.safetensors")
+from teacher_runs import weights
 
 
 class Numbers(Dataset):
@@ -92,11 +89,6 @@ def test_stored_positions_agree_with_the_derived_ones_unless_the_epoch_length_ch
     assert not two_ranks.agrees_with(Position(6, 1, 0))
 
 
-@pytest.fixture
-def toy(home: Path) -> Path:
-    return make_toy_dataset(paths.dataset_path("toy"), size=32, n_train=6, n_test=2)
-
-
 def tiny(**overrides) -> TeacherConfig:
     settings = dict(
         data="toy", blocks=1, ngf=4, ndf=4, image_size=24, load_size=28, pool_size=2,
@@ -105,10 +97,6 @@ def tiny(**overrides) -> TeacherConfig:
     )  # fmt: skip
     settings.update(overrides)
     return TeacherConfig(**settings)
-
-
-def weights(run: Path) -> dict[str, torch.Tensor]:
-    return {f"{name}/{k}": v for name in MODEL_FILES for k, v in load_file(str(run / name)).items()}
 
 
 def stored_position(run: Path) -> dict:

@@ -7,26 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from cgdistill import paths
-from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.train.config import TeacherConfig
 from cgdistill.train.loop import TrainingInterrupted
 from cgdistill.train.teacher import train_teacher
 from cgdistill.weights import load_generator
-
-MODEL_FILES = ("G_A2B.safetensors", "G_B2A.safetensors", "D_A.safetensors", "D_B.safetensors")
-
-
-@pytest.fixture
-def toy(home: Path) -> Path:
-    return make_toy_dataset(paths.dataset_path("toy"), size=32, n_train=6, n_test=2)
+from teacher_runs import MODEL_FILES, weights
 
 
 def tiny(**overrides) -> TeacherConfig:
@@ -37,10 +27,6 @@ def tiny(**overrides) -> TeacherConfig:
     )  # fmt: skip
     settings.update(overrides)
     return TeacherConfig(**settings)
-
-
-def weights(run: Path) -> dict[str, torch.Tensor]:
-    return {f"{name}/{k}": v for name in MODEL_FILES for k, v in load_file(str(run / name)).items()}
 
 
 def test_a_short_run_writes_the_four_models_state_samples_and_metrics(toy):
