@@ -4,7 +4,8 @@ Usage: .venv/bin/python benchmarks/shared_machine.py [--jobs teacher,distill,tra
        [--teacher-steps 60] [--distill-steps 60] [--images 40] [--modes adaptive,fixed] [--json FILE]
 
 For each job and each mode, the job runs once alone and then twice at the same moment (two
-processes, each with its own run name); the figure that matters is ``together / alone``: two jobs
+processes, each with its own run name); the figure that matters is ``together / alone`` (the slower
+of the two, against the one alone): two jobs
 that share the cores take about 2x (one after the other), two that fight over them took 9.4x here
 (issue 21). Modes: ``adaptive`` is what the commands do now (threads from the free cores, re-chosen
 every few seconds); ``fixed`` is the old behaviour, one thread per usable core whatever the load
@@ -18,7 +19,9 @@ Jobs (each a real command on the embedded toy data, in a fresh temporary home):
 ``demo``     cgdistill demo (minutes alone; left out by default)
 
 Other processes on the machine disturb both figures; the script prints ``uptime`` before and after,
-so run it on an idle machine for the figures in docs/benchmarks.md.
+so run it on an idle machine for the figures in docs/benchmarks.md. Each process's CPU time (user +
+system) is printed too: threads that spin while waiting for a descheduled partner burn it, so it
+shows the fight even where the wall times are disturbed.
 """
 
 from __future__ import annotations
@@ -76,12 +79,19 @@ def prepare(home: Path, work: Path, args: argparse.Namespace, env: dict) -> None
         image.save(big / f"{index:04d}.png")
 
 
-def timed(command: list[str], env: dict) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-2000:]}")
-    return time.perf_counter() - started
+def timed(command: list[str], env: dict) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one process: spinning threads show in the second."""
+    with tempfile.TemporaryFile() as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            log.seek(0)
+            tail = log.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{tail}")
+    return wall, usage.ru_utime + usage.ru_stime
 
 
 def clean(job: str, home: Path, work: Path) -> None:
@@ -95,13 +105,14 @@ def measure(job: str, mode: str, home: Path, work: Path, args: argparse.Namespac
     """One alone, then two together, of ``job`` under ``mode``."""
     env = {**env, **MODES[mode]}
     clean(job, home, work)
-    alone = timed(job_command(job, home, work, "alone", args), env)
+    alone, alone_cpu = timed(job_command(job, home, work, "alone", args), env)
     clean(job, home, work)
     with ThreadPoolExecutor(2) as pool:
         pair = list(pool.map(lambda copy: timed(job_command(job, home, work, copy, args), env), ("a", "b")))
     clean(job, home, work)
-    return {"job": job, "mode": mode, "alone_s": round(alone, 2), "together_s": [round(t, 2) for t in pair],
-            "ratio": round(max(pair) / alone, 2)}  # fmt: skip
+    return {"job": job, "mode": mode, "alone_s": round(alone, 2), "alone_cpu_s": round(alone_cpu, 2),
+            "together_s": [round(wall, 2) for wall, _ in pair], "together_cpu_s": [round(cpu, 2) for _, cpu in pair],
+            "ratio": round(max(wall for wall, _ in pair) / alone, 2)}  # fmt: skip
 
 
 def uptime() -> str:
@@ -132,8 +143,10 @@ def main() -> None:
             for mode in args.modes.split(","):
                 row = measure(job, mode, home, work, args, env)
                 rows.append(row)
-                print(f"{job:9s} {mode:8s} alone {row['alone_s']:7.1f} s   together {row['together_s'][0]:7.1f} / "
-                      f"{row['together_s'][1]:7.1f} s   ratio {row['ratio']:5.2f}x   ({uptime()})", flush=True)  # fmt: skip
+                wall, cpu = row["together_s"], row["together_cpu_s"]
+                print(f"{job:9s} {mode:8s} alone {row['alone_s']:6.1f} s (cpu {row['alone_cpu_s']:6.1f} s)   "
+                      f"together {wall[0]:6.1f} / {wall[1]:6.1f} s (cpu {cpu[0]:6.1f} / {cpu[1]:6.1f} s)   "
+                      f"ratio {row['ratio']:5.2f}x   ({uptime()})", flush=True)  # fmt: skip
     print(f"after: {uptime()}")
     if args.json is not None:
         args.json.write_text(json.dumps({"cpu": cpu, "rows": rows}, indent=2) + "\n")
