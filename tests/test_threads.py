@@ -240,3 +240,32 @@ def test_each_cpu_command_takes_a_threads_option(command):
     params = {p.name: p for p in typer.main.get_command(app).commands[command].params}
     assert params["threads"].opts == ["--threads"]
     assert params["threads"].default is None
+
+
+def test_training_checks_the_load_before_every_step(toy, monkeypatch):
+    from cgdistill.train.teacher import train_teacher
+
+    ticks = []
+    monkeypatch.setattr(threads, "tick", lambda: ticks.append(1))
+    config = TeacherConfig(data="toy", name="ticks", blocks=1, ngf=4, ndf=4, image_size=32, load_size=36,
+                           max_steps=3, device="cpu", amp=False)  # fmt: skip
+    train_teacher(config)
+    assert len(ticks) == 3
+
+
+def test_translate_checks_the_load_before_every_batch(tmp_path: Path, monkeypatch):
+    from PIL import Image
+
+    from cgdistill.nets import GeneratorConfig, ResnetGenerator
+    from cgdistill.translate import translate_files
+
+    files = []
+    for index, size in enumerate([(32, 32), (32, 32), (40, 32)]):
+        files.append(tmp_path / f"{index}.png")
+        Image.new("RGB", size, (index * 40, 90, 160)).save(files[-1])
+    ticks = []
+    monkeypatch.setattr(threads, "tick", lambda: ticks.append(1))
+    generator = ResnetGenerator(GeneratorConfig(blocks=1, ngf=4))
+    result = translate_files(generator, files, tmp_path / "out", "A2B", device=torch.device("cpu"), batch_size=2)
+    assert len(result.written) == 3
+    assert len(ticks) == 2  # one batch of the two 32x32 images, one of the 40x32 image

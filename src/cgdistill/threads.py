@@ -226,9 +226,9 @@ def _last_sample() -> Sample | None:
 
 
 def begin() -> None:
-    """Take the first load sample (the CLI does, before torch loads), so the first decision has a window."""
-    if _state["first"] is None:
-        _state["first"] = _sampler(allowed_cpus())()
+    """Take the first load sample (the CLI does for each command, before torch loads), so that the
+    first decision has a window of seconds without waiting for one."""
+    _state["first"] = _sampler(allowed_cpus())()
 
 
 def configure(threads: int | None = None, *, follow_load: bool = True) -> int:
