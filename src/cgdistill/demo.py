@@ -82,6 +82,7 @@ class DemoSettings:
     translate_count: int = 8
     grid_rows: int = 6
     device: str = "auto"
+    threads: int | None = None  # CPU threads; None: the free cores, re-chosen as the load changes
 
 
 # A seconds-long run for the tests: every stage runs for real, just tiny.
@@ -334,6 +335,7 @@ def _short_run(settings: DemoSettings, steps: int) -> dict:
         batch_size=settings.batch_size,
         ndf=settings.ndf,
         device=settings.device,
+        threads=settings.threads,
         seed=settings.seed,
         save_every=steps,
         sample_every=max(steps // 3, 1),

@@ -88,5 +88,8 @@ def describe(device: torch.device) -> str:
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
+        from cgdistill import threads
+
+        following = ", more or fewer as the load changes" if threads.adapting() else ""
+        return f"cpu ({torch.get_num_threads()} threads{following})"
     return str(device)

@@ -18,6 +18,10 @@ PADDINGS = ("zeros", "reflect")
 BLOCKS = ("standard", "separable")
 
 DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."
+# threads.py: the CPU thread count of translate, compare, export and demo (the trainers' is a config field).
+THREADS_HELP = (
+    "CPU threads (default: the cores free of other work, re-chosen every few seconds; OMP_NUM_THREADS also fixes it)."
+)
 
 # translate.py
 DEFAULT_MAX_SIDE = 1024

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from cgdistill import threads
 from cgdistill.data.images import list_images, read_image_with_alpha
 from cgdistill.device import cuda_amp_dtype
 from cgdistill.errors import CgdistillError
@@ -295,6 +296,8 @@ def translate_files(
             batch = torch.from_numpy(np.stack([item.pixels for item in items]))
             if device.type == "cuda":
                 batch = batch.pin_memory()
+            if device.type == "cpu":
+                threads.tick()  # a job that started or ended beside us changes the count here
             translated = translate_batch(model, batch, device).numpy()
             for item, pixels in zip(items, translated, strict=True):
                 writes.append((item.index, encoders.submit(_encode, pixels, item.alpha, outputs[item.index])))

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from cgdistill import __version__, paths
+from cgdistill import __version__, paths, threads
 from cgdistill.errors import CgdistillError
 
 app = typer.Typer(
@@ -61,6 +61,7 @@ def global_options(
     """Train CycleGAN teachers and distill them into small, fast student generators."""
     paths.set_home(home)
     _debug["on"] = debug
+    threads.begin()  # the load sample that the command's first thread count is measured from
 
 
 def styled(template: str, *values: object) -> Text:

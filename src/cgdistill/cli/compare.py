@@ -12,7 +12,7 @@ from rich.text import Text
 
 from cgdistill import paths
 from cgdistill.cli.app import app, console, note, show
-from cgdistill.options import DEFAULT_GRID_ROWS, DEVICE_HELP, INCEPTION_FILE
+from cgdistill.options import DEFAULT_GRID_ROWS, DEVICE_HELP, INCEPTION_FILE, THREADS_HELP
 
 
 @app.command("compare")
@@ -73,14 +73,19 @@ def compare(
         bool, typer.Option("--json", help="Print one JSON object to stdout and nothing else there.")
     ] = False,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help=THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Measure teacher and student on the same test images: size, MACs, speed, fidelity, FID/KID."""
     from cgdistill import evaluate, fid_inception, report, runs
+    from cgdistill import threads as cpu_threads
     from cgdistill.device import pick_device
 
     evaluate.check_compare_options(image_size, limit)
     report.check_report_options(report_dir, grid)
     target = pick_device(device)
+    if target.type == "cpu":
+        # Chosen once: teacher and student are timed on the same number of threads.
+        cpu_threads.configure(threads)
     teacher_model, student_model = runs.resolve_pair(teacher, student, direction)
     chosen = student_model.direction
     dataset = paths.choose_data(

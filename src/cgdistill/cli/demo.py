@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from cgdistill.cli.app import app, console, note, show, styled
-from cgdistill.options import DEMO_OUTPUT, DEVICE_HELP
+from cgdistill.options import DEMO_OUTPUT, DEVICE_HELP, THREADS_HELP
 
 if TYPE_CHECKING:
     from cgdistill.demo import DemoResult
@@ -66,13 +66,14 @@ def demo(
     device: Annotated[
         str | None, typer.Option("--device", help=f"{DEVICE_HELP} (default: auto).", show_default=False)
     ] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help=THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Generate a toy dataset, train a teacher, distill a student, translate, compare: a few minutes on a CPU."""
     from cgdistill.cli.progress import LiveDemo
     from cgdistill.demo import QUICK_SETTINGS, DemoSettings, run_demo
     from cgdistill.device import pick_device
 
-    settings = replace(QUICK_SETTINGS if quick else DemoSettings(), seed=seed)
+    settings = replace(QUICK_SETTINGS if quick else DemoSettings(), seed=seed, threads=threads)
     if device is not None:
         pick_device(device)  # a mistyped device is refused now, not after the dataset is made
         settings = replace(settings, device=device)

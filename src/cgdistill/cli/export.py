@@ -9,6 +9,7 @@ import typer
 
 from cgdistill.cli.app import app, note, show
 from cgdistill.errors import CgdistillError
+from cgdistill.options import THREADS_HELP
 
 
 @app.command("export")
@@ -33,9 +34,11 @@ def export(
             "--direction", help="A2B or B2A; needed for a teacher run with both generators.", show_default=False
         ),
     ] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help=THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Export a teacher or student generator to ONNX (dynamic batch and size), checked against PyTorch."""
     from cgdistill import export as ex
+    from cgdistill import threads as cpu_threads
     from cgdistill.runs import require_weights, resolve_generator
     from cgdistill.weights import load_generator
 
@@ -45,6 +48,7 @@ def export(
     require_weights(resolved, "export needs a .safetensors model to export")
     chosen = resolved.direction
     ex.require_onnx()
+    cpu_threads.configure(threads)  # the parity check runs both engines on the CPU
     generator, info = load_generator(resolved.path)
     if output is None:
         base = resolved.run.name if resolved.run is not None else resolved.path.stem

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cgdistill.cli.app import app, err_console, note, show, styled
 from cgdistill.errors import WorkFailed
 from cgdistill.fsutil import prepare_output_dir
-from cgdistill.options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SIDE, DEVICE_HELP
+from cgdistill.options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SIDE, DEVICE_HELP, THREADS_HELP
 
 PROGRESS_FROM = 8  # fewer files finish before a bar would tell anyone anything
 
@@ -56,8 +56,10 @@ def translate(
             "torch or onnxruntime (CPU, needs the onnx extra).",
         ),
     ] = "auto",
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help=THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Translate images with a teacher or student generator; writes PNGs of the same size (alpha kept)."""
+    from cgdistill import threads as cpu_threads
     from cgdistill import translate as tr
     from cgdistill.device import describe
     from cgdistill.engines import check_engine, check_model_engine, device_for_model, engine_for_file
@@ -66,6 +68,8 @@ def translate(
     check_engine(engine)
     resolved = resolve_generator(model, direction, role="any")
     target = device_for_model(resolved.path, device)
+    if target.type == "cpu":
+        cpu_threads.configure(threads)
     check_model_engine(engine, resolved.path, target)
     chosen = resolved.direction
     files = tr.collect_inputs(inputs, recursive=recursive, output_dir=output)

@@ -92,7 +92,8 @@ class TrainConfig:
     deterministic: bool = field(
         default=False,
         metadata=flag(
-            "Deterministic kernels (cudnn autotuning off); slower on CUDA. CPU runs are deterministic anyway.",
+            "Deterministic kernels (cudnn autotuning off); slower on CUDA. On the CPU: one thread per usable "
+            "core throughout (sums round differently with another thread count).",
             panel=PERF, resumable=True,
         ),
     )  # fmt: skip
@@ -100,6 +101,14 @@ class TrainConfig:
         default=None,
         metadata=flag("Data loading processes (default: 4 on CUDA, 0 on CPU).", panel=PERF, min=0, resumable=True),
     )
+    threads: int | None = field(
+        default=None,
+        metadata=flag(
+            "CPU threads (default: the cores free of other work, re-chosen every few seconds; OMP_NUM_THREADS "
+            "also fixes it). A fixed count makes CPU runs repeat bit for bit.",
+            panel=PERF, min=1, resumable=True,
+        ),
+    )  # fmt: skip
     seed: int = field(default=0, metadata=flag("Seed for initialisation, data order and augmentation.", panel=RUN))
     save_every: int = field(default=1000, metadata=flag("Checkpoint every N steps.", panel=RUN, min=1, resumable=True))
     sample_every: int = field(

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from cgdistill import threads
 from cgdistill.device import cuda_amp_dtype, describe, pick_device
 from cgdistill.errors import CgdistillError
 from cgdistill.train.config import TrainConfig
@@ -94,6 +95,8 @@ class Runtime:
         outputs of the last one may be overwritten."""
         if self.compile and self.compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()
+        if self.device.type == "cpu":
+            threads.tick()  # a clock read; every few seconds, a look at the load (no device sync)
 
     def to_device(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
@@ -254,6 +257,8 @@ def setup_runtime(config: TrainConfig, *, norm: str = "instance") -> Runtime:
         torch.backends.cudnn.benchmark = not config.deterministic  # autotuning may pick other kernels each run
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if device.type == "cpu":
+        threads.configure(config.threads, follow_load=not config.deterministic)
     amp_dtype = choose_amp_dtype(config.amp, config.amp_dtype, device)
     channels_last = config.channels_last if config.channels_last is not None else cuda
     # Batching passes through one network is exact only when every norm is per sample. Only the
