@@ -14,7 +14,11 @@ from typing import TypeVar
 
 from cgdistill.errors import CgdistillError
 from cgdistill.options import BLOCKS, DEVICE_HELP, DIRECTIONS, NORMS, UPSAMPLES
+from cgdistill.train.budget import parse_duration
 from cgdistill.train.flags import PERF, RUN, TRAIN, check_choices, flag, internal
+
+# Held-out images the distiller measures its fidelity on while it trains (compare uses the whole test split).
+FIDELITY_IMAGES = 8
 
 # Modules that import this one hold these choices; they are read when a value is checked.
 AMP_DTYPES = "cgdistill.train.runtime:AMP_DTYPES"
@@ -249,8 +253,23 @@ class DistillConfig(TrainConfig):
     epochs: int = 25
     epochs_decay: int = 25
     eval_every: int = field(
-        default=100, metadata=flag("Measure student-to-teacher PSNR every N steps.", panel=RUN, min=1, resumable=True)
-    )
+        default=100,
+        metadata=flag(
+            f"Measure student-to-teacher PSNR/SSIM on {FIDELITY_IMAGES} held-out images every N steps "
+            "(compare measures all of them).",
+            panel=RUN, min=1, resumable=True,
+        ),
+    )  # fmt: skip
+    time_budget: str | None = field(
+        default=None,
+        metadata=flag(
+            "Wall time for the whole run, e.g. 90s, 15m or 1h: after a few timed steps the run fixes the step "
+            "count that ends within it (stored with the run, so --resume finishes the same run); --max-steps caps it.",
+            panel=RUN,
+        ),
+    )  # fmt: skip
+    # The step count --time-budget fixed; once set, the run is that long whatever the machine's speed.
+    budget_steps: int | None = field(default=None, metadata=internal())
     # The teacher generator's own step when the student started: a resume against a teacher that has
     # trained on since says so (the student would otherwise chase a moved target in silence).
     teacher_step: int | None = field(default=None, metadata=internal())
@@ -260,6 +279,11 @@ class DistillConfig(TrainConfig):
         # Runs made before the objective and the weight average existed keep training as they did.
         legacy = {"objective": "domain", "ema_decay": 0.0}
         return super().from_dict({**legacy, **values})
+
+    def check(self) -> None:
+        super().check()
+        if self.time_budget is not None:
+            parse_duration(self.time_budget)
 
     def resolve_objective(self) -> None:
         """Fill the loss weights the user left unset from ``objective``'s table."""

@@ -47,13 +47,15 @@ from cgdistill.runs import (
     reverse,
     target_domain,
 )
-from cgdistill.train.config import DistillConfig
+from cgdistill.train.budget import StepBudget, parse_duration
+from cgdistill.train.budget import now as budget_clock
+from cgdistill.train.config import FIDELITY_IMAGES, DistillConfig
 from cgdistill.train.ema import WeightAverage
 from cgdistill.train.loop import Observer, Recipe, fit
 from cgdistill.train.pool import ImagePool
 from cgdistill.train.presets import apply_preset
 from cgdistill.train.runtime import Runtime, teardown_runtime
-from cgdistill.train.session import dataset_label, open_session, read_run_config, resolve_config
+from cgdistill.train.session import dataset_label, open_session, read_run_config, resolve_config, write_config
 from cgdistill.train.student_init import narrow_init
 from cgdistill.weights import load_discriminator, load_generator, save_generator
 
@@ -389,9 +391,6 @@ class DistillRecipe(Recipe):
         )
 
 
-FIDELITY_IMAGES = 8
-
-
 def held_out_images(data_dir: Path, direction: str, count: int = FIDELITY_IMAGES) -> Images:
     """The first ``count`` source-domain test images (training images when there is no test split), uint8
     HxWx3 at their own size and aspect ratio, prepared exactly as ``compare`` prepares its test set."""
@@ -419,6 +418,7 @@ def distill(
     config: DistillConfig, *, resume: bool = False, observer: Observer | None = None, given: set[str] | None = None
 ) -> Path:
     """Distill a teacher generator into a student run; returns the run folder."""
+    started = budget_clock()  # --time-budget counts the whole command, loading included
     config.check()
     observer = observer or Observer()
     if resume and config.name is not None:
@@ -474,6 +474,22 @@ def distill(
                 observer.message(note)
             observer.message(recipe.describe_losses())
             observer.message(f"Student blocks imitate teacher blocks {[j + 1 for j in recipe.mapping]}.")
+        budget = None
+        if config.time_budget is not None and config.budget_steps is None:
+            budget = StepBudget(parse_duration(config.time_budget), started=started)
+
+        def fix_steps(total: int) -> None:
+            # Stored with the run: --resume trains to this count however fast the machine is then.
+            config.budget_steps = total
+            config.max_steps = total
+            if runtime.is_main:
+                write_config(session.run_dir, "student", config, session.data_dir)
+                observer.message(
+                    f"Time budget {config.time_budget}: {budget.step_s:.2f} s per step over the first steps "
+                    f"and {budget.evaluation_s:.1f} s per evaluation, so this run trains {total} steps "
+                    f"(stored in config.json; --resume keeps it)."
+                )
+
         fit(
             recipe,
             config,
@@ -485,6 +501,8 @@ def distill(
             sample_batch={
                 source: runtime.to_device(sample_images(recipe.held_out).permute(0, 3, 1, 2).float() / 127.5 - 1)
             },
+            budget=budget,
+            on_budget=fix_steps,
         )
     finally:
         teardown_runtime(session.runtime)
