@@ -248,6 +248,14 @@ class DistillConfig(TrainConfig):
             panel=TRAIN, min=0.0, max=0.99999,
         ),
     )  # fmt: skip
+    echo: int = field(
+        default=1,
+        metadata=flag(
+            "Student updates per teacher batch (data echoing): the teacher's forward pass is most of a narrow "
+            "student's step, so reusing its outputs buys more updates per second.",
+            panel=TRAIN, min=1, max=16,
+        ),
+    )  # fmt: skip
     # Crops per step: distilling is cheap per image, and 4 measured clearly better than 1.
     batch_size: int = 4
     epochs: int = 25

@@ -329,15 +329,32 @@ class DistillRecipe(Recipe):
         with torch.no_grad(), rt.autocast():
             t_out, t_feats = self.teacher(x, return_features=True)
         y = batch[self.target] if self.has_target else t_out.detach()
+        t_feats = [t_feats[j] for j in self.mapping]
         if self.D is not None:
             self.D.requires_grad_(False)
+        # --echo: the teacher's pass is most of a narrow student's step, so its outputs serve several updates.
+        for _ in range(cfg.echo):
+            losses, s_out = self._student_update(x, y, t_out, t_feats)
+        if self.D is not None:
+            self.D.requires_grad_(True)
+            pooled = self.pools[self.target].query(s_out.detach())
+            with rt.autocast():
+                losses["D"] = discriminator_loss(self.D(y), self.D(pooled))
+            rt.step("D", losses["D"], self.optimizers["D"])
+        return {name: value.detach() for name, value in losses.items()}
+
+    def _student_update(
+        self, x: torch.Tensor, y: torch.Tensor, t_out: torch.Tensor, t_feats: list[torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One optimizer step of the student (and its weight average) against the teacher's outputs."""
+        cfg, rt = self.config, self.runtime
         losses: dict[str, torch.Tensor] = {}
         with rt.autocast():
             s_out, s_feats = self.student(x, return_features=True)
             if "output" in self.active:
                 losses["output"] = output_loss(s_out, t_out) * cfg.lambda_output
             if "feature" in self.active:
-                losses["feature"] = feature_loss(s_feats, [t_feats[j] for j in self.mapping]) * cfg.lambda_feature
+                losses["feature"] = feature_loss(s_feats, t_feats) * cfg.lambda_feature
             if "gan" in self.active:
                 losses["gan"] = gan_loss(unwrap(self.D)(s_out), True) * cfg.lambda_gan
             if "cycle" in self.active:
@@ -347,13 +364,7 @@ class DistillRecipe(Recipe):
         rt.step("G", sum(losses.values()), self.optimizers["G"])
         if self.average is not None:
             self.average.update(unwrap(self.student).generator)
-        if self.D is not None:
-            self.D.requires_grad_(True)
-            pooled = self.pools[self.target].query(s_out.detach())
-            with rt.autocast():
-                losses["D"] = discriminator_loss(self.D(y), self.D(pooled))
-            rt.step("D", losses["D"], self.optimizers["D"])
-        return {name: value.detach() for name, value in losses.items()}
+        return losses, s_out
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
