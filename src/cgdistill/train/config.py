@@ -13,12 +13,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TypeVar
 
 from cgdistill.errors import CgdistillError
-from cgdistill.options import BLOCKS, DEVICE_HELP, DIRECTIONS, NORMS, UPSAMPLES
+from cgdistill.options import BLOCKS, DEVICE_HELP, DIRECTIONS, FIDELITY_IMAGES, NORMS, UPSAMPLES
 from cgdistill.train.budget import parse_duration
 from cgdistill.train.flags import PERF, RUN, TRAIN, check_choices, flag, internal
-
-# Held-out images the distiller measures its fidelity on while it trains (compare uses the whole test split).
-FIDELITY_IMAGES = 8
 
 # Modules that import this one hold these choices; they are read when a value is checked.
 AMP_DTYPES = "cgdistill.train.runtime:AMP_DTYPES"

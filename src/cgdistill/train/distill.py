@@ -38,6 +38,7 @@ from cgdistill.nets import (
     init_weights,
     unwrap,
 )
+from cgdistill.options import FIDELITY_IMAGES
 from cgdistill.runs import (
     STUDENT_FILE,
     discriminator_judging,
@@ -49,7 +50,7 @@ from cgdistill.runs import (
 )
 from cgdistill.train.budget import StepBudget, parse_duration
 from cgdistill.train.budget import now as budget_clock
-from cgdistill.train.config import FIDELITY_IMAGES, DistillConfig
+from cgdistill.train.config import DistillConfig
 from cgdistill.train.ema import WeightAverage
 from cgdistill.train.loop import Observer, Recipe, fit
 from cgdistill.train.pool import ImagePool

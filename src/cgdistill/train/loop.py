@@ -350,6 +350,7 @@ class _Job:
             "epoch": epoch,
             "lr": lr,
             "steps_per_s": round(rate, 4),
+            "time": round(time.time(), 2),  # wall clock, so curves can be drawn against time spent
             **{k: round(v, 6) for k, v in losses.items()},
             **metrics,
         }
