@@ -13,7 +13,8 @@ SSIM over every test photo at 256 px) and the speed-up on the same engine. Print
                 ../shared/data/horse2zebra-mini/trainB \\
         --test ../shared/data/monet2photo-mini/testB ../shared/data/horse2zebra-mini/testA \\
         --budgets "default=6m;fast=15m;fastest=15m" --seeds 0,1,2 \\
-        --json docs/real_teacher.json --svg docs/images/real-teacher-curves.svg
+        --json docs/real_teacher.json --svg docs/images/real-teacher-curves.svg \\
+        --figure docs/images/real-teacher-presets.jpg
 
 Each distillation runs alone (its budget is wall time on this machine); run it on an idle machine.
 """
@@ -137,6 +138,33 @@ def curves(results: dict) -> str:
     )  # fmt: skip
 
 
+def figure(home: Path, data: Path, results: dict, target: Path, photos: int = 2) -> None:
+    """Rows of input | teacher | each preset's student (seed of the first run) on the first test photos."""
+    from PIL import Image, ImageDraw
+
+    tests = list_images(data / "testA")
+    chosen = [tests[0], tests[len(tests) // 2]][:photos]  # one photo of each source folder
+    models = [("teacher", TEACHER)] + [
+        (preset, f"rt-{preset}-s{e['runs'][0]['seed']}") for preset, e in results.items()
+    ]
+    out = Path(tempfile.mkdtemp())
+    columns: list[list[Image.Image]] = [[Image.open(p).convert("RGB") for p in chosen]]
+    for label, model in models:
+        folder = out / label
+        subprocess.run([*CLI, "--home", str(home), "translate", *map(str, chosen), "--model", model,
+                        "--direction", "A2B", "--output", str(folder)], check=True, capture_output=True)  # fmt: skip
+        columns.append([Image.open(next(folder.glob(f"{p.stem}_*"))).convert("RGB") for p in chosen])
+    side, label_h = 256, 22
+    sheet = Image.new("RGB", (side * len(columns), label_h + side * len(chosen)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, (label, column) in enumerate(zip(["input"] + [m[0] for m in models], columns, strict=True)):
+        draw.text((c * side + 6, 5), label, fill="black")
+        for r, image in enumerate(column):
+            sheet.paste(image.resize((side, side)), (c * side, label_h + r * side))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(target, quality=88)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, required=True)
@@ -148,6 +176,7 @@ def main() -> None:
     parser.add_argument("--extra", default="", help="more distill flags, e.g. '--lr 5e-4'")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--svg", type=Path, default=None)
+    parser.add_argument("--figure", type=Path, default=None, help="JPEG: input | teacher | each preset")
     args = parser.parse_args()
     os.environ.pop("OMP_NUM_THREADS", None)  # the budget is the machine's: let each run take its cores
     args.work.mkdir(parents=True, exist_ok=True)
@@ -169,6 +198,8 @@ def main() -> None:
                                         indent=2) + "\n")  # fmt: skip
     if args.svg:
         args.svg.write_text(curves(results))
+    if args.figure:
+        figure(args.home, data, results, args.figure)
 
 
 if __name__ == "__main__":
