@@ -16,6 +16,7 @@ from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.train.config import DistillConfig, TeacherConfig
 from cgdistill.train.distill import (
     Adapters,
+    DistillRecipe,
     block_mapping,
     build_student,
     check_wiring,
@@ -252,3 +253,18 @@ def test_without_target_images_the_teacher_outputs_are_the_real_samples(teacher_
     assert "teacher's outputs as its real samples" in result.err_text
     records = [json.loads(line) for line in (paths.run_path("only-a") / "metrics.jsonl").read_text().splitlines()]
     assert {"output", "feature", "gan", "D"} <= set(records[0]) and "identity" not in records[0]
+
+
+def test_echo_makes_that_many_student_updates_per_teacher_batch(teacher_run, monkeypatch):
+    teacher_passes = []
+    original = DistillRecipe.train_step
+
+    def counting(self, batch):
+        teacher_passes.append(1)
+        return original(self, batch)
+
+    monkeypatch.setattr(DistillRecipe, "train_step", counting)
+    run = distill(tiny(teacher="teacher", direction="B2A", max_steps=3, name="echoed", echo=3))
+    state = load_file(str(run / "state" / "step_0000003" / "tensors.safetensors"))
+    assert len(teacher_passes) == 3
+    assert state["model.student_average.updates"].item() == 9  # 3 steps x 3 updates

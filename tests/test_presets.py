@@ -14,28 +14,42 @@ from cgdistill.train.teacher import train_teacher
 from cgdistill.weights import read_info
 
 
-def test_fastest_is_three_separable_blocks_at_a_quarter_of_the_teacher_width():
+def test_fastest_is_three_blocks_at_a_quarter_of_the_teacher_width_with_its_recipe():
     config = DistillConfig(preset="fastest")
     apply_preset(config, teacher_ngf=64)
-    assert (config.blocks, config.ngf, config.block) == (3, 16, "separable")
+    assert (config.blocks, config.ngf, config.block) == (3, 16, "standard")
+    assert (config.lr, config.echo) == (1e-3, 2)
+
+
+def test_fast_is_three_blocks_at_half_the_teacher_width():
+    config = DistillConfig(preset="fast")
+    apply_preset(config, teacher_ngf=64)
+    assert (config.blocks, config.ngf, config.block, config.lr, config.echo) == (3, 32, "standard", 1e-3, 2)
+
+
+def test_a_given_lr_or_echo_overrides_the_preset_recipe():
+    config = DistillConfig(preset="fast", lr=5e-4)
+    apply_preset(config, teacher_ngf=64, given={"echo"})
+    assert (config.lr, config.echo) == (5e-4, 1)
 
 
 def test_default_keeps_the_seed_student():
     config = DistillConfig()
     apply_preset(config, teacher_ngf=64)
     assert (config.blocks, config.ngf, config.block) == (3, None, "standard")
+    assert (config.lr, config.echo) == (2e-4, 1)
 
 
 def test_flags_given_on_the_command_line_override_the_preset():
     config = DistillConfig(preset="fast", blocks=3, block="separable")
     apply_preset(config, teacher_ngf=64, given={"block"})
-    assert (config.blocks, config.ngf, config.block) == (3, 16, "separable")
+    assert (config.blocks, config.ngf, config.block) == (3, 32, "separable")
 
 
 def test_in_library_use_a_non_default_field_overrides_the_preset():
     config = DistillConfig(preset="fastest", ngf=24)
     apply_preset(config, teacher_ngf=64, given={"max_steps"})  # as a resumed study passes it
-    assert (config.ngf, config.block) == (24, "separable")
+    assert (config.ngf, config.block) == (24, "standard")
 
 
 @pytest.fixture
@@ -57,15 +71,15 @@ def test_the_cli_preset_shapes_the_student_and_is_stored(cli, teacher_run):
         "fastest",
         3,
         2,
-        "separable",
+        "standard",
     )
     info = read_info(paths.run_path("fastest") / "G.safetensors")
-    assert (info.config["ngf"], info.config["block"], info.extra["preset"]) == (2, "separable", "fastest")
+    assert (info.config["ngf"], info.config["block"], info.extra["preset"]) == (2, "standard", "fastest")
 
     result = cli("distill", *common, "--preset", "fastest", "--ngf", "4", "--blocks", "1", "--name", "override")
     assert result.code == 0, result.err
     shape = read_info(paths.run_path("override") / "G.safetensors").config
-    assert (shape["ngf"], shape["blocks"], shape["block"]) == (4, 1, "separable")
+    assert (shape["ngf"], shape["blocks"], shape["block"]) == (4, 1, "standard")
 
 
 def test_the_cli_refuses_an_unknown_block_kind(cli, teacher_run):

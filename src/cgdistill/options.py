@@ -35,3 +35,6 @@ INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 
 # demo.py: the folder for everything the demo makes.
 DEMO_OUTPUT = Path("cgdistill-demo")
+
+# Held-out images the distiller measures its fidelity on while it trains (compare uses the whole test split).
+FIDELITY_IMAGES = 8

@@ -16,7 +16,7 @@ from cgdistill.runs import METRICS_FILE
 
 CURVES_FILE = "curves.svg"
 FIDELITY_KEYS = ("psnr_to_teacher", "ssim_to_teacher")
-_NOT_LOSSES = {"step", "epoch", "lr", "steps_per_s", *FIDELITY_KEYS}
+_NOT_LOSSES = {"step", "epoch", "lr", "steps_per_s", "time", *FIDELITY_KEYS}
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
 _WIDTH, _PANEL_HEIGHT = 640, 260
 _LEFT, _RIGHT, _TOP, _BOTTOM = 58, 150, 28, 34
@@ -89,7 +89,9 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _panel(series: Series, title: str, y_label: str, top: float, *, log_y: bool = False) -> list[str]:
+def _panel(
+    series: Series, title: str, y_label: str, top: float, *, log_y: bool = False, x_label: str = "step"
+) -> list[str]:
     """SVG elements of one chart whose plot area starts ``top`` pixels down."""
     series = {k: [(x, y) for x, y in v if not log_y or y > 0] for k, v in series.items()}
     series = {k: v for k, v in series.items() if v}
@@ -133,7 +135,7 @@ def _panel(series: Series, title: str, y_label: str, top: float, *, log_y: bool 
             f'<text x="{area_left - 4}" y="{py(tick) + 3:.1f}" font-size="10" text-anchor="end">{label}</text>'
         )
     parts.append(f'<text x="{(area_left + area_right) / 2}" y="{area_bottom + 28}" font-size="11" '
-                 'text-anchor="middle">step</text>')  # fmt: skip
+                 f'text-anchor="middle">{html.escape(x_label)}</text>')  # fmt: skip
     parts.append(
         f'<text x="12" y="{(area_top + area_bottom) / 2}" font-size="11" text-anchor="middle" '
         f'transform="rotate(-90 12 {(area_top + area_bottom) / 2})">{html.escape(y_label)}</text>'
@@ -186,6 +188,16 @@ def fidelity_svg(records: Sequence[dict]) -> str | None:
     if not fidelity["psnr_to_teacher"]:
         return None
     return _document([_panel(fidelity, "Student fidelity to the teacher during distillation", "PSNR (dB)", 0)])
+
+
+def charts_svg(charts: Sequence[tuple[Series, str, str]], x_label: str) -> str:
+    """Line charts stacked in one SVG, each ``(series, title, y label)`` sharing ``x_label`` (benchmarks use it)."""
+    return _document(
+        [
+            _panel(series, title, y_label, i * _PANEL_HEIGHT, x_label=x_label)
+            for i, (series, title, y_label) in enumerate(charts)
+        ]
+    )
 
 
 def write_curves(run_dir: Path) -> Path | None:

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from cgdistill.errors import CgdistillError
 from cgdistill.evaluate import CompareOutputs, Comparison
 from cgdistill.fsutil import atomic_path, atomic_write_text, prepare_output_dir
-from cgdistill.options import DEFAULT_GRID_ROWS
+from cgdistill.options import DEFAULT_GRID_ROWS, FIDELITY_IMAGES
 from cgdistill.plots import fidelity_svg
 
 DIFF_GAIN = 4  # |teacher - student| is mostly small: amplify it so a person can see where they differ
@@ -61,7 +61,8 @@ def summary_lines(result: Comparison) -> list[str]:
     lines = [
         f"Speed-up (teacher latency / student latency): {result.speedup:.2f}x; "
         f"MAC ratio {result.teacher.macs / max(result.student.macs, 1):.2f}x.",
-        f"Student fidelity to the teacher: PSNR {result.fidelity_psnr:.2f} dB, SSIM {result.fidelity_ssim:.4f}.",
+        f"Student fidelity to the teacher over all {result.images} test images: PSNR {result.fidelity_psnr:.2f} dB, "
+        f"SSIM {result.fidelity_ssim:.4f} (distill's psnr_to_teacher watches the first {FIDELITY_IMAGES} only).",
     ]
     if result.worst:
         shown = ", ".join(f"{name} ({value:.2f} dB)" for name, value in result.worst)

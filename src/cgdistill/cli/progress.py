@@ -58,6 +58,7 @@ class RichObserver(Observer):
         self.progress.update(
             self.task,
             completed=report.step,
+            total=report.total_steps,  # --time-budget fixes the run's length after its first steps
             speed=f"{report.steps_per_s:.2f} it/s",
             where=f"epoch {report.epoch}/{report.total_epochs}  lr {report.lr:.2e}",
             losses=losses,

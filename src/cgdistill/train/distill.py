@@ -38,6 +38,7 @@ from cgdistill.nets import (
     init_weights,
     unwrap,
 )
+from cgdistill.options import FIDELITY_IMAGES
 from cgdistill.runs import (
     STUDENT_FILE,
     discriminator_judging,
@@ -47,13 +48,15 @@ from cgdistill.runs import (
     reverse,
     target_domain,
 )
+from cgdistill.train.budget import StepBudget, parse_duration
+from cgdistill.train.budget import now as budget_clock
 from cgdistill.train.config import DistillConfig
 from cgdistill.train.ema import WeightAverage
 from cgdistill.train.loop import Observer, Recipe, fit
 from cgdistill.train.pool import ImagePool
 from cgdistill.train.presets import apply_preset
 from cgdistill.train.runtime import Runtime, teardown_runtime
-from cgdistill.train.session import dataset_label, open_session, read_run_config, resolve_config
+from cgdistill.train.session import dataset_label, open_session, read_run_config, resolve_config, write_config
 from cgdistill.train.student_init import narrow_init
 from cgdistill.weights import load_discriminator, load_generator, save_generator
 
@@ -327,15 +330,32 @@ class DistillRecipe(Recipe):
         with torch.no_grad(), rt.autocast():
             t_out, t_feats = self.teacher(x, return_features=True)
         y = batch[self.target] if self.has_target else t_out.detach()
+        t_feats = [t_feats[j] for j in self.mapping]
         if self.D is not None:
             self.D.requires_grad_(False)
+        # --echo: the teacher's pass is most of a narrow student's step, so its outputs serve several updates.
+        for _ in range(cfg.echo):
+            losses, s_out = self._student_update(x, y, t_out, t_feats)
+        if self.D is not None:
+            self.D.requires_grad_(True)
+            pooled = self.pools[self.target].query(s_out.detach())
+            with rt.autocast():
+                losses["D"] = discriminator_loss(self.D(y), self.D(pooled))
+            rt.step("D", losses["D"], self.optimizers["D"])
+        return {name: value.detach() for name, value in losses.items()}
+
+    def _student_update(
+        self, x: torch.Tensor, y: torch.Tensor, t_out: torch.Tensor, t_feats: list[torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One optimizer step of the student (and its weight average) against the teacher's outputs."""
+        cfg, rt = self.config, self.runtime
         losses: dict[str, torch.Tensor] = {}
         with rt.autocast():
             s_out, s_feats = self.student(x, return_features=True)
             if "output" in self.active:
                 losses["output"] = output_loss(s_out, t_out) * cfg.lambda_output
             if "feature" in self.active:
-                losses["feature"] = feature_loss(s_feats, [t_feats[j] for j in self.mapping]) * cfg.lambda_feature
+                losses["feature"] = feature_loss(s_feats, t_feats) * cfg.lambda_feature
             if "gan" in self.active:
                 losses["gan"] = gan_loss(unwrap(self.D)(s_out), True) * cfg.lambda_gan
             if "cycle" in self.active:
@@ -345,13 +365,7 @@ class DistillRecipe(Recipe):
         rt.step("G", sum(losses.values()), self.optimizers["G"])
         if self.average is not None:
             self.average.update(unwrap(self.student).generator)
-        if self.D is not None:
-            self.D.requires_grad_(True)
-            pooled = self.pools[self.target].query(s_out.detach())
-            with rt.autocast():
-                losses["D"] = discriminator_loss(self.D(y), self.D(pooled))
-            rt.step("D", losses["D"], self.optimizers["D"])
-        return {name: value.detach() for name, value in losses.items()}
+        return losses, s_out
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -389,9 +403,6 @@ class DistillRecipe(Recipe):
         )
 
 
-FIDELITY_IMAGES = 8
-
-
 def held_out_images(data_dir: Path, direction: str, count: int = FIDELITY_IMAGES) -> Images:
     """The first ``count`` source-domain test images (training images when there is no test split), uint8
     HxWx3 at their own size and aspect ratio, prepared exactly as ``compare`` prepares its test set."""
@@ -419,6 +430,7 @@ def distill(
     config: DistillConfig, *, resume: bool = False, observer: Observer | None = None, given: set[str] | None = None
 ) -> Path:
     """Distill a teacher generator into a student run; returns the run folder."""
+    started = budget_clock()  # --time-budget counts the whole command, loading included
     config.check()
     observer = observer or Observer()
     if resume and config.name is not None:
@@ -474,6 +486,22 @@ def distill(
                 observer.message(note)
             observer.message(recipe.describe_losses())
             observer.message(f"Student blocks imitate teacher blocks {[j + 1 for j in recipe.mapping]}.")
+        budget = None
+        if config.time_budget is not None and config.budget_steps is None:
+            budget = StepBudget(parse_duration(config.time_budget), started=started)
+
+        def fix_steps(total: int) -> None:
+            # Stored with the run: --resume trains to this count however fast the machine is then.
+            config.budget_steps = total
+            config.max_steps = total
+            if runtime.is_main:
+                write_config(session.run_dir, "student", config, session.data_dir)
+                observer.message(
+                    f"Time budget {config.time_budget}: {budget.step_s:.2f} s per step over the first steps "
+                    f"and {budget.evaluation_s:.1f} s per evaluation, so this run trains {total} steps "
+                    f"(stored in config.json; --resume keeps it)."
+                )
+
         fit(
             recipe,
             config,
@@ -485,6 +513,8 @@ def distill(
             sample_batch={
                 source: runtime.to_device(sample_images(recipe.held_out).permute(0, 3, 1, 2).float() / 127.5 - 1)
             },
+            budget=budget,
+            on_budget=fix_steps,
         )
     finally:
         teardown_runtime(session.runtime)

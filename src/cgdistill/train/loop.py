@@ -17,7 +17,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.nets import evaluating
 from cgdistill.plots import read_metrics, write_curves
 from cgdistill.runs import METRICS_FILE
+from cgdistill.train.budget import StepBudget
+from cgdistill.train.budget import now as budget_clock
 from cgdistill.train.config import TrainConfig
 from cgdistill.train.pool import ImagePool
 from cgdistill.train.runtime import Runtime
@@ -226,6 +228,21 @@ def _due_after(step: int, total: int, config: TrainConfig) -> _Due:
     )
 
 
+def _fix_budget(budget: StepBudget, done: int, cap: int, config: TrainConfig, runtime: Runtime) -> int:
+    """The run's total step count from the timed steps, at most ``cap`` (``--max-steps`` or the schedule's
+    end); rank 0's count holds for every rank."""
+    if runtime.device.type == "cuda":
+        torch.cuda.synchronize(runtime.device)  # the device runs ahead of the host: time what it did
+    epochs, decay = getattr(config, "epochs", 0), getattr(config, "epochs_decay", 0)
+    flat = epochs / (epochs + decay) if epochs and decay else 1.0
+    total = min(budget.fix_total(done, flat), cap)
+    if runtime.distributed:
+        counted = torch.tensor([total], device=runtime.device)
+        torch.distributed.broadcast(counted, src=0)
+        total = int(counted.item())
+    return total
+
+
 class _PendingLosses:
     """The packed losses of the steps since the last read. Reading them waits for the device (and,
     under DDP, for the other ranks), so the loop reads only when something is due."""
@@ -333,6 +350,7 @@ class _Job:
             "epoch": epoch,
             "lr": lr,
             "steps_per_s": round(rate, 4),
+            "time": round(time.time(), 2),  # wall clock, so curves can be drawn against time spent
             **{k: round(v, 6) for k, v in losses.items()},
             **metrics,
         }
@@ -387,12 +405,16 @@ def fit(
     observer: Observer | None = None,
     sample_batch: dict[str, torch.Tensor] | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
+    budget: StepBudget | None = None,
+    on_budget: Callable[[int], None] | None = None,
 ) -> Position:
     """Train ``recipe`` until ``config.max_steps`` or the end of the schedule; returns the final position.
 
     The step is the one clock: the epoch, the place in its data order and the lr are derived from it
     (:class:`Timeline`). Under DDP every rank runs this loop in step; rank 0 alone writes files and
-    talks to ``observer``.
+    talks to ``observer``. With a ``budget`` (``--time-budget``) the run's length is fixed after its
+    first timed steps, which run at the flat start of the lr schedule whatever the final length, and
+    ``on_budget`` receives the count to store with the run.
     """
     observer = observer if observer is not None and runtime.is_main else Observer()
     timeline = Timeline.for_run(config, len(dataset), runtime.world_size)
@@ -406,14 +428,23 @@ def fit(
     batches = _batches(*build_loader(dataset, config, runtime), timeline.position(start))
     pending = _PendingLosses(run_dir)
     job.begin(start)
+    if budget is not None:
+        budget.eval_every = getattr(config, "eval_every", 0)
+    step = start  # the 0-based index of the next step; ``done`` counts steps, as files do
     try:
         with _StopFlag() as stop:
-            for step in range(start, total):  # the 0-based index; ``done`` counts steps, as files do
+            while step < total:
                 batch = next(batches)
                 _set_lr(recipe, config.lr * timeline.lr_factor(step))
                 runtime.begin_step()
                 pending.add(recipe.train_step(_collate_batch(batch, runtime)))
-                done = step + 1
+                step = done = step + 1
+                if budget is not None and budget.ready(done):
+                    total = _fix_budget(budget, done, total, config, runtime)
+                    timeline = job.timeline = replace(timeline, max_steps=total)
+                    if on_budget is not None:
+                        on_budget(total)
+                    budget = None
                 due = _due_after(done, total, config)
                 # Every rank decides alike (a collective follows), so under DDP a rank's own Ctrl-C
                 # waits for the next read, where the ranks agree to stop.
@@ -421,7 +452,12 @@ def fit(
                     continue
                 losses, stopping = pending.read(runtime, done, stop.requested)
                 if due.log:
+                    started = budget_clock()
                     job.log(done, losses, evaluate=due.evaluate)
+                    if budget is not None and due.evaluate:
+                        budget.note_evaluation(budget_clock() - started)
+                if budget is not None and budget.mark is None:
+                    budget.start_timing(done)  # after the first step's warm-up and evaluation
                 if due.sample:
                     job.sample(done)
                 if stopping:

@@ -1,0 +1,109 @@
+"""``distill --time-budget``: a wall-clock budget turned into a step count once, early in the run.
+
+A user with a CPU knows how long they can wait, not how many steps that buys. The run trains a few
+steps at the full learning rate (the schedule is flat for its first half, so those steps are the same
+whatever the final count), measures its step rate and what one evaluation costs, then fixes the count
+that ends inside the budget, with the lr decay, the weight average and the evaluations laid onto it.
+The count is stored in the run's config.json (``max_steps``, ``budget_steps``), so ``--resume``
+finishes the run it continues, bit-exactly, however fast the machine is then.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+
+from cgdistill.errors import CgdistillError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+_PART = re.compile(r"(\d+(?:\.\d+)?)([smh])")
+
+# Steps timed before the count is fixed, and the least share of the budget they span: a handful of
+# steps at a few milliseconds each would give a noisy rate.
+WARMUP_STEPS = 5
+WARMUP_SHARE = 0.03
+WARMUP_CAP_S = 30.0
+
+
+_clock = time.perf_counter  # a test stands in for the machine's speed here
+
+
+def now() -> float:
+    """The budget's clock: every duration the budget weighs is read from it."""
+    return _clock()
+
+
+# Kept free for what follows the last step (the final checkpoint and model file, the sample sheet).
+RESERVE_SHARE = 0.02
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: ``90s``, ``15m``, ``1h``, ``1h30m`` or a plain number of seconds."""
+    cleaned = text.strip().lower().replace(" ", "")
+    try:
+        seconds = float(cleaned)
+    except ValueError:
+        parts = _PART.findall(cleaned)
+        if not parts or "".join(n + u for n, u in parts) != cleaned:
+            raise CgdistillError(
+                f"--time-budget {text!r} is not a duration; write it as e.g. 90s, 15m, 1h or 1h30m."
+            ) from None
+        seconds = sum(float(number) * _UNITS[unit] for number, unit in parts)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise CgdistillError(f"--time-budget {text!r} is not a positive duration; write it as e.g. 90s, 15m or 1h.")
+    return seconds
+
+
+def steps_within(remaining_s: float, step_s: float, evaluation_s: float, eval_every: int) -> int:
+    """How many more steps fit in ``remaining_s``, each costing ``step_s``, with an evaluation every
+    ``eval_every`` steps and one after the last (costing ``evaluation_s`` each)."""
+    if step_s <= 0:
+        raise ValueError("step_s must be positive")
+    per_step = step_s + (evaluation_s / eval_every if eval_every else 0.0)
+    final_evaluation = evaluation_s if eval_every else 0.0
+    return max(0, math.floor((remaining_s - final_evaluation) / per_step))
+
+
+@dataclass
+class StepBudget:
+    """Times the first steps of a run and fixes its step count so the run ends within ``seconds``,
+    counted from ``started`` (the command's start: loading the teacher and the data count too)."""
+
+    seconds: float
+    started: float = field(default_factory=now)
+    eval_every: int = 0
+    mark: tuple[int, float] | None = None  # (steps done, time) where the timed stretch began
+    evaluation_s: float = 0.0
+    step_s: float = 0.0
+
+    def note_evaluation(self, seconds: float) -> None:
+        """The cost of one evaluation, as the loop measured it (the most recent one counts)."""
+        self.evaluation_s = seconds
+
+    def start_timing(self, done: int) -> None:
+        """Begin the timed stretch after ``done`` steps (after the first step and its evaluation)."""
+        self.mark = (done, now())
+
+    def ready(self, done: int) -> bool:
+        """Whether enough steps have been timed to fix the count."""
+        if self.mark is None:
+            return False
+        steps, since = done - self.mark[0], now() - self.mark[1]
+        return steps >= WARMUP_STEPS and since >= min(WARMUP_SHARE * self.seconds, WARMUP_CAP_S)
+
+    def fix_total(self, done: int, flat_share: float = 0.5) -> int:
+        """The run's total step count: ``done`` plus what fits in the time left.
+
+        ``flat_share`` is the part of a run the lr schedule keeps flat (``epochs / (epochs + epochs_decay)``):
+        the timed steps ran at the full lr, so the count is at least what keeps them inside that part,
+        which only a budget too small to time a few steps in can exceed.
+        """
+        assert self.mark is not None, "start_timing() comes first"
+        at = now()
+        self.step_s = (at - self.mark[1]) / max(1, done - self.mark[0])
+        remaining = self.seconds * (1 - RESERVE_SHARE) - (at - self.started)
+        fitting = done + steps_within(remaining, self.step_s, self.evaluation_s, self.eval_every)
+        least = math.ceil(done / flat_share) if flat_share > 0 else done
+        return max(fitting, least)
