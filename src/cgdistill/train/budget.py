@@ -5,7 +5,8 @@ steps at the full learning rate (the schedule is flat for its first half, so tho
 whatever the final count), measures its step rate and what one evaluation costs, then fixes the count
 that ends inside the budget, with the lr decay, the weight average and the evaluations laid onto it.
 The count is stored in the run's config.json (``max_steps``, ``budget_steps``), so ``--resume``
-finishes the run it continues, bit-exactly, however fast the machine is then.
+finishes the run it continues (bit-exactly on the CPU with a fixed thread count, as any resume), however
+fast the machine is then.
 """
 
 from __future__ import annotations
