@@ -273,3 +273,22 @@ def test_flicker_is_output_change_minus_input_change():
     meter.add(still + 2, np.full_like(still, 16))  # input moves by 2 levels, output by 6
     flicker = meter.result()
     assert (flicker.input_change, flicker.output_change, flicker.value, flicker.pairs) == (2.0, 6.0, 4.0, 1)
+
+
+def test_an_onnx_model_translates_a_video(cli, student, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    assert cli("export", "tiny-student", "-o", tmp_path / "student.onnx").code == 0
+    clip = make_clip(tmp_path / "clip.mp4")
+    result = cli("translate", clip, "--model", tmp_path / "student.onnx", "-o", tmp_path / "out")
+    assert result.code == 0, result.err
+    assert "onnxruntime" in result.err_text and len(decoded(tmp_path / "out" / "clip_A2B.mp4")) == 6
+
+
+def test_images_and_a_video_in_one_call_are_all_written(cli, student, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (24, 16), (10, 200, 30)).save(tmp_path / "photo.png")
+    clip = make_clip(tmp_path / "clip.mp4")
+    result = cli("translate", tmp_path / "photo.png", clip, "-o", tmp_path / "out")
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip_A2B.mp4", "photo_A2B.png"]
