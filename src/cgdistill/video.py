@@ -130,6 +130,7 @@ class VideoResult:
     seconds: float
     expected_frames: int | None = None  # what the container announces, when it does
     stopped: str | None = None  # where and why decoding stopped early, as the end of a sentence
+    skipped: str | None = None  # damaged packets passed over (the frames around them were kept)
     flicker: Flicker | None = None
 
     @property
@@ -248,30 +249,25 @@ class _Reader(threading.Thread):
                         return
                     self.decoded += 1
                     self.last_pts = frame.pts if frame.pts is not None else self.last_pts
+        except Exception as exc:  # a frame FFmpeg or PyAV cannot hand over: keep what came before it
+            self.stopped = f"{self._where()} ({_ffmpeg_reason(exc)})"
         except BaseException as exc:  # surfaced on the calling thread, which owns error reporting
             self.error = exc
         finally:
             self._put(_END)
 
 
-def _ended_early(reader: _Reader, stream, container_duration: int | None, rate: Fraction) -> str | None:
+def _ended_early(reader: _Reader, info: _Input) -> str | None:
     """Where decoding stopped, when the last frame falls short of the duration the header announces.
 
     Containers such as Matroska announce no frame count, only a duration; a last frame more than two
     frame intervals before it means the rest of the file is missing.
     """
-    if reader.last_pts is None or not stream.time_base:
+    if reader.last_pts is None or not info.seconds:
         return None
-    start = stream.start_time or 0
-    if stream.duration:
-        announced = float((stream.duration) * stream.time_base)
-    elif container_duration:
-        announced = container_duration / 1_000_000  # AV_TIME_BASE
-    else:
-        return None
-    reached = float((reader.last_pts - start) * stream.time_base)
-    if reached + 2 / float(rate) < announced:
-        return f"{reader._where()}, {announced - reached:.2f} s before the end its header announces ({announced:.2f} s)"
+    reached = float((reader.last_pts - (info.stream.start_time or 0)) * info.time_base)
+    if reached + 2 / float(info.rate) < info.seconds:
+        return f"{reader._where()}, {info.seconds - reached:.2f} s before the end its header announces ({info.seconds:.2f} s)"
     return None
 
 
@@ -425,7 +421,8 @@ def translate_video(
     is written under a temporary name and renamed when complete. A damaged or truncated input gives
     every frame that decodes and ``stopped`` says where it ended; Ctrl-C closes the frames done so far
     into ``<stem>_<direction>.partial.mp4`` and raises :class:`Interrupted`. ``progress(done, total)``
-    is called on this thread (``total`` is None when the container does not announce a frame count).
+    is called on this thread (``total`` is the announced frame count, else one estimated from the
+    duration, else None).
     """
     av = require_av(source)
     source = Path(source)
@@ -436,7 +433,6 @@ def translate_video(
         raise CgdistillError(f"--max-side must be 0 (no limit) or positive, got {max_side}.")
     output_dir = prepare_output_dir(output_dir, "--output")
     model = prepare_generator(generator, device)
-    start = time.perf_counter()
     container = _open_input(av, source)
     try:
         if not container.streams.video:
@@ -446,15 +442,11 @@ def translate_video(
         audio_streams = list(container.streams.audio)
         suffix = output_suffix([s.codec_context.name for s in audio_streams])
         (target,), _ = plan_outputs([source], output_dir, direction, suffix=suffix)
-        expected = stream.frames or None
-        container_duration = container.duration
         reader = _Reader(container, stream, audio_streams, max_side)
         reader.start()
         try:
-            return _run(
-                av, model, device, reader, stream, audio_streams, source, target, expected, container_duration,
-                batch_size=batch_size, codec=codec, quality=quality, stats=stats, progress=progress, start=start,
-            )  # fmt: skip
+            info = _Input.of(source, container, stream, audio_streams)
+            return _run(av, model, device, reader, info, target, _Options(batch_size, codec, quality, stats, progress))
         finally:
             reader.stop.set()
             reader.join()
@@ -462,28 +454,56 @@ def translate_video(
         container.close()
 
 
-def _run(
-    av, model, device, reader, stream, audio_streams, source, target, expected, container_duration, *,
-    batch_size, codec, quality, stats, progress, start,
-) -> VideoResult:  # fmt: skip
+@dataclass
+class _Input:
+    """What the input container says about itself, read once before decoding."""
+
+    source: Path
+    stream: object  # av.VideoStream
+    audio_streams: list
+    rate: Fraction  # the nominal frame rate (timestamps rule; this only fills gaps and guides rate control)
+    time_base: Fraction
+    expected: int | None  # the announced frame count
+    seconds: float  # the announced duration, 0 when unknown
+
+    @classmethod
+    def of(cls, source: Path, container, stream, audio_streams: list) -> _Input:
+        time_base = stream.time_base or Fraction(1, 1000)
+        # The stream's own duration, else the container's (in AV_TIME_BASE, microseconds).
+        seconds = float(stream.duration * time_base) if stream.duration else (container.duration or 0) / 1_000_000
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        return cls(source, stream, audio_streams, rate, time_base, stream.frames or None, seconds)
+
+
+@dataclass
+class _Options:
+    batch_size: int
+    codec: str
+    quality: int
+    stats: bool
+    progress: Callable[[int, int | None], None] | None
+
+
+def _run(av, model, device, reader: _Reader, info: _Input, target: Path, options: _Options) -> VideoResult:
+    start = time.perf_counter()
     first = reader.frames.get()
     if first is _END:
         if reader.error is not None:
             raise reader.error
         why = reader.stopped or (f"{reader.first_decode_error}" if reader.decode_errors else "it holds no frames")
-        raise CgdistillError(f"No frame of {source} decodes ({why}); pass a video file FFmpeg can play.")
+        raise CgdistillError(f"No frame of {info.source} decodes ({why}); pass a video file FFmpeg can play.")
     size = (first.pixels.shape[1], first.pixels.shape[0])
-    rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-    time_base = stream.time_base or Fraction(1, 1000)
-    frame_step = max(1, round(1 / (rate * time_base)))
+    frame_step = max(1, round(1 / (info.rate * info.time_base)))
+    estimate = round(info.seconds * info.rate) or None  # for the progress bar when no frame count is announced
+    batch_size, codec, progress = options.batch_size, options.codec, options.progress
     partial = target.with_name(f"{target.stem}.partial{target.suffix}")
     with atomic_path(target) as tmp:
         output = av.open(str(tmp), "w", format="mp4" if target.suffix == ".mp4" else "matroska")
         writer = None
         try:
-            video_out = _add_video_stream(av, output, codec, quality, rate, time_base, size)
-            audio_map = {a.index: output.add_stream_from_template(a) for a in audio_streams}
-            writer = _Writer(output, video_out, audio_map, reader.audio, frame_step, stats)
+            video_out = _add_video_stream(av, output, codec, options.quality, info.rate, info.time_base, size)
+            audio_map = {a.index: output.add_stream_from_template(a) for a in info.audio_streams}
+            writer = _Writer(output, video_out, audio_map, reader.audio, frame_step, options.stats)
             writer.start()
             done = 0
             pending = [first]
@@ -504,7 +524,7 @@ def _run(
                         done += len(pending)
                         pending = []
                         if progress is not None:
-                            progress(done, expected)
+                            progress(done, info.expected or estimate)
                     if writer.error is not None:
                         break
             except KeyboardInterrupt:
@@ -531,20 +551,23 @@ def _run(
     if reader.error is not None:
         raise reader.error
     stopped = reader.stopped
-    if stopped is None and reader.decode_errors:
-        stopped = f"with {reader.decode_errors} damaged packets skipped ({reader.first_decode_error})"
-    elif stopped is None and expected is not None and reader.decoded < expected:
-        stopped = f"{reader._where()}, {expected - reader.decoded} frames before the {expected} its header announces"
-    elif stopped is None and expected is None:
-        stopped = _ended_early(reader, stream, container_duration, rate)
+    if stopped is None and info.expected is not None and reader.decoded < info.expected:
+        missing = info.expected - reader.decoded
+        stopped = f"{reader._where()}, {missing} frames before the {info.expected} its header announces"
+    elif stopped is None and info.expected is None:
+        stopped = _ended_early(reader, info)
+    skipped = None
+    if reader.decode_errors:
+        skipped = f"{reader.decode_errors} damaged packet{'s' if reader.decode_errors != 1 else ''} ({reader.first_decode_error})"
     return VideoResult(
-        source=source,
+        source=info.source,
         output=target,
         frames=writer.written,
         size=size,
-        audio_streams=len(audio_streams),
+        audio_streams=len(info.audio_streams),
         seconds=time.perf_counter() - start,
-        expected_frames=expected,
+        expected_frames=info.expected,
         stopped=stopped,
+        skipped=skipped,
         flicker=writer.meter.result() if writer.meter is not None else None,
     )

@@ -84,6 +84,8 @@ def translate_videos(
             )
         elif stats:
             show(f"Flicker of {result.output.name}: needs at least two frames.")
+        if result.skipped is not None:
+            note(f"{source}: {result.skipped} could not be decoded; the frames around them were translated.")
         if result.stopped is not None:
             held = f"{result.frames} frame{'s' if result.frames != 1 else ''}"
             message = f"{source} stopped decoding {result.stopped}; {result.output} holds the {held} before it."
