@@ -11,7 +11,7 @@ picture (a static camera, so its flicker figure means something): ``--photo`` a 
 generated smooth picture. H.264 CRF 18 at 25 frames/s with an AAC track, so the audio is remuxed as
 in real use. Weights are random (speed does not depend on them): the teacher is 9 blocks at ngf 64,
 the presets are default (3 blocks, ngf 64), fast (3 blocks, ngf 16), fastest (3 separable blocks,
-ngf 16). "model" is `translate_batch` over frames already decoded into memory, batch ``--batch-size``
+ngf 16); ``identity`` (no model) gives the pipeline's own cost. "model" is `translate_batch` over frames already decoded into memory, batch ``--batch-size``
 (the forward code the pipeline runs, uint8 in and out); "end to end" is `translate_video` on the
 file. Each repeat times every model both ways in turn, so load from other processes hits all alike;
 the medians are reported, and the pipeline's cost as model fps / end-to-end fps - 1. On a loaded
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cgdistill.engines import choose_engine
+from cgdistill.engines import Engine, choose_engine
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.translate import translate_batch
 from cgdistill.video import translate_video
@@ -49,6 +49,15 @@ SHAPES = {
     "fast": GeneratorConfig(blocks=3, ngf=16),
     "fastest": GeneratorConfig(blocks=3, ngf=16, block="separable"),
 }
+
+
+class Identity(torch.nn.Module):
+    """No model: what decoding, conversion, batching and encoding cost on their own (``--models identity``)."""
+
+    multiple = 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
 
 def generated_picture(side: int = 1024) -> Image.Image:
@@ -166,7 +175,10 @@ def main() -> None:
             runners = {}
             for name in args.models.split(","):
                 torch.manual_seed(0)
-                engine = choose_engine(ResnetGenerator(SHAPES[name]), CPU, args.engine)
+                if name == "identity":
+                    engine = Engine("none", Identity(), "the pipeline alone")
+                else:
+                    engine = choose_engine(ResnetGenerator(SHAPES[name]), CPU, args.engine)
                 count = args.teacher_frames if name == "teacher" else args.frames
                 clip = pan_zoom_clip(picture, root / f"{name}_{spec}.mp4", (width, height), count)
                 runners[name] = (engine, clip, decoded_frames(clip))
