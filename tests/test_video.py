@@ -240,6 +240,13 @@ def test_unknown_video_codec_is_refused(tiny, tmp_path):
         translate_video(tiny, clip, tmp_path / "out", "A2B", device=CPU, codec="nope")
 
 
+def test_video_quality_outside_the_crf_scale_is_refused_before_any_work(cli, student, tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4")
+    result = cli("translate", clip, "-o", tmp_path / "out", "--video-quality", "60")
+    assert result.code == 2 and "--video-quality must be between 0 (best) and 51" in result.err_text
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_pyav_says_how_to_install(cli, student, tmp_path, monkeypatch):
     clip = make_clip(tmp_path / "clip.mp4")
     monkeypatch.setitem(sys.modules, "av", None)  # import av now raises ImportError
