@@ -148,13 +148,15 @@ def test_audio_mp4_cannot_hold_is_copied_into_matroska(tiny, tmp_path):
     assert audio_packets(result.output) == audio_packets(clip)
 
 
-def test_rotation_metadata_turns_the_frames_upright(tmp_path):
-    clip = make_clip(tmp_path / "phone.mp4", rotation=90)  # stored 64x48, shown 48x64
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_rotation_metadata_turns_the_frames_upright(tmp_path, rotation):
+    clip = make_clip(tmp_path / "phone.mp4", rotation=rotation)  # stored 64x48
     model = Smooth()
     result = translate_video(model, clip, tmp_path / "out", "A2B", device=CPU)
     frames = decoded(result.output)
-    assert (frames[0].width, frames[0].height, frames[0].rotation) == (48, 64, 0)
-    upright = np.rot90(decoded(clip)[0].to_ndarray(format="rgb24")).copy()  # counter-clockwise, as players turn it
+    # The display matrix turns counter-clockwise by `rotation` degrees, as np.rot90 does.
+    upright = np.rot90(decoded(clip)[0].to_ndarray(format="rgb24"), rotation // 90).copy()
+    assert (frames[0].width, frames[0].height, frames[0].rotation) == (upright.shape[1], upright.shape[0], 0)
     expected = translate_batch(model, torch.from_numpy(upright[None]), CPU)[0].float() / 255
     assert psnr(torch.from_numpy(frames[0].to_ndarray(format="rgb24")).float() / 255, expected) >= 35.0
 
