@@ -301,3 +301,13 @@ def test_images_and_a_video_in_one_call_are_all_written(cli, student, tmp_path):
     result = cli("translate", tmp_path / "photo.png", clip, "-o", tmp_path / "out")
     assert result.code == 0, result.err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip_A2B.mp4", "photo_A2B.png"]
+
+
+def test_two_clips_with_one_stem_get_two_outputs(cli, student, tmp_path):
+    make_clip((tmp_path / "a").mkdir() or tmp_path / "a" / "clip.mp4")
+    make_clip((tmp_path / "b").mkdir() or tmp_path / "b" / "clip.mp4", frames=4)
+    result = cli("translate", tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4", "-o", tmp_path / "out")
+    assert result.code == 0, result.err
+    assert (
+        len(decoded(tmp_path / "out" / "clip_A2B.mp4")) == 6 and len(decoded(tmp_path / "out" / "clip_A2B-2.mp4")) == 4
+    )

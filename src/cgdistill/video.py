@@ -413,6 +413,7 @@ def translate_video(
     quality: int = DEFAULT_VIDEO_QUALITY,
     stats: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
+    taken: set[Path] | None = None,
 ) -> VideoResult:
     """Translate every frame of ``source`` into ``<output_dir>/<stem>_<direction>.mp4`` (``.mkv`` for audio MP4 cannot hold).
 
@@ -422,7 +423,8 @@ def translate_video(
     every frame that decodes and ``stopped`` says where it ended; Ctrl-C closes the frames done so far
     into ``<stem>_<direction>.partial.mp4`` and raises :class:`Interrupted`. ``progress(done, total)``
     is called on this thread (``total`` is the announced frame count, else one estimated from the
-    duration, else None).
+    duration, else None). ``taken`` holds the outputs of earlier videos of the same call (resolved):
+    a video with the same stem gets ``-2``, ``-3``, ... instead of overwriting one; its own is added.
     """
     av = require_av(source)
     source = Path(source)
@@ -441,7 +443,7 @@ def translate_video(
         stream.thread_type = "AUTO"  # frame-parallel decoding where the codec allows it
         audio_streams = list(container.streams.audio)
         suffix = output_suffix([s.codec_context.name for s in audio_streams])
-        (target,), _ = plan_outputs([source], output_dir, direction, suffix=suffix)
+        target = _plan_target(source, output_dir, direction, suffix, taken)
         reader = _Reader(container, stream, audio_streams, max_side)
         reader.start()
         try:
@@ -452,6 +454,18 @@ def translate_video(
             reader.join()
     finally:
         container.close()
+
+
+def _plan_target(source: Path, output_dir: Path, direction: str, suffix: str, taken: set[Path] | None) -> Path:
+    """translate's output name for ``source``, numbered past the names in ``taken``."""
+    (target,), _ = plan_outputs([source], output_dir, direction, suffix=suffix)
+    taken = set() if taken is None else taken
+    index = 1
+    while target.resolve() in taken:
+        index += 1
+        target = output_dir / f"{source.stem}_{direction}-{index}{suffix}"
+    taken.add(target.resolve())
+    return target
 
 
 @dataclass

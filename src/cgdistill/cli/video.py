@@ -29,6 +29,7 @@ def translate_videos(
     from cgdistill.video import Interrupted, translate_video
 
     failures: list[str] = []
+    taken: set[Path] = set()  # outputs so far: two clips with one stem must not share a name
     for source in videos:
         with Progress(
             TextColumn(f"Translating {source.name}", markup=False),
@@ -59,6 +60,7 @@ def translate_videos(
                     quality=quality,
                     stats=stats,
                     progress=advance,
+                    taken=taken,
                 )
             except Interrupted as stop:
                 bar.stop()
