@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: these versions install from local files on our machines.
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet -e '.[dev,metrics,onnx]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,metrics,onnx,video]'
 	touch $(STAMP)
 
 install: $(STAMP)

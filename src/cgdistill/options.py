@@ -27,6 +27,10 @@ THREADS_HELP = (
 DEFAULT_MAX_SIDE = 1024
 DEFAULT_BATCH_SIZE = 4
 
+# video.py: H.264 plays everywhere; CRF 18 is x264's "visually lossless" end of the usual range.
+DEFAULT_VIDEO_CODEC = "libx264"
+DEFAULT_VIDEO_QUALITY = 18
+
 # report.py: test images shown in the comparison grid.
 DEFAULT_GRID_ROWS = 4
 

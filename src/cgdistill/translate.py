@@ -151,13 +151,15 @@ def collect_inputs(
     return files
 
 
-def plan_outputs(files: Sequence[Path], output_dir: Path, direction: str) -> tuple[list[Path], list[tuple[Path, Path]]]:
-    """``<output>/<stem>_<direction>.png`` for each input, never the path of an input or of another output.
+def plan_outputs(
+    files: Sequence[Path], output_dir: Path, direction: str, suffix: str = ".png"
+) -> tuple[list[Path], list[tuple[Path, Path]]]:
+    """``<output>/<stem>_<direction>.png`` (or ``suffix``: videos) for each input, never the path of an input or of another output.
 
     Names are built only from the checked direction and the input's own stem, and each must resolve
     to a file directly inside ``output_dir``.
 
-    A name that is taken gets ``-2``, ``-3``, ... before ``.png``; the inputs so renamed are returned
+    A name that is taken gets ``-2``, ``-3``, ... before the suffix; the inputs so renamed are returned
     so that the caller can say so.
     """
     check_direction(direction)
@@ -168,11 +170,11 @@ def plan_outputs(files: Sequence[Path], output_dir: Path, direction: str) -> tup
     renamed: list[tuple[Path, Path]] = []
     for source in files:
         base = f"{source.stem}_{direction}"
-        candidate = output_dir / f"{base}.png"
+        candidate = output_dir / f"{base}{suffix}"
         index = 1
         while candidate.resolve() in protected or candidate.resolve() in taken:
             index += 1
-            candidate = output_dir / f"{base}-{index}.png"
+            candidate = output_dir / f"{base}-{index}{suffix}"
         if candidate.resolve().parent != folder:
             raise CgdistillError(f"The output name for {source} would leave the output folder {output_dir}.")
         if index > 1:

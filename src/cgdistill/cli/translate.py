@@ -11,7 +11,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cgdistill.cli.app import app, err_console, note, show, styled
 from cgdistill.errors import WorkFailed
 from cgdistill.fsutil import prepare_output_dir
-from cgdistill.options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SIDE, DEVICE_HELP, THREADS_HELP
+from cgdistill.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_SIDE,
+    DEFAULT_VIDEO_CODEC,
+    DEFAULT_VIDEO_QUALITY,
+    DEVICE_HELP,
+    THREADS_HELP,
+)
 
 PROGRESS_FROM = 8  # fewer files finish before a bar would tell anyone anything
 
@@ -20,7 +27,10 @@ PROGRESS_FROM = 8  # fewer files finish before a bar would tell anyone anything
 def translate(
     inputs: Annotated[
         list[Path],
-        typer.Argument(help="Image files and folders (the images directly in a folder).", show_default=False),
+        typer.Argument(
+            help="Image files, folders (the images directly in a folder) and video files (needs the video extra).",
+            show_default=False,
+        ),
     ],
     direction: Annotated[
         str | None,
@@ -56,16 +66,34 @@ def translate(
             "torch or onnxruntime (CPU, needs the onnx extra).",
         ),
     ] = "auto",
+    video_codec: Annotated[
+        str, typer.Option("--video-codec", help="Encoder for translated videos (FFmpeg name: libx264, libx265, ...).")
+    ] = DEFAULT_VIDEO_CODEC,
+    video_quality: Annotated[
+        int,
+        typer.Option("--video-quality", help="Video quality as x264's CRF: 0 best, 18 visually lossless, 51 worst."),
+    ] = DEFAULT_VIDEO_QUALITY,
+    stats: Annotated[
+        bool, typer.Option("--stats", help="Print each video's flicker (frame-to-frame change the model adds).")
+    ] = False,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help=THREADS_HELP, show_default=False)] = None,
 ) -> None:
-    """Translate images with a teacher or student generator; writes PNGs of the same size (alpha kept)."""
+    """Translate images and videos with a teacher or student generator; writes PNGs of the same size (alpha
+    kept) and videos with the same frames, timing and sound."""
     from cgdistill import threads as cpu_threads
     from cgdistill import translate as tr
     from cgdistill.device import describe
     from cgdistill.engines import check_engine, check_model_engine, device_for_model, engine_for_file
     from cgdistill.runs import resolve_generator
+    from cgdistill.video import check_video_options, is_video_file, probe_video
 
     check_engine(engine)
+    videos = [path for path in inputs if is_video_file(path)]
+    inputs = [path for path in inputs if path not in videos]
+    if videos:
+        check_video_options(video_codec, video_quality)
+        for video in videos:
+            probe_video(video)
     resolved = resolve_generator(model, direction, role="any")
     target = device_for_model(resolved.path, device)
     if target.type == "cpu":
@@ -73,7 +101,7 @@ def translate(
     check_model_engine(engine, resolved.path, target)
     chosen = resolved.direction
     files = tr.collect_inputs(inputs, recursive=recursive, output_dir=output)
-    if not files:
+    if not files and not videos:
         raise WorkFailed("No image files found in the given inputs" + ("" if recursive else " (try --recursive)") + ".")
     prepare_output_dir(output, "--output")  # before the model is loaded and anything is translated
     runner = engine_for_file(resolved.path, target, engine)
@@ -82,6 +110,21 @@ def translate(
         f"Model: {resolved.label} ({resolved.role}, {config.blocks} {config.block} blocks, ngf {config.ngf}), "
         f"{chosen}, on {describe(target)} with {runner.name} ({runner.reason})."
     )
+    video_failures = []
+    if videos:
+        from cgdistill.cli.video import translate_videos
+
+        video_failures = translate_videos(
+            runner.model, videos, output, chosen, target, max_side, batch_size, video_codec, video_quality, stats
+        )
+        if not files:
+            if video_failures:
+                raise WorkFailed(
+                    video_failures[0]
+                    if len(video_failures) == 1
+                    else f"{len(video_failures)} videos failed (listed above)."
+                )
+            return
     with Progress(
         TextColumn("Translating"),
         BarColumn(),
@@ -112,6 +155,6 @@ def translate(
         f"Translated {len(result.written)} of {len(files)} images into {output} "
         f"in {result.seconds:.1f} s ({result.images_per_s:.2f} images/s)"
     )
-    if result.failures:
-        raise WorkFailed(f"{summary}; {len(result.failures)} failed (listed above).")
+    if result.failures or video_failures:
+        raise WorkFailed(f"{summary}; {len(result.failures) + len(video_failures)} failed (listed above).")
     show(summary + ".")
