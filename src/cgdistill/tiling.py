@@ -27,7 +27,9 @@ pure function of (image size, generator config, bytes per element, budget): :fun
 from __future__ import annotations
 
 import math
+import os
 import re
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -88,6 +90,7 @@ class TilePlan:
     one_pass_bytes: int
     tiled_bytes: int
     budget: int
+    spill: bool = False  # keep the 1/4-resolution activations in temporary files, not in memory
 
     @property
     def tiled(self) -> bool:
@@ -110,15 +113,26 @@ def one_pass_bytes(height: int, width: int, config: GeneratorConfig, bytes_per_e
     return h * w * (ONE_PASS_ACTIVATIONS * config.ngf * bytes_per_element + 2 * config.in_channels * 4)
 
 
-def tiled_bytes(height: int, width: int, config: GeneratorConfig, bytes_per_element: int, tile: int, strip: int) -> int:
-    """Estimated tensor memory of the tiled run: two bottleneck buffers, 8-bit image in and out, one tile, one strip."""
+def tiled_bytes(
+    height: int,
+    width: int,
+    config: GeneratorConfig,
+    bytes_per_element: int,
+    tile: int,
+    strip: int,
+    spill: bool = False,
+) -> int:
+    """Estimated tensor memory of the tiled run: the two bottleneck buffers (unless spilled to files),
+    the 8-bit image in and out, one tile's and one strip's working set, and a band of bottleneck rows."""
     h, w = padded_size(height, width)
-    bottleneck = 4 * config.ngf * (h // 4) * (w // 4) * bytes_per_element
+    channels, row = 4 * config.ngf, 4 * config.ngf * (w // 4) * bytes_per_element
+    bottleneck = 0 if spill else 2 * row * (h // 4)
     images = h * w * (config.in_channels + config.out_channels)
     side = min(tile, max(h, w)) + 2 * HALO
     tile_work = TILE_WORK_FACTOR * config.ngf * side * side
-    strip_work = STRIP_WORK_FACTOR * 4 * config.ngf * (strip + 2) * (w // 4)
-    return 2 * bottleneck + images + tile_work + strip_work
+    strip_work = STRIP_WORK_FACTOR * channels * (strip + 2) * (w // 4)
+    band = 2 * row * (min(tile, h) // 4 + 2 * HALO // 4) if spill else 0  # a band being stored, one being read
+    return bottleneck + images + tile_work + strip_work + band
 
 
 def _strip_rows(width: int, config: GeneratorConfig) -> int:
@@ -137,23 +151,33 @@ def plan_tiles(
 ) -> TilePlan:
     """The plan for one image of ``height`` x ``width`` under ``budget`` bytes of tensor memory.
 
-    ``auto`` runs one pass when its estimate fits the budget, else the largest tile (up to
-    ``MAX_TILE``) whose estimate fits, else the smallest tile (``fits`` is then False: the
-    bottleneck buffers alone exceed the budget). ``off`` is one pass; an int forces that tile side.
+    ``auto`` runs one pass when its estimate fits the budget; else tiles with the 1/4-resolution
+    activations in memory (the largest tile up to ``MAX_TILE`` that fits); else the same with those
+    activations spilled to temporary files; else the smallest tiles and strips, spilled (``fits`` is
+    then False). ``off`` is one pass; an int forces that tile side, spilled only when needed.
     """
     single = one_pass_bytes(height, width, config, bytes_per_element)
     strip = _strip_rows(width, config)
     if tile == "off" or (tile == "auto" and single <= budget):
         return TilePlan(0, strip, single, 0, budget)
+
+    def estimate(side: int, rows: int, spill: bool) -> int:
+        return tiled_bytes(height, width, config, bytes_per_element, side, rows, spill)
+
     if tile != "auto":
         side = parse_tile(tile)
-        return TilePlan(side, strip, single, tiled_bytes(height, width, config, bytes_per_element, side, strip), budget)
-    side = MAX_TILE
-    while side > MIN_TILE and tiled_bytes(height, width, config, bytes_per_element, side, strip) > budget:
-        side //= 2
-    while strip > 1 and tiled_bytes(height, width, config, bytes_per_element, side, strip) > budget:
+        spill = estimate(side, strip, False) > budget
+        return TilePlan(side, strip, single, estimate(side, strip, spill), budget, spill)
+    for spill in (False, True):
+        side = MAX_TILE
+        while side > MIN_TILE and estimate(side, strip, spill) > budget:
+            side //= 2
+        if estimate(side, strip, spill) <= budget:
+            return TilePlan(side, strip, single, estimate(side, strip, spill), budget, spill)
+    side = MIN_TILE
+    while strip > 1 and estimate(side, strip, True) > budget:
         strip //= 2
-    return TilePlan(side, strip, single, tiled_bytes(height, width, config, bytes_per_element, side, strip), budget)
+    return TilePlan(side, strip, single, estimate(side, strip, True), budget, True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,23 +343,27 @@ def _forward(op: Op, x: torch.Tensor, src: Rect, dst: Rect, stats: dict[int, tup
 def _norm_coefficients(op: Norm, sums: _Sums | None = None):
     """Per-channel scale and shift (float32, shaped for NCHW) from float64 sums, as the norm layer computes them.
 
-    On bf16 (or fp16) activations torch's instance norm keeps its mean and variance in that dtype and
-    rounds the inverse standard deviation to it too (measured: torch 2.x on the CPU); doing the same
-    here is what keeps a bf16 tiled run on the one-pass result rather than 1-6 grey levels off it.
+    On bf16 (or fp16) activations without affine parameters, torch's CPU norm keeps its statistics
+    in the activations' dtype (ATen ``batch_norm_kernel.cpp``: the mean is stored rounded, the sum of
+    squared deviations from that rounded mean is stored rounded, and ``1 / sqrt(var_sum / n + eps)``
+    is stored rounded). Rounding the same three numbers here keeps a bf16 tiled run on the one-pass
+    result instead of grey levels off it (matched on every channel for bottlenecks of 32x32 and
+    more; tiny images, which never need tiles, can differ in a few channels). With float affine
+    parameters torch keeps the statistics in float, as here.
     """
     m = op.module
     if isinstance(m, nn.BatchNorm2d) or sums is None:
         mean, var = m.running_mean.double(), m.running_var.double()
         invstd = torch.rsqrt(var + m.eps)
+    elif sums.dtype in (torch.bfloat16, torch.float16) and m.weight is None:
+        low = sums.dtype
+        mean = (sums.total / sums.count).to(low).double()
+        var_sum = (sums.squares - 2 * mean * sums.total + sums.count * mean * mean).clamp_(min=0)
+        invstd = torch.rsqrt(var_sum.to(low).double() / sums.count + m.eps).to(low).double()
     else:
         mean = sums.total / sums.count
         var = (sums.squares / sums.count - mean * mean).clamp_(min=0)  # biased, as instance norm uses
-        low = sums.dtype if sums.dtype in (torch.bfloat16, torch.float16) else None
-        if low is not None:
-            mean, var = mean.to(low).double(), var.to(low).double()
         invstd = torch.rsqrt(var + m.eps)
-        if low is not None:
-            invstd = invstd.to(low).double()
     alpha = invstd * m.weight.double() if m.weight is not None else invstd
     beta = -mean * alpha
     if m.bias is not None:
@@ -386,6 +414,62 @@ class _Chain:
         for i, op in enumerate(self.ops):
             x = _forward(op, x, rects[i], rects[i + 1], stats)
         return x
+
+
+class _RamStore:
+    """A (1, C, H, W) activation kept whole in memory (on ``home``, handed out on ``device``)."""
+
+    def __init__(self, shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device, home: torch.device):
+        self.shape, self.dtype, self.device = shape, dtype, device
+        self.tensor = torch.empty((1, *shape), dtype=dtype, device=home)
+
+    def rows(self, top: int, bottom: int) -> torch.Tensor:
+        return self.tensor[:, :, top:bottom].to(self.device)
+
+    def put(self, top: int, x: torch.Tensor) -> None:
+        self.tensor[:, :, top : top + x.shape[2]] = x.to(self.tensor.device)
+
+    def close(self) -> None:
+        self.tensor = None
+
+
+class _FileStore:
+    """A (1, C, H, W) activation in an unlinked temporary file, row by row ((H, C, W) order, so a strip is one read).
+
+    Used when even one bottleneck-sized buffer is over the budget: the OS keeps the file in its page
+    cache while it has room (no copy counts against this process) and writes it to disk otherwise.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device):
+        self.shape, self.dtype, self.device = shape, dtype, device
+        self.file = tempfile.TemporaryFile(prefix="cgdistill-tiles-")  # noqa: SIM115 (closed by close(), in a finally)
+        self.row_bytes = shape[0] * shape[2] * torch.empty((), dtype=dtype).element_size()
+        self.cached: tuple[int, int, torch.Tensor] | None = None  # the last rows read, reread by a band of tiles
+
+    def rows(self, top: int, bottom: int) -> torch.Tensor:
+        if self.cached is not None and self.cached[0] <= top and bottom <= self.cached[1]:
+            return self.cached[2][:, :, top - self.cached[0] : bottom - self.cached[0]]
+        buffer = torch.empty((bottom - top, self.shape[0], self.shape[2]), dtype=self.dtype)
+        self.file.seek(top * self.row_bytes)
+        self.file.readinto(memoryview(buffer.view(torch.uint8).numpy()))
+        x = buffer.permute(1, 0, 2)[None].contiguous().to(self.device)
+        self.cached = (top, bottom, x)
+        return x
+
+    def put(self, top: int, x: torch.Tensor) -> None:
+        bottom = top + x.shape[2]
+        if self.cached is not None and top < self.cached[1] and self.cached[0] < bottom:
+            self.cached = None
+        rows = x[0].permute(1, 0, 2).to("cpu", self.dtype).contiguous()
+        self.file.seek(top * self.row_bytes)
+        self.file.write(memoryview(rows.view(torch.uint8).numpy()))
+
+    def close(self) -> None:
+        self.cached = None
+        self.file.close()
+
+
+Store = _RamStore | _FileStore
 
 
 def _split(ops: list[Op]) -> list[int]:
@@ -475,33 +559,55 @@ class TiledGenerator:
         with torch.inference_mode(), self.autocast():
             self.stats = {}
             end = self._encoder_end()
-            bottleneck = self._tiled_passes(self.encoder[:end], size, size[0] // 4, read_image, plan.tile, tick)
-            self._on_buffer(self.encoder[end:], bottleneck, bottleneck, plan.strip)
-            branch = torch.empty_like(bottleneck)
-            for block in self.blocks:
-                self._on_buffer(block, bottleneck, branch, plan.strip)
-                for i in range(0, bottleneck.shape[2], plan.strip):  # the skip connection, x + F(x)
-                    rows = slice(i, i + plan.strip)
-                    bottleneck[:, :, rows] = bottleneck[:, :, rows] + branch[:, :, rows]
-                tick()
-            del branch
+            stores: list[Store] = []
 
-            def read_bottleneck(rect: Rect) -> torch.Tensor:
-                return bottleneck[:, :, rect[0] : rect[1], rect[2] : rect[3]]
+            def store(shape: tuple[int, int, int], dtype: torch.dtype) -> Store:
+                home = torch.device("cpu") if plan.spill and device.type != "cpu" else device
+                made = _FileStore(shape, dtype, device) if plan.spill and home.type == "cpu" else None
+                stores.append(made or _RamStore(shape, dtype, device, home))
+                return stores[-1]
 
-            self._tiled_passes(
-                self.decoder, tuple(bottleneck.shape[2:]), bottleneck.shape[2], read_bottleneck, plan.tile, tick, write
-            )
+            try:
+                bottleneck = self._tiled_passes(
+                    self.encoder[:end], size, size[0] // 4, read_image, plan.tile, tick, keep=store
+                )
+                self._on_store(self.encoder[end:], bottleneck, bottleneck, plan.strip)
+                branch = store(bottleneck.shape, bottleneck.dtype)
+                rows = bottleneck.shape[1]
+                for block in self.blocks:
+                    self._on_store(block, bottleneck, branch, plan.strip)
+                    for top in range(0, rows, plan.strip):  # the skip connection, x + F(x)
+                        bottom = min(rows, top + plan.strip)
+                        bottleneck.put(top, bottleneck.rows(top, bottom) + branch.rows(top, bottom))
+                    tick()
+                branch.close()
 
-    def _tiled_passes(self, ops, size, bottleneck_rows, read, tile, tick, write=None) -> torch.Tensor | None:
-        """One pass over tiles per norm in ``ops`` (gathering its statistics), then a last pass that keeps
-        its output whole (``write`` None) or hands each tile to ``write``.
+                def read_bottleneck(rect: Rect) -> torch.Tensor:
+                    return bottleneck.rows(rect[0], rect[1])[:, :, :, rect[2] : rect[3]]
+
+                self._tiled_passes(
+                    self.decoder,
+                    bottleneck.shape[1:],
+                    bottleneck.shape[1],
+                    read_bottleneck,
+                    plan.tile,
+                    tick,
+                    write=write,
+                )
+            finally:
+                for made in stores:
+                    made.close()
+
+    def _tiled_passes(self, ops, size, bottleneck_rows, read, tile, tick, keep=None, write=None) -> Store | None:
+        """One pass over tiles per norm in ``ops`` (gathering its statistics), then a last pass that
+        keeps its output in a store made by ``keep``, or hands each tile to ``write``.
 
         Tiles are ``tile // 4`` bottleneck positions a side, scaled to each pass's output grid, so every
-        pass partitions its grid exactly (each position counted once in the statistics).
+        pass partitions its grid exactly (each position counted once in the statistics). Tiles run
+        row by row: a kept output is stored one band of rows at a time.
         """
         stops = [*_split(ops), len(ops)]
-        kept = None
+        kept = band = None
         for stop in stops:
             chain = _Chain(ops[:stop])
             chain.plan(size)
@@ -512,10 +618,16 @@ class TiledGenerator:
                 y = chain.run(rect, read, self.stats)
                 if stop < len(ops):
                     sums.add(y)
-                elif write is None:
+                elif keep is not None:
                     if kept is None:
-                        kept = torch.empty((1, y.shape[1], *out_size), dtype=y.dtype, device=y.device)
-                    kept[:, :, rect[0] : rect[1], rect[2] : rect[3]] = y
+                        kept = keep((y.shape[1], *out_size), y.dtype)
+                    if rect[2] == 0:
+                        band = torch.empty(
+                            (1, y.shape[1], rect[1] - rect[0], out_size[1]), dtype=y.dtype, device=y.device
+                        )
+                    band[:, :, :, rect[2] : rect[3]] = y
+                    if rect[3] == out_size[1]:
+                        kept.put(rect[0], band)
                 else:
                     write(rect, y)
                 del y
@@ -524,53 +636,187 @@ class TiledGenerator:
                 self.stats[id(ops[stop])] = _norm_coefficients(ops[stop], sums)
         return kept
 
-    def _on_buffer(self, ops: list[Op], src: torch.Tensor, dst: torch.Tensor, strip: int) -> None:
+    def _on_store(self, ops: list[Op], src: Store, dst: Store, strip: int) -> None:
         """Run ``ops`` (stride 1, at one resolution) from ``src`` into ``dst`` in row strips; ``dst`` may be ``src``.
 
         After the first op everything happens in place in ``dst``: a conv saves the rows above each
         strip that the next strip still reads before it overwrites them; a norm gathers its
         statistics over all strips, then applies them.
         """
-        rows, cols = dst.shape[2], dst.shape[3]
+        rows, cols = dst.shape[1], dst.shape[2]
         source = src
         for op in ops:
             if isinstance(op, Conv):
                 self._conv_strips(op, source, dst, strip)
                 source = dst
                 continue
-            if source is not dst:
-                dst.copy_(source)
-                source = dst
             if isinstance(op, Norm) and op.needs_statistics:
                 sums = _Sums()
-                for i in range(0, rows, strip):
-                    sums.add(dst[:, :, i : i + strip])
+                for top in range(0, rows, strip):
+                    sums.add(source.rows(top, min(rows, top + strip)))
                 self.stats[id(op)] = _norm_coefficients(op, sums)
-            for i in range(0, rows, strip):
-                rect = (i, min(rows, i + strip), 0, cols)
-                dst[:, :, i : i + strip] = _forward(op, dst[:, :, i : i + strip], rect, rect, self.stats)
+            for top in range(0, rows, strip):
+                rect = (top, min(rows, top + strip), 0, cols)
+                dst.put(top, _forward(op, source.rows(rect[0], rect[1]), rect, rect, self.stats))
+            source = dst
         if source is not dst:
-            dst.copy_(source)
+            for top in range(0, rows, strip):
+                dst.put(top, source.rows(top, min(rows, top + strip)))
 
     @staticmethod
-    def _conv_strips(op: Conv, src: torch.Tensor, dst: torch.Tensor, strip: int) -> None:
-        rows, cols = src.shape[2], src.shape[3]
+    def _conv_strips(op: Conv, src: Store, dst: Store, strip: int) -> None:
+        rows, cols = src.shape[1], src.shape[2]
         if strip < op.pad:
             raise ValueError(f"strips of {strip} rows are thinner than the conv's padding {op.pad}")
-        saved = src[:, :, :0]  # the original rows above the current strip, already overwritten in place
+        saved = None  # the original rows above the current strip, already overwritten in place
         for top in range(0, rows, strip):
             bottom = min(rows, top + strip)
             dst_rect = (top, bottom, 0, cols)
             src_rect = _need_rect(op, dst_rect, (rows, cols))
             if src is not dst:
-                x = src[:, :, src_rect[0] : src_rect[1]]
+                x = src.rows(src_rect[0], src_rect[1])
             elif src_rect[0] < top:
-                x = torch.cat(
-                    [saved[:, :, saved.shape[2] - (top - src_rect[0]) :], src[:, :, top : src_rect[1]]], dim=2
-                )
+                x = torch.cat([saved[:, :, saved.shape[2] - (top - src_rect[0]) :], src.rows(top, src_rect[1])], dim=2)
             else:
-                x = src[:, :, top : src_rect[1]]
+                x = src.rows(top, src_rect[1])
             y = _conv_forward(op, x, src_rect, dst_rect)
             if src is dst:
-                saved = src[:, :, max(top, bottom - op.pad) : bottom].clone()
-            dst[:, :, top:bottom] = y
+                saved = src.rows(max(top, bottom - op.pad), bottom).clone()
+            dst.put(top, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# Integration with translate: budget, engine, padding
+
+
+def available_memory(device: torch.device) -> int:
+    """Memory free for tensors now: MemAvailable on the CPU (/proc/meminfo), the free CUDA memory on a GPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30  # no /proc (macOS, Windows): assume a modest machine
+
+
+def memory_in_use(device: torch.device) -> int:
+    """What this process already holds where the tensors go: resident memory, or allocated CUDA memory."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+DEFAULT_SHARE = 0.6  # of the free memory: room for the decoded images, the encoder threads and other programs
+
+
+def tensor_budget(max_memory: int | None, device: torch.device) -> int:
+    """Bytes the image's tensors may take: ``max_memory`` (a peak for the whole process) less what it
+    holds already, or by default a share of the free memory."""
+    if max_memory is None:
+        return int(DEFAULT_SHARE * available_memory(device))
+    return max(0, max_memory - memory_in_use(device))
+
+
+def tiler_for(model: nn.Module, device: torch.device) -> TiledGenerator | None:
+    """A tiled runner for a torch engine's model (plain or CPU bf16 autocast); None for other engines."""
+    from cgdistill.engines import CpuBf16
+    from cgdistill.nets import ResnetGenerator
+    from cgdistill.translate import autocast_context
+
+    if isinstance(model, CpuBf16):
+        generator, autocast = model.generator, lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    elif isinstance(model, ResnetGenerator):
+        generator, autocast = model, lambda: autocast_context(device)
+    else:
+        return None
+    try:
+        return TiledGenerator(generator, autocast)
+    except NotTileable:
+        return None
+
+
+def bytes_per_element(model: nn.Module, device: torch.device) -> int:
+    """2 where activations are bf16/fp16 (CPU bf16 engine, CUDA autocast), else 4."""
+    from cgdistill.engines import CpuBf16
+
+    return 2 if isinstance(model, CpuBf16) or device.type == "cuda" else 4
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GB"
+
+
+@dataclass
+class TileDecider:
+    """What translate asks per image size: run in one pass (in batches that fit), or tile with which runner."""
+
+    model: nn.Module
+    device: torch.device
+    tile: str | int = "auto"
+    max_memory: int | None = None
+    tiled_model: nn.Module | None = None  # the torch model for images that tile when ``model`` cannot
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tiler = tiler_for(self.model, self.device)
+        runner = self.model
+        if self.tiler is None and self.tiled_model is not None:
+            self.tiler = tiler_for(self.tiled_model, self.device)
+            runner = self.tiled_model
+        self.config = getattr(self.model, "config", None)
+        self.bytes = bytes_per_element(runner, self.device)
+
+    def plan(self, height: int, width: int) -> TilePlan | None:
+        """The plan for this size; None when the model's architecture is unknown (one pass, as always)."""
+        if self.config is None or self.tile == "off":
+            return None
+        budget = tensor_budget(self.max_memory, self.device)
+        plan = plan_tiles(height, width, self.config, self.bytes, budget, self.tile)
+        if plan.tiled and self.tiler is None:
+            note = (
+                f"Images of {width}x{height} need about {gib(plan.one_pass_bytes)} in one pass, over the budget of "
+                f"{gib(budget)}; this engine cannot tile them exactly, so they run in one pass (--engine torch tiles them)."
+            )
+            if note not in self.notes:
+                self.notes.append(note)
+            return TilePlan(0, plan.strip, plan.one_pass_bytes, 0, budget)
+        if plan.tiled and not plan.fits:
+            note = (
+                f"Images of {width}x{height} need about {gib(plan.tiled_bytes)} even in tiles of {plan.tile} px "
+                f"(the 1/4-resolution activations are kept whole), over the budget of {gib(budget)}."
+            )
+            if note not in self.notes:
+                self.notes.append(note)
+        return plan
+
+    def batches(self, count: int, plan: TilePlan | None) -> int:
+        """Images per one-pass batch so that a batch's estimate fits the budget (at least one)."""
+        if plan is None or plan.one_pass_bytes <= 0:
+            return count
+        return max(1, min(count, plan.budget // plan.one_pass_bytes))
+
+    def translate(
+        self, pixels: np.ndarray, plan: TilePlan, progress: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
+        """One HxWx3 uint8 image through the tiled runner, padded as ``translate_batch`` pads and cropped back."""
+        from cgdistill.translate import padding_to_multiple
+
+        h, w = pixels.shape[:2]
+        pads, mode = padding_to_multiple(h, w, 4)
+        if any(pads):
+            left, right, top, bottom = pads
+            pixels = np.pad(
+                pixels, ((top, bottom), (left, right), (0, 0)), mode="reflect" if mode == "reflect" else "edge"
+            )
+        else:
+            top = left = 0
+        crop = (top, top + h, left, left + w)
+        return self.tiler(torch.from_numpy(np.ascontiguousarray(pixels)), plan, self.device, crop, progress)

@@ -56,14 +56,34 @@ def translate(
             "torch or onnxruntime (CPU, needs the onnx extra).",
         ),
     ] = "auto",
+    tile: Annotated[
+        str,
+        typer.Option(
+            "--tile",
+            help="auto (tile, exactly, only images whose one pass would exceed --max-memory), off (one pass) "
+            "or a tile side in pixels.",
+        ),
+    ] = "auto",
+    max_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--max-memory",
+            help="Memory budget per image, e.g. 1.5G or 800M (default: 60% of the free RAM, or of the GPU's "
+            "free memory).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Translate images with a teacher or student generator; writes PNGs of the same size (alpha kept)."""
     from cgdistill import translate as tr
     from cgdistill.device import describe
     from cgdistill.engines import check_engine, check_model_engine, device_for_model, engine_for_file
     from cgdistill.runs import resolve_generator
+    from cgdistill.tiling import parse_size, parse_tile
 
     check_engine(engine)
+    tile_choice = parse_tile(tile)
+    budget = parse_size(max_memory) if max_memory is not None else None
     resolved = resolve_generator(model, direction, role="any")
     target = device_for_model(resolved.path, device)
     check_model_engine(engine, resolved.path, target)
@@ -78,16 +98,7 @@ def translate(
         f"Model: {resolved.label} ({resolved.role}, {config.blocks} {config.block} blocks, ngf {config.ngf}), "
         f"{chosen}, on {describe(target)} with {runner.name} ({runner.reason})."
     )
-    with Progress(
-        TextColumn("Translating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-        disable=len(files) < PROGRESS_FROM,
-    ) as bar:
-        task = bar.add_task("translate", total=len(files))
+    with _Bars(len(files)) as bars:
         result = tr.translate_files(
             runner.model,
             files,
@@ -96,8 +107,14 @@ def translate(
             device=target,
             max_side=max_side,
             batch_size=batch_size,
-            progress=lambda done, _total: bar.update(task, completed=done),
+            progress=bars.files,
+            tile=tile_choice,
+            max_memory=budget,
+            tiled_model=runner.tiled,
+            tile_progress=bars.tiles,
         )
+    for line in result.notes:
+        note(line)
     for source, renamed in result.renamed:
         note(f"{renamed.name}: the usual name for {source} would overwrite an input or another output.")
     for _source, reason in result.failures:
@@ -111,3 +128,44 @@ def translate(
     if result.failures:
         raise WorkFailed(f"{summary}; {len(result.failures)} failed (listed above).")
     show(summary + ".")
+
+
+class _Bars:
+    """A bar for the files (from ``PROGRESS_FROM`` files on) and one for the tiles of a large image."""
+
+    def __init__(self, files: int) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+        )
+        self.started = False
+        self.file_task = self._start("Translating", files) if files >= PROGRESS_FROM else None
+        self.tile_task = None
+
+    def _start(self, description: str, total: int):
+        if not self.started:
+            self.progress.start()
+            self.started = True
+        return self.progress.add_task(description, total=total)
+
+    def files(self, done: int, _total: int) -> None:
+        if self.file_task is not None:
+            self.progress.update(self.file_task, completed=done)
+
+    def tiles(self, done: int, total: int) -> None:
+        if self.tile_task is None:
+            self.tile_task = self._start("Tiles", total)
+        if done == 1:
+            self.progress.reset(self.tile_task, total=total)
+        self.progress.update(self.tile_task, completed=done)
+
+    def __enter__(self) -> _Bars:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.started:
+            self.progress.stop()
