@@ -16,6 +16,7 @@ from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.nets.init import init_weights
 from cgdistill.tiling import (
     MAX_TILE,
+    MIN_AUTO_TILE,
     MIN_TILE,
     TileDecider,
     TiledGenerator,
@@ -196,7 +197,7 @@ def test_fp32_keeps_twice_the_bottleneck_bytes_of_bf16():
 
 def test_a_budget_below_the_smallest_tiles_gives_them_and_says_it_does_not_fit():
     plan = plan_tiles(*MP12, TEACHER, 4, budget=10 * 2**20)
-    assert plan.tile == MIN_TILE and plan.strip == 1 and plan.spill and not plan.fits
+    assert plan.tile == MIN_AUTO_TILE and plan.strip == 1 and plan.spill and not plan.fits
 
 
 def test_tile_off_is_one_pass_and_a_size_forces_tiles_rounded_up_to_a_multiple_of_4():

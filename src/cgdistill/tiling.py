@@ -45,6 +45,7 @@ from cgdistill.nets import GeneratorConfig
 TILE_CHOICES = ("auto", "off")
 MAX_TILE = 256  # output pixels a side; larger tiles save little recomputation (halo ~20 px) for more memory
 MIN_TILE = 4  # one bottleneck position
+MIN_AUTO_TILE = 32  # below this per-tile overhead dominates and the memory saved is small
 HALO = 24  # full-resolution pixels around a tile, generously: 7x7 head + stem, stride-2 and 3x3 convs
 # Bytes a tile keeps alive per full-resolution position and ngf channel (fp32): the layer input,
 # its padded copy, the conv output and the normalised output, plus slack for convolution scratch.
@@ -153,8 +154,8 @@ def plan_tiles(
 
     ``auto`` runs one pass when its estimate fits the budget; else tiles with the 1/4-resolution
     activations in memory (the largest tile up to ``MAX_TILE`` that fits); else the same with those
-    activations spilled to temporary files; else the smallest tiles and strips, spilled (``fits`` is
-    then False). ``off`` is one pass; an int forces that tile side, spilled only when needed.
+    activations spilled to temporary files; else tiles of ``MIN_AUTO_TILE`` and the thinnest strips,
+    spilled (``fits`` is then False). ``off`` is one pass; an int forces that tile side, spilled only when needed.
     """
     single = one_pass_bytes(height, width, config, bytes_per_element)
     strip = _strip_rows(width, config)
@@ -170,11 +171,11 @@ def plan_tiles(
         return TilePlan(side, strip, single, estimate(side, strip, spill), budget, spill)
     for spill in (False, True):
         side = MAX_TILE
-        while side > MIN_TILE and estimate(side, strip, spill) > budget:
+        while side > MIN_AUTO_TILE and estimate(side, strip, spill) > budget:
             side //= 2
         if estimate(side, strip, spill) <= budget:
             return TilePlan(side, strip, single, estimate(side, strip, spill), budget, spill)
-    side = MIN_TILE
+    side = MIN_AUTO_TILE
     while strip > 1 and estimate(side, strip, True) > budget:
         strip //= 2
     return TilePlan(side, strip, single, estimate(side, strip, True), budget, True)
@@ -750,8 +751,9 @@ def bytes_per_element(model: nn.Module, device: torch.device) -> int:
     return 2 if isinstance(model, CpuBf16) or device.type == "cuda" else 4
 
 
-def gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GB"
+def human_bytes(n: int) -> str:
+    """Bytes for a person: ``1.5 GB`` or ``300 MB``."""
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{max(1, round(n / 2**20))} MB"
 
 
 @dataclass
@@ -782,16 +784,16 @@ class TileDecider:
         plan = plan_tiles(height, width, self.config, self.bytes, budget, self.tile)
         if plan.tiled and self.tiler is None:
             note = (
-                f"Images of {width}x{height} need about {gib(plan.one_pass_bytes)} in one pass, over the budget of "
-                f"{gib(budget)}; this engine cannot tile them exactly, so they run in one pass (--engine torch tiles them)."
+                f"Images of {width}x{height} need about {human_bytes(plan.one_pass_bytes)} in one pass, over the budget of "
+                f"{human_bytes(budget)}; this engine cannot tile them exactly, so they run in one pass (--engine torch tiles them)."
             )
             if note not in self.notes:
                 self.notes.append(note)
             return TilePlan(0, plan.strip, plan.one_pass_bytes, 0, budget)
         if plan.tiled and not plan.fits:
             note = (
-                f"Images of {width}x{height} need about {gib(plan.tiled_bytes)} even in tiles of {plan.tile} px "
-                f"(the 1/4-resolution activations are kept whole), over the budget of {gib(budget)}."
+                f"Images of {width}x{height} need about {human_bytes(plan.tiled_bytes)} even in tiles of {plan.tile} px with "
+                f"the 1/4-resolution activations in temporary files, over the budget of {human_bytes(budget)}; they run anyway."
             )
             if note not in self.notes:
                 self.notes.append(note)
