@@ -100,6 +100,7 @@ def main() -> None:
                 image = photo(root / f"photo-{size}.jpg", width, height)
                 row = {"model": name, "size": f"{width}x{height}", "mp": int(size)}
                 row["tiled"] = run_case(model, image, root / "tiled", "auto", args.max_memory)
+                print(json.dumps({"model": name, "size": row["size"], "tiled": row["tiled"]}), flush=True)
                 if int(size) <= ONE_PASS_LIMIT_MP:
                     row["one_pass"] = run_case(model, image, root / "whole", "off", None)
                     if "error" not in row["tiled"] and "error" not in row["one_pass"]:

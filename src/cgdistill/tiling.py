@@ -20,8 +20,17 @@ What runs where (docs/usage-translate-compare.md, "Large images"):
   the kept bottleneck; the last pass writes 8-bit tiles into the output image.
 
 Memory: two bottleneck buffers at the dtype the one-pass run holds activations in (bf16 under
-autocast, else fp32), the 8-bit image in and out, and one tile's working set. The tile plan is a
-pure function of (image size, generator config, bytes per element, budget): :func:`plan_tiles`.
+autocast, else fp32), the 8-bit image in and out, and one tile's working set. When the budget
+cannot hold the two buffers they live in unlinked temporary files read back in strips (the OS page
+cache holds them while it has room), and the process keeps only a tile, a strip and a band of rows.
+The tile plan is a pure function of (image size, generator config, bytes per element, budget):
+:func:`plan_tiles`.
+
+Precision: in fp32 the result differs from one pass by float rounding only. Under bf16 autocast the
+activations stay bf16 as in one pass and the norm statistics are rounded as torch's CPU kernel
+stores them (``_norm_coefficients``); torch's own bf16 statistics are not reproduced bit for bit
+at every size, so there a tiled bf16 run is another bf16 evaluation of the same network, as close
+to fp32 as the one-pass bf16 run.
 """
 
 from __future__ import annotations
