@@ -9,6 +9,7 @@ same model and size are compared as 8-bit PNGs (max absolute difference in grey 
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/translate_memory.py            # everything
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/translate_memory.py --models teacher --sizes 12
+    PYTHONPATH=src OMP_NUM_THREADS=2 python benchmarks/translate_memory.py --models teacher --ratio 3   # time ratio
 
 ``--max-memory`` (default 1.5G) is passed to the tiled runs (``--tile auto``), ``--tile off`` to the
 one-pass runs. Cases whose one pass cannot fit this machine (50 MP) run tiled only.
@@ -42,7 +43,7 @@ MODELS = {
     "fast": {"blocks": 3, "ngf": 16},  # --preset fast/fastest shapes
     "fastest-separable": {"blocks": 3, "ngf": 16, "block": "separable"},
 }
-SIZES = {"3": (2000, 1500), "12": (4000, 3000), "50": (8000, 6250)}  # width, height
+SIZES = {"0.3": (640, 480), "3": (2000, 1500), "12": (4000, 3000), "50": (8000, 6250)}  # width, height
 ONE_PASS_LIMIT_MP = 12  # 50 MP in one pass needs ~40 GB for the teacher: not on this machine
 
 
@@ -79,13 +80,61 @@ def run_case(model: Path, image: Path, out: Path, tile: str, max_memory: str | N
     return {"peak_mb": peak_kb / 1024, "seconds": seconds, "wall_s": wall, "engine": engine and engine.group(1)}
 
 
+def time_ratio(name: str, megapixels: str, repeats: int) -> dict:
+    """In one process, alternating: one pass, tiles with the bottleneck in memory, tiles spilled to files.
+
+    Alternating turns share the machine's load alike, so the ratios hold where absolute times do not.
+    """
+    from cgdistill.engines import torch_engine
+    from cgdistill.tiling import TileDecider, TilePlan, plan_tiles
+    from cgdistill.translate import translate_batch
+
+    torch.manual_seed(0)
+    generator = ResnetGenerator(**MODELS[name])
+    init_weights(generator, generator=torch.Generator().manual_seed(0))
+    engine = torch_engine(generator, torch.device("cpu"))
+    width, height = SIZES[megapixels]
+    with tempfile.TemporaryDirectory() as tmp:
+        pixels = np.asarray(Image.open(photo(Path(tmp) / "p.jpg", width, height)).convert("RGB"))
+    decider = TileDecider(engine.model, torch.device("cpu"), tile=256)
+    plan = plan_tiles(height, width, generator.config, 2, 0, tile=256)
+    runs = {
+        "one pass": lambda: translate_batch(engine.model, torch.from_numpy(pixels)[None], torch.device("cpu")),
+        "tiled": lambda: decider.translate(pixels, plan),
+        "tiled, spilled": lambda: decider.translate(pixels, TilePlan(plan.tile, plan.strip, 0, 0, 0, True)),
+    }
+    times: dict[str, list[float]] = {key: [] for key in runs}
+    for _ in range(repeats):
+        for key, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[key].append(time.perf_counter() - start)
+    medians = {key: float(np.median(values)) for key, values in times.items()}
+    return {
+        "model": name,
+        "size": f"{width}x{height}",
+        "engine": engine.name,
+        "threads": torch.get_num_threads(),
+        "seconds": medians,
+        "ratio": {key: value / medians["one pass"] for key, value in medians.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
-    parser.add_argument("--sizes", default=",".join(SIZES), help="megapixels, comma-separated: " + ", ".join(SIZES))
+    parser.add_argument("--sizes", default="3,12,50", help="megapixels, comma-separated: " + ", ".join(SIZES))
     parser.add_argument("--max-memory", default="1.5G", help="--max-memory of the tiled runs")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--ratio", metavar="MP", help="instead: time one pass vs tiles in one process, interleaved, at this size"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved turns for --ratio")
     args = parser.parse_args()
+    if args.ratio:
+        for name in args.models.split(","):
+            print(json.dumps(time_ratio(name, args.ratio, args.repeats)), flush=True)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -98,10 +147,10 @@ def main() -> None:
             for size in args.sizes.split(","):
                 width, height = SIZES[size]
                 image = photo(root / f"photo-{size}.jpg", width, height)
-                row = {"model": name, "size": f"{width}x{height}", "mp": int(size)}
+                row = {"model": name, "size": f"{width}x{height}", "mp": float(size)}
                 row["tiled"] = run_case(model, image, root / "tiled", "auto", args.max_memory)
                 print(json.dumps({"model": name, "size": row["size"], "tiled": row["tiled"]}), flush=True)
-                if int(size) <= ONE_PASS_LIMIT_MP:
+                if float(size) <= ONE_PASS_LIMIT_MP:
                     row["one_pass"] = run_case(model, image, root / "whole", "off", None)
                     if "error" not in row["tiled"] and "error" not in row["one_pass"]:
                         a = np.asarray(Image.open(root / "tiled" / f"{image.stem}_A2B.png"), dtype=np.int16)

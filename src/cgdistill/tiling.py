@@ -323,8 +323,12 @@ def _need_rect(op: Op, rect: Rect, size: tuple[int, int]) -> Rect:
 def _conv_forward(op: Conv, x: torch.Tensor, src: Rect, dst: Rect) -> torch.Tensor:
     m = op.module
     if op.transposed:
-        y = F.conv_transpose2d(x, m.weight, m.bias, stride=op.stride, groups=m.groups)
-        top, left = src[0] * op.stride - op.pad, src[2] * op.stride - op.pad
+        # The module's own padding (oneDNN runs padding 0 several times slower): local output 0 is
+        # then global src_start * stride, and the _need range covers [dst start, dst end).
+        y = F.conv_transpose2d(
+            x, m.weight, m.bias, stride=op.stride, padding=op.pad, output_padding=m.output_padding, groups=m.groups
+        )
+        top, left = src[0] * op.stride, src[2] * op.stride
         return y[:, :, dst[0] - top : dst[1] - top, dst[2] - left : dst[3] - left]
     # The padding the one-pass run would add, only where this region meets the image edge.
     top = src[0] - (dst[0] * op.stride - op.pad)
