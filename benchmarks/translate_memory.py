@@ -95,7 +95,7 @@ def time_ratio(name: str, megapixels: str, repeats: int) -> dict:
     engine = torch_engine(generator, torch.device("cpu"))
     width, height = SIZES[megapixels]
     with tempfile.TemporaryDirectory() as tmp:
-        pixels = np.asarray(Image.open(photo(Path(tmp) / "p.jpg", width, height)).convert("RGB"))
+        pixels = np.array(Image.open(photo(Path(tmp) / "p.jpg", width, height)).convert("RGB"))
     decider = TileDecider(engine.model, torch.device("cpu"), tile=256)
     plan = plan_tiles(height, width, generator.config, 2, 0, tile=256)
     runs = {
@@ -104,13 +104,15 @@ def time_ratio(name: str, megapixels: str, repeats: int) -> dict:
         "tiled, spilled": lambda: decider.translate(pixels, TilePlan(plan.tile, plan.strip, 0, 0, 0, True)),
     }
     times: dict[str, list[float]] = {key: [] for key in runs}
+    outputs: dict[str, np.ndarray] = {}
     for _ in range(repeats):
         for key, run in runs.items():
             start = time.perf_counter()
-            run()
+            out = run()
             times[key].append(time.perf_counter() - start)
+            outputs[key] = np.asarray(out[0] if isinstance(out, torch.Tensor) else out, dtype=np.int16)
     medians = {key: float(np.median(values)) for key, values in times.items()}
-    return {
+    row = {
         "model": name,
         "size": f"{width}x{height}",
         "engine": engine.name,
@@ -118,6 +120,15 @@ def time_ratio(name: str, megapixels: str, repeats: int) -> dict:
         "seconds": medians,
         "ratio": {key: value / medians["one pass"] for key, value in medians.items()},
     }
+    diff = np.abs(outputs["tiled"] - outputs["one pass"])
+    row["tiled_vs_one_pass"] = {"max": int(diff.max()), "mean": float(diff.mean())}
+    if engine.name == "torch bf16":  # how far bf16 itself is from fp32, for scale
+        fp32 = translate_batch(engine.model.generator, torch.from_numpy(pixels)[None], torch.device("cpu"))[0]
+        fp32 = fp32.numpy().astype(np.int16)
+        for key in ("one pass", "tiled"):
+            diff = np.abs(outputs[key] - fp32)
+            row[f"{key}_vs_fp32"] = {"max": int(diff.max()), "mean": float(diff.mean())}
+    return row
 
 
 def main() -> None:

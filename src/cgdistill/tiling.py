@@ -350,7 +350,7 @@ def _forward(op: Op, x: torch.Tensor, src: Rect, dst: Rect, stats: dict[int, tup
         if id(op) not in stats:  # batch norm in eval mode: its running statistics
             stats[id(op)] = _norm_coefficients(op)
         alpha, beta = stats[id(op)]
-        return (x.float() * alpha + beta).to(x.dtype)
+        return torch.addcmul(beta, x.float(), alpha).to(x.dtype)
     return op.fn(x)
 
 
@@ -394,8 +394,9 @@ class _Sums:
 
     def add(self, y: torch.Tensor) -> None:
         self.dtype = y.dtype
-        y = y.double()
-        total, squares = y.sum(dim=(0, 2, 3)), (y * y).sum(dim=(0, 2, 3))
+        y = y.float()  # exact for bf16; squares of fp32 values summed in float64 lose only their own rounding
+        total = y.sum(dim=(0, 2, 3), dtype=torch.float64)
+        squares = y.square().sum(dim=(0, 2, 3), dtype=torch.float64)
         self.total = total if self.total is None else self.total + total
         self.squares = squares if self.squares is None else self.squares + squares
         self.count += y.shape[0] * y.shape[2] * y.shape[3]
