@@ -68,8 +68,8 @@ def translate(
         str | None,
         typer.Option(
             "--max-memory",
-            help="Memory budget per image, e.g. 1.5G or 800M (default: 60% of the free RAM, or of the GPU's "
-            "free memory).",
+            help="Peak memory while translating an image, e.g. 1.5G or 800M (default: what is in use plus 60% of "
+            "the free RAM, or of the GPU's free memory).",
             show_default=False,
         ),
     ] = None,
