@@ -13,6 +13,9 @@ Rules (docs/usage-translate-compare.md):
   runs each) and the lower median wins. The verdict depends only on the architecture and the
   machine, so it is kept in ``<home>/engine-choices.json`` and measured once per architecture,
   machine and library versions.
+- **Large images**: onnxruntime runs a graph in one pass, so images over the memory budget run
+  tiled on the torch engine when ``auto`` picked onnxruntime (``Engine.tiled``); with
+  ``--engine onnxruntime`` or an ONNX file they run in one pass, and translate says so.
 - **An ONNX file** (``translate --model FILE.onnx``, written by ``cgdistill export``): it holds no
   PyTorch module, so onnxruntime on the CPU is the only engine; ``auto`` picks it, ``--device auto``
   means the CPU, and ``--engine torch`` or another device is refused.
@@ -134,6 +137,9 @@ class Engine:
     name: str
     model: nn.Module
     reason: str
+    # The torch model that runs images too large for one pass when ``model`` cannot tile them
+    # exactly (onnxruntime); ``auto`` keeps its torch candidate for that.
+    tiled: nn.Module | None = None
 
 
 def torch_engine(generator: nn.Module, device: torch.device) -> Engine:
@@ -223,7 +229,8 @@ def choose_engine(generator: nn.Module, device: torch.device, engine: str = "aut
     reason = f"auto: faster at {TIMING_SIDE}x{TIMING_SIDE} on this machine ({timing})"
     if min(ms, key=ms.get) == candidate.name:
         return Engine(candidate.name, candidate.model, f"{reason}; {candidate.reason}")
-    return Engine("onnxruntime fp32", (ort_engine or onnxruntime_engine(generator, device)).model, reason)
+    ort_model = (ort_engine or onnxruntime_engine(generator, device)).model
+    return Engine("onnxruntime fp32", ort_model, f"{reason}; torch for images that need tiles", candidate.model)
 
 
 def device_for_model(path: Path | str, spec: str | None) -> torch.device:

@@ -43,6 +43,7 @@ class TranslateResult:
     written: list[tuple[Path, Path]] = field(default_factory=list)  # (input, output)
     failures: list[tuple[Path, str]] = field(default_factory=list)  # (input, one-sentence reason)
     renamed: list[tuple[Path, Path]] = field(default_factory=list)  # (input, output given another name)
+    notes: list[str] = field(default_factory=list)  # one sentence each, e.g. how large images ran
     seconds: float = 0.0
 
     @property
@@ -78,23 +79,33 @@ def generator_multiple(generator: nn.Module) -> int:
     return int(getattr(generator, "multiple", 4))
 
 
+def padding_to_multiple(
+    height: int, width: int, multiple: int, minimum: int = MIN_SIDE
+) -> tuple[tuple[int, int, int, int], str]:
+    """``(left, right, top, bottom)`` padding to multiples of ``multiple`` (at least ``minimum``) and its mode.
+
+    The padding is split between both sides; "reflect" continues the image naturally so the border of
+    the result looks like the rest; sides too small to reflect fall back to "replicate".
+    """
+    target_h = max(-(-height // multiple) * multiple, -(-minimum // multiple) * multiple)
+    target_w = max(-(-width // multiple) * multiple, -(-minimum // multiple) * multiple)
+    pad_h, pad_w = target_h - height, target_w - width
+    top, left = pad_h // 2, pad_w // 2
+    pads = (left, pad_w - left, top, pad_h - top)
+    mode = "reflect" if max(pads[0], pads[1]) < width and max(pads[2], pads[3]) < height else "replicate"
+    return pads, mode
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int, minimum: int = MIN_SIDE) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad an NCHW batch so both sides are multiples of ``multiple`` (and at least ``minimum``).
 
-    Reflection padding, split between both sides, continues the image naturally so the border of
-    the result looks like the rest; sides too small to reflect fall back to edge replication.
-    Returns the padded batch and the (top, left) offset of the original inside it.
+    Padding as :func:`padding_to_multiple` says. Returns the padded batch and the (top, left) offset
+    of the original inside it.
     """
-    h, w = x.shape[-2:]
-    target_h = max(-(-h // multiple) * multiple, -(-minimum // multiple) * multiple)
-    target_w = max(-(-w // multiple) * multiple, -(-minimum // multiple) * multiple)
-    pad_h, pad_w = target_h - h, target_w - w
-    if pad_h == 0 and pad_w == 0:
+    pads, mode = padding_to_multiple(*x.shape[-2:], multiple, minimum)
+    if not any(pads):
         return x, (0, 0)
-    top, left = pad_h // 2, pad_w // 2
-    pads = (left, pad_w - left, top, pad_h - top)
-    mode = "reflect" if max(pads[0], pads[1]) < w and max(pads[2], pads[3]) < h else "replicate"
-    return F.pad(x, pads, mode=mode), (top, left)
+    return F.pad(x, pads, mode=mode), (pads[2], pads[0])
 
 
 def translate_batch(model: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -262,6 +273,10 @@ def translate_files(
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    tile: str | int = "auto",
+    max_memory: int | None = None,
+    tiled_model: nn.Module | None = None,
+    tile_progress: Callable[[int, int], None] | None = None,
 ) -> TranslateResult:
     """Translate ``files`` into ``output_dir``; failures are collected, never raised.
 
@@ -269,7 +284,14 @@ def translate_files(
 
     Images are grouped into batches of equal size (in input order within each size); a batch runs
     as soon as it is full, and at the end whatever is left runs as smaller batches.
+
+    An image whose one-pass estimate exceeds the memory budget (``max_memory`` bytes for the process,
+    default a share of the free memory) runs tile by tile, exactly (``cgdistill.tiling``); ``tile``
+    is ``auto``, ``off`` or a tile side in pixels; ``tiled_model`` runs tiled images when ``generator``
+    is an engine that cannot tile (onnxruntime); ``tile_progress`` counts one image's tiles.
     """
+    from cgdistill.tiling import TileDecider, parse_tile
+
     if batch_size < 1:
         raise CgdistillError(f"--batch-size must be at least 1, got {batch_size}.")
     if max_side < 0:
@@ -278,6 +300,7 @@ def translate_files(
     outputs, renamed = plan_outputs(files, output_dir, direction)
     result = TranslateResult(renamed=renamed)
     model = prepare_generator(generator, device)
+    tiles = TileDecider(model, device, parse_tile(tile), max_memory, tiled_model)
     workers = workers or default_workers()
     done = 0
     total = len(files)
@@ -295,17 +318,29 @@ def translate_files(
         def run(bucket_key: tuple[int, int]) -> None:
             nonlocal done
             items = buckets.pop(bucket_key)
-            batch = torch.from_numpy(np.stack([item.pixels for item in items]))
-            if device.type == "cuda":
-                batch = batch.pin_memory()
+            plan = tiles.plan(*bucket_key)
             if device.type == "cpu":
                 threads.tick()  # a job that started or ended beside us changes the count here
-            translated = translate_batch(model, batch, device).numpy()
-            for item, pixels in zip(items, translated, strict=True):
-                writes.append((item.index, encoders.submit(_encode, pixels, item.alpha, outputs[item.index])))
-            done += len(items)
-            if progress is not None:
-                progress(done, total)
+            if plan is not None and plan.tiled:
+                for item in items:
+                    pixels = tiles.translate(item.pixels, plan, tile_progress)
+                    writes.append((item.index, encoders.submit(_encode, pixels, item.alpha, outputs[item.index])))
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+                return
+            step = tiles.batches(len(items), plan)
+            for first in range(0, len(items), step):
+                chunk = items[first : first + step]
+                batch = torch.from_numpy(np.stack([item.pixels for item in chunk]))
+                if device.type == "cuda":
+                    batch = batch.pin_memory()
+                translated = translate_batch(model, batch, device).numpy()
+                for item, pixels in zip(chunk, translated, strict=True):
+                    writes.append((item.index, encoders.submit(_encode, pixels, item.alpha, outputs[item.index])))
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
 
         for item in _decoded_in_order(decoders, files, max_side, window=batch_size + 2 * workers):
             if item.error is not None:
@@ -330,6 +365,7 @@ def translate_files(
             else:
                 result.written.append((files[index], outputs[index]))
     result.seconds = time.perf_counter() - start
+    result.notes.extend(tiles.notes)
     order = {path: i for i, path in enumerate(files)}
     result.written.sort(key=lambda pair: order[pair[0]])
     result.failures.sort(key=lambda pair: order[pair[0]])

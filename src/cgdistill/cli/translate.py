@@ -77,6 +77,23 @@ def translate(
         bool, typer.Option("--stats", help="Print each video's flicker (frame-to-frame change the model adds).")
     ] = False,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help=THREADS_HELP, show_default=False)] = None,
+    tile: Annotated[
+        str,
+        typer.Option(
+            "--tile",
+            help="auto (tile, exactly, only images whose one pass would exceed --max-memory), off (one pass) "
+            "or a tile side in pixels.",
+        ),
+    ] = "auto",
+    max_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--max-memory",
+            help="Peak memory while translating an image, e.g. 1.5G or 800M (default: what is in use plus 60% of "
+            "the free RAM, or of the GPU's free memory).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Translate images and videos with a teacher or student generator; writes PNGs of the same size (alpha
     kept) and videos with the same frames, timing and sound."""
@@ -85,9 +102,12 @@ def translate(
     from cgdistill.device import describe
     from cgdistill.engines import check_engine, check_model_engine, device_for_model, engine_for_file
     from cgdistill.runs import resolve_generator
+    from cgdistill.tiling import parse_size, parse_tile
     from cgdistill.video import check_video_options, is_video_file, probe_video
 
     check_engine(engine)
+    tile_choice = parse_tile(tile)
+    budget = parse_size(max_memory) if max_memory is not None else None
     videos = [path for path in inputs if is_video_file(path)]
     inputs = [path for path in inputs if path not in videos]
     if videos:
@@ -125,16 +145,7 @@ def translate(
                     else f"{len(video_failures)} videos failed (listed above)."
                 )
             return
-    with Progress(
-        TextColumn("Translating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-        disable=len(files) < PROGRESS_FROM,
-    ) as bar:
-        task = bar.add_task("translate", total=len(files))
+    with _Bars(len(files)) as bars:
         result = tr.translate_files(
             runner.model,
             files,
@@ -143,8 +154,14 @@ def translate(
             device=target,
             max_side=max_side,
             batch_size=batch_size,
-            progress=lambda done, _total: bar.update(task, completed=done),
+            progress=bars.files,
+            tile=tile_choice,
+            max_memory=budget,
+            tiled_model=runner.tiled,
+            tile_progress=bars.tiles,
         )
+    for line in result.notes:
+        note(line)
     for source, renamed in result.renamed:
         note(f"{renamed.name}: the usual name for {source} would overwrite an input or another output.")
     for _source, reason in result.failures:
@@ -158,3 +175,44 @@ def translate(
     if result.failures or video_failures:
         raise WorkFailed(f"{summary}; {len(result.failures) + len(video_failures)} failed (listed above).")
     show(summary + ".")
+
+
+class _Bars:
+    """A bar for the files (from ``PROGRESS_FROM`` files on) and one for the tiles of a large image."""
+
+    def __init__(self, files: int) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+        )
+        self.started = False
+        self.file_task = self._start("Translating", files) if files >= PROGRESS_FROM else None
+        self.tile_task = None
+
+    def _start(self, description: str, total: int):
+        if not self.started:
+            self.progress.start()
+            self.started = True
+        return self.progress.add_task(description, total=total)
+
+    def files(self, done: int, _total: int) -> None:
+        if self.file_task is not None:
+            self.progress.update(self.file_task, completed=done)
+
+    def tiles(self, done: int, total: int) -> None:
+        if self.tile_task is None:
+            self.tile_task = self._start("Tiles", total)
+        if done == 1:
+            self.progress.reset(self.tile_task, total=total)
+        self.progress.update(self.tile_task, completed=done)
+
+    def __enter__(self) -> _Bars:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.started:
+            self.progress.stop()
