@@ -37,7 +37,7 @@ def test_default_keeps_the_seed_student():
     config = DistillConfig()
     apply_preset(config, teacher_ngf=64)
     assert (config.blocks, config.ngf, config.block) == (3, None, "standard")
-    assert (config.lr, config.echo) == (2e-4, 1)
+    assert (config.lr, config.echo) == (5e-4, 1)
 
 
 def test_flags_given_on_the_command_line_override_the_preset():

@@ -196,7 +196,7 @@ class DistillConfig(TrainConfig):
     preset: str = field(
         default="default",
         metadata=flag(
-            "Student shape and recipe: default (3 blocks, teacher's width), fast (3 blocks, 1/2 width, lr 1e-3, "
+            "Student shape and recipe: default (3 blocks, teacher's width, lr 5e-4), fast (3 blocks, 1/2 width, lr 1e-3, "
             "--echo 2) or fastest (3 blocks, 1/4 width, lr 1e-3, --echo 2); --blocks, --ngf, --block, --lr and "
             "--echo override it.",
             panel=TRAIN, choices=PRESETS,
