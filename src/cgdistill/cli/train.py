@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import os
 import shlex
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -61,7 +62,8 @@ def resume_command(ctx: typer.Context, command: str, run_name: str) -> str:
 def run_training(
     ctx: typer.Context, job: Callable[..., Path], config: TrainConfig, *, resume: bool, command: str
 ) -> None:
-    """Run a training function with the live display, turning Ctrl-C into a resume hint."""
+    """Run a training function with the live display, turning a stop signal (Ctrl-C, TERM, HUP) into
+    a resume hint and the exit status the signal asks for (train/loop.py, ``TrainingInterrupted``)."""
     from cgdistill.cli.progress import RichObserver
     from cgdistill.train.loop import TrainingInterrupted
 
@@ -71,12 +73,13 @@ def run_training(
     except TrainingInterrupted as stop:
         note(
             styled(
-                "Stopped at step {}; the checkpoint is saved. Resume with: [bold]{}[/]",
+                "Stopped by {} at step {}; the checkpoint is saved. Resume with: [bold]{}[/]",
+                signal.Signals(stop.signum).name,
                 stop.step,
                 resume_command(ctx, command, stop.run_dir.name),
             )
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(stop.exit_code) from None
     show(styled("Run [bold]{}[/] is in {}", run_dir.name, run_dir))
 
 

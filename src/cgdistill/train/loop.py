@@ -1,7 +1,8 @@
 """The one training loop that the teacher recipe and the distiller share.
 
 A recipe supplies its models, optimizers, pools and ``train_step``; the loop owns the data order,
-the learning-rate schedule, logging, samples, checkpoints, exact resume, Ctrl-C and the NaN stop.
+the learning-rate schedule, logging, samples, checkpoints, exact resume, stop signals
+(Ctrl-C, SIGTERM, SIGHUP: save and exit), checkpoints by the clock and the NaN stop.
 :func:`fit` is a flat loop over the step index: the epoch, the place in its data order and the lr
 come from the step (train/timeline.py), what follows a step from :func:`_due_after`, and the work
 between steps (resume, log, sample, save) from :class:`_Job`.
@@ -32,17 +33,35 @@ from cgdistill.plots import read_metrics, write_curves
 from cgdistill.runs import METRICS_FILE
 from cgdistill.train.config import TrainConfig
 from cgdistill.train.pool import ImagePool
-from cgdistill.train.runtime import Runtime
+from cgdistill.train.runtime import Runtime, broadcast_from_main
 from cgdistill.train.state import Position, load_state, save_state
 from cgdistill.train.timeline import Timeline
 
 
-class TrainingInterrupted(CgdistillError):
-    """Ctrl-C: the state was saved at ``step``; the CLI says how to resume."""
+RESUMABLE_EXIT = 75
+"""Exit status after SIGTERM or SIGHUP once the checkpoint is saved: ``EX_TEMPFAIL`` of sysexits.h
+("temporary failure, try again later"), for a scheduler to requeue with ``--resume``. A process the
+signal killed before training began (nothing to save) ends as signals do, 143 or 129."""
 
-    def __init__(self, step: int, run_dir: Path) -> None:
-        super().__init__(f"Interrupted at step {step}; the checkpoint in {run_dir} is complete.", exit_code=130)
-        self.step, self.run_dir = step, run_dir
+
+def _signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+class TrainingInterrupted(CgdistillError):
+    """Ctrl-C, SIGTERM or SIGHUP: the state was saved at ``step``; the CLI says how to resume.
+
+    The exit status is 130 for Ctrl-C (the shell's convention) and :data:`RESUMABLE_EXIT` for the
+    signals a scheduler, a container runtime or a closed terminal sends.
+    """
+
+    def __init__(self, step: int, run_dir: Path, signum: int = signal.SIGINT) -> None:
+        code = 130 if signum == signal.SIGINT else RESUMABLE_EXIT
+        super().__init__(
+            f"Stopped by {_signal_name(signum)} at step {step}; the checkpoint in {run_dir} is complete.",
+            exit_code=code,
+        )
+        self.step, self.run_dir, self.signum = step, run_dir, signum
 
 
 class Recipe(ABC):
@@ -146,26 +165,52 @@ def _open_tensorboard(run_dir: Path):
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
+# What asks a run to stop and save: Ctrl-C, the scheduler's or container runtime's SIGTERM, and the
+# SIGHUP of a closed terminal or SSH session.
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class _StopFlag:
-    """First Ctrl-C asks the loop to stop after the current step; a second one stops at once."""
+    """The first stop signal asks the loop to stop after the current step and save.
+
+    A second Ctrl-C stops at once (the last complete checkpoint stays); a repeated TERM or HUP changes
+    nothing, since a scheduler's follow-up is SIGKILL anyway. While a checkpoint is written
+    (:meth:`saving`) every signal waits for it. A signal the process ignored (``nohup``) stays ignored.
+    """
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
+        self.signum: int | None = None
+        self._saving = False
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in _STOP_SIGNALS:
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
+        if self.signum is None:
+            self.signum = signum
+        elif signum == signal.SIGINT and not self._saving:
             raise KeyboardInterrupt
-        self.requested = True
+
+    @contextlib.contextmanager
+    def saving(self) -> Iterator[None]:
+        self._saving = True
+        try:
+            yield
+        finally:
+            self._saving = False
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def build_loader(dataset: UnpairedDataset, config: TrainConfig, runtime: Runtime) -> tuple[DataLoader, EpochSampler]:
@@ -406,6 +451,8 @@ def fit(
     batches = _batches(*build_loader(dataset, config, runtime), timeline.position(start))
     pending = _PendingLosses(run_dir)
     job.begin(start)
+    minutes = config.save_every_minutes
+    saved_at = time.monotonic()
     try:
         with _StopFlag() as stop:
             for step in range(start, total):  # the 0-based index; ``done`` counts steps, as files do
@@ -415,21 +462,28 @@ def fit(
                 pending.add(recipe.train_step(_collate_batch(batch, runtime)))
                 done = step + 1
                 due = _due_after(done, total, config)
-                # Every rank decides alike (a collective follows), so under DDP a rank's own Ctrl-C
-                # waits for the next read, where the ranks agree to stop.
-                if not (due.reads_losses or (stop.requested and not runtime.distributed)):
+                timed = minutes is not None and time.monotonic() - saved_at >= minutes * 60 and done < total
+                # Every rank decides alike (a collective follows), so under DDP a rank's own signal and
+                # clock wait for the next read, where the ranks agree.
+                if not (due.reads_losses or ((stop.requested or timed) and not runtime.distributed)):
                     continue
                 losses, stopping = pending.read(runtime, done, stop.requested)
+                if minutes is not None and runtime.distributed:
+                    timed = broadcast_from_main(timed)  # rank 0's clock decides for all
                 if due.log:
                     job.log(done, losses, evaluate=due.evaluate)
                 if due.sample:
                     job.sample(done)
-                if stopping:
-                    job.checkpoint(done)
-                    raise TrainingInterrupted(done, run_dir)
-                if due.save:
-                    job.checkpoint(done)
-            job.checkpoint(total)
+                saving = stopping or due.save or timed
+                if saving:
+                    with stop.saving():
+                        job.checkpoint(done)
+                    saved_at = time.monotonic()
+                # A signal during that save needs no second one (one process: no ranks to agree with).
+                if stopping or (saving and stop.requested and not runtime.distributed):
+                    raise TrainingInterrupted(done, run_dir, stop.signum or signal.SIGINT)
+            with stop.saving():
+                job.checkpoint(total)
     finally:
         job.end()
     return timeline.position(total)
