@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import torch
@@ -36,7 +37,6 @@ from cgdistill.train.pool import ImagePool
 from cgdistill.train.runtime import Runtime, broadcast_from_main
 from cgdistill.train.state import Position, load_state, save_state
 from cgdistill.train.timeline import Timeline
-
 
 RESUMABLE_EXIT = 75
 """Exit status after SIGTERM or SIGHUP once the checkpoint is saved: ``EX_TEMPFAIL`` of sysexits.h
@@ -174,8 +174,9 @@ class _StopFlag:
     """The first stop signal asks the loop to stop after the current step and save.
 
     A second Ctrl-C stops at once (the last complete checkpoint stays); a repeated TERM or HUP changes
-    nothing, since a scheduler's follow-up is SIGKILL anyway. While a checkpoint is written
-    (:meth:`saving`) every signal waits for it. A signal the process ignored (``nohup``) stays ignored.
+    nothing, since a scheduler's follow-up is SIGKILL anyway, and after a stop by either they stay
+    ignored until the process exits. While a checkpoint is written (:meth:`saving`) every signal waits
+    for it. A signal the process ignored (``nohup``) stays ignored.
     """
 
     def __init__(self) -> None:
@@ -210,7 +211,10 @@ class _StopFlag:
 
     def __exit__(self, *exc) -> None:
         for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
+            # After a TERM or HUP the process is on its way out with a complete checkpoint: a repeat
+            # (schedulers resend) must not turn its exit status into "killed".
+            stopping = self.signum not in (None, signal.SIGINT) and signum != signal.SIGINT
+            signal.signal(signum, signal.SIG_IGN if stopping else previous)
 
 
 def build_loader(dataset: UnpairedDataset, config: TrainConfig, runtime: Runtime) -> tuple[DataLoader, EpochSampler]:
@@ -452,7 +456,7 @@ def fit(
     pending = _PendingLosses(run_dir)
     job.begin(start)
     minutes = config.save_every_minutes
-    saved_at = time.monotonic()
+    saved_at = monotonic()
     try:
         with _StopFlag() as stop:
             for step in range(start, total):  # the 0-based index; ``done`` counts steps, as files do
@@ -462,7 +466,7 @@ def fit(
                 pending.add(recipe.train_step(_collate_batch(batch, runtime)))
                 done = step + 1
                 due = _due_after(done, total, config)
-                timed = minutes is not None and time.monotonic() - saved_at >= minutes * 60 and done < total
+                timed = minutes is not None and monotonic() - saved_at >= minutes * 60 and done < total
                 # Every rank decides alike (a collective follows), so under DDP a rank's own signal and
                 # clock wait for the next read, where the ranks agree.
                 if not (due.reads_losses or ((stop.requested or timed) and not runtime.distributed)):
@@ -478,7 +482,7 @@ def fit(
                 if saving:
                     with stop.saving():
                         job.checkpoint(done)
-                    saved_at = time.monotonic()
+                    saved_at = monotonic()
                 # A signal during that save needs no second one (one process: no ranks to agree with).
                 if stopping or (saving and stop.requested and not runtime.distributed):
                     raise TrainingInterrupted(done, run_dir, stop.signum or signal.SIGINT)
