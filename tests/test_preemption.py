@@ -5,13 +5,9 @@ one ends; ``--save-every-minutes`` checkpoints by the clock."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,33 +15,10 @@ import torch
 from cgdistill.train import loop
 from cgdistill.train.config import TeacherConfig
 from cgdistill.train.teacher import train_teacher
+from cli_processes import latest_step, launch, wait_for_step
 from teacher_runs import weights
 
-# Tiny teacher runs that checkpoint after every step, so that a signal often lands inside a save.
-FLAGS = ["--data", "toy", "--image-size", "24", "--load-size", "28", "--blocks", "1", "--ngf", "4", "--ndf", "4",
-         "--pool-size", "2", "--seed", "3", "--device", "cpu", "--log-every", "1", "--save-every", "1",
-         "--sample-every", "5"]  # fmt: skip
 STEPS = 20
-
-
-def launch(home: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "CGDISTILL_HOME": str(home), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "cgdistill", "train-teacher", *FLAGS, *args]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def logged_steps(run: Path) -> int:
-    """The last step in metrics.jsonl (0 before the first line)."""
-    path = run / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return json.loads(lines[-1])["step"] if lines else 0
-
-
-def wait_for_step(process: subprocess.Popen, run: Path, step: int, timeout: float = 120) -> None:
-    """Until the process has logged ``step`` (its signal handlers are in place then) or ended."""
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None and logged_steps(run) < step:
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
@@ -73,7 +46,7 @@ def test_signals_at_random_moments_then_resume_end_bit_exactly_where_a_straight_
     run, stops, resume = home / "runs" / "split", [], []
     for _ in range(20):  # each round: start or resume, signal at a random moment (one or two signals)
         process = launch(home, "--name", "split", "--max-steps", str(STEPS), *resume)
-        done_before = json.loads((run / "state" / "latest.json").read_text())["step"] if resume else 0
+        done_before = latest_step(run) if resume else 0
         wait_for_step(process, run, done_before + 1)
         time.sleep(rng.uniform(0, 1.5))
         process.send_signal(rng.choice([signal.SIGTERM, signal.SIGHUP]))
@@ -82,7 +55,7 @@ def test_signals_at_random_moments_then_resume_end_bit_exactly_where_a_straight_
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=120)
-        latest = json.loads((run / "state" / "latest.json").read_text())["step"]
+        latest = latest_step(run)
         if process.returncode != loop.RESUMABLE_EXIT:
             # A signal after the last step's save found the run complete (the default action ends it).
             assert process.returncode == 0 or latest == STEPS, f"seed {seed}: {err}"

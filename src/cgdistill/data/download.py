@@ -34,6 +34,7 @@ from cgdistill.data.registry import (
 )
 from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.fsutil import fsync_dir, not_a_file_reason
+from cgdistill.runlock import hold_run
 
 if TYPE_CHECKING:
     from cgdistill.official import ImportedGenerator
@@ -470,6 +471,22 @@ def download_pretrained(
     """
     check_name(name)
     run_dir = paths.run_path(run_name if run_name is not None else name)
+    # One writer per run (runlock.py): held from the first check to the end of the replacement.
+    with hold_run(run_dir):
+        return _download_pretrained(name, run_dir, from_file, url, direction, force, progress, retries, key)
+
+
+def _download_pretrained(
+    name: str,
+    run_dir: Path,
+    from_file: Path | str | None,
+    url: str | None,
+    direction: str | None,
+    force: bool,
+    progress: bool,
+    retries: int,
+    key: str | None,
+) -> PretrainedResult:
     _set_aside(run_dir, force, move=False)  # refuse before downloading anything
     if url and from_file:
         raise CgdistillError("Pass either --url or --from-file, not both.")
