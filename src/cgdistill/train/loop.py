@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from cgdistill.data.unpaired import EpochSampler, UnpairedDataset
 from cgdistill.errors import CgdistillError, WorkFailed
+from cgdistill.fsutil import NoSpace, atomic_path, atomic_write_text, storage_errors
 from cgdistill.nets import evaluating
 from cgdistill.plots import read_metrics, write_curves
 from cgdistill.runs import METRICS_FILE
@@ -130,8 +131,15 @@ def _collate_batch(batch: dict, runtime: Runtime) -> dict[str, torch.Tensor]:
 
 
 def _write_metrics(run_dir: Path, record: dict) -> None:
-    with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    path = run_dir / METRICS_FILE
+    with storage_errors(path), open(path, "a", encoding="utf-8") as handle:
+        size = handle.tell()
+        try:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+        except OSError:
+            handle.truncate(size)  # no half line for the next reader (best effort: the disk is full)
+            raise
 
 
 def _truncate_metrics(run_dir: Path, step: int) -> None:
@@ -141,13 +149,11 @@ def _truncate_metrics(run_dir: Path, step: int) -> None:
     if not path.is_file():
         return
     kept = [record for record in read_metrics(path) if record.get("step", 0) <= step]
-    path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
 
 
 def _save_samples(rows: list[list[torch.Tensor]], path: Path) -> None:
     from torchvision.utils import save_image
-
-    from cgdistill.fsutil import atomic_path
 
     images = [img.detach().float().cpu() for row in rows for img in row]
     grid = torch.stack(images).add(1).div(2).clamp(0, 1)
@@ -488,6 +494,10 @@ def fit(
                     raise TrainingInterrupted(done, run_dir, stop.signum or signal.SIGINT)
             with stop.saving():
                 job.checkpoint(total)
+    except NoSpace as full:
+        raise full.then(
+            f"the last complete checkpoint in {run_dir} is kept: free some space and continue with --resume"
+        ) from None
     finally:
         job.end()
     return timeline.position(total)
