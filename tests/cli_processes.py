@@ -15,11 +15,16 @@ FLAGS = ["--data", "toy", "--image-size", "24", "--load-size", "28", "--blocks",
          "--sample-every", "5"]  # fmt: skip
 
 
-def launch(home: Path, *args: str) -> subprocess.Popen:
-    """``cgdistill train-teacher FLAGS ARGS`` in its own process, with the test's home, one thread."""
+def cgdistill(home: Path, *args: str) -> subprocess.Popen:
+    """``cgdistill ARGS`` in its own process, with the test's home and one thread."""
     env = {**os.environ, "CGDISTILL_HOME": str(home), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "cgdistill", "train-teacher", *FLAGS, *args]
+    command = [sys.executable, "-m", "cgdistill", *args]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def launch(home: Path, *args: str) -> subprocess.Popen:
+    """``cgdistill train-teacher FLAGS ARGS`` in its own process."""
+    return cgdistill(home, "train-teacher", *FLAGS, *args)
 
 
 def logged_steps(run: Path) -> int:

@@ -3,6 +3,7 @@ one sentence naming the holder; a lock left by a killed process is taken over; r
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from cgdistill.runlock import hold_run, lock_path, lock_run
 from cgdistill.train.config import DistillConfig, TeacherConfig
 from cgdistill.train.distill import distill
 from cgdistill.train.teacher import train_teacher
-from cli_processes import launch, logged_steps, wait_for_step
+from cli_processes import cgdistill, launch, logged_steps, wait_for_step
 
 REFUSAL = "is being written by process"
 
@@ -92,6 +93,36 @@ def test_a_distillation_into_a_held_run_is_refused(toy, home):
                            load_size=28, max_steps=1, device="cpu")  # fmt: skip
     with hold_run(paths.run_path("st")), pytest.raises(CgdistillError, match=f"Run 'st' {REFUSAL}"):
         distill(config)
+
+
+def test_two_distillations_of_one_name_started_together_one_runs_the_other_is_refused(toy, home):
+    tiny_teacher("teacher")
+    flags = ["distill", "--teacher", "teacher", "--direction", "A2B", "--data", "toy", "--name", "st", "--blocks", "1",
+             "--image-size", "24", "--load-size", "28", "--max-steps", "100000", "--device", "cpu",
+             "--log-every", "1", "--eval-every", "1000", "--sample-every", "1000"]  # fmt: skip
+    first, second = cgdistill(home, *flags), cgdistill(home, *flags)
+    deadline = time.time() + 120
+    while time.time() < deadline and first.poll() is None and second.poll() is None:
+        time.sleep(0.05)
+    refused, running = (first, second) if first.poll() is not None else (second, first)
+    _, err = refused.communicate(timeout=60)
+    assert refused.returncode == 2, err
+    assert f"Run 'st' {REFUSAL} {running.pid}" in squash(err)
+    wait_for_step(running, home / "runs" / "st", 1)
+    running.send_signal(signal.SIGTERM)
+    running.communicate(timeout=120)
+    assert running.returncode == 75
+
+
+def test_a_lock_that_cannot_be_created_says_where_and_what_to_do(home, monkeypatch):
+    from cgdistill import runlock
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(runlock, "open", refuse, raising=False)
+    with pytest.raises(CgdistillError, match=r"Cannot create the run lock .*\.x\.lock \(Permission denied\); make"):
+        lock_run(paths.run_path("x"))
 
 
 def test_an_import_into_a_held_run_is_refused(toy, home, tmp_path):

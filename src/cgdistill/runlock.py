@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cgdistill.errors import CgdistillError
+from cgdistill.fsutil import NoSpace, storage_errors
 
 try:
     import fcntl
@@ -83,14 +84,27 @@ class RunLock:
         self.handle = None
 
 
+def _open(path: Path):
+    try:
+        with storage_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the life of the lock
+    except NoSpace:
+        raise
+    except OSError as exc:
+        raise CgdistillError(
+            f"Cannot create the run lock {path} ({exc.strerror or exc}); make {path.parent} writable or pass "
+            "another --home."
+        ) from None
+
+
 def lock_run(run_dir: Path) -> RunLock:
     """Take run ``run_dir``'s lock, or refuse in one sentence that names the holder and what to do."""
     path = lock_path(run_dir)
     if fcntl is None:
         return RunLock(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the life of the lock
+        handle = _open(path)
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

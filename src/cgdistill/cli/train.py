@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import os
 import shlex
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -65,7 +64,7 @@ def run_training(
     """Run a training function with the live display, turning a stop signal (Ctrl-C, TERM, HUP) into
     a resume hint and the exit status the signal asks for (train/loop.py, ``TrainingInterrupted``)."""
     from cgdistill.cli.progress import RichObserver
-    from cgdistill.train.loop import TrainingInterrupted
+    from cgdistill.train.loop import TrainingInterrupted, signal_name
 
     observer = RichObserver()
     try:
@@ -74,7 +73,7 @@ def run_training(
         note(
             styled(
                 "Stopped by {} at step {}; the checkpoint is saved. Resume with: [bold]{}[/]",
-                signal.Signals(stop.signum).name,
+                signal_name(stop.signum),
                 stop.step,
                 resume_command(ctx, command, stop.run_dir.name),
             )

@@ -45,8 +45,9 @@ RESUMABLE_EXIT = 75
 signal killed before training began (nothing to save) ends as signals do, 143 or 129."""
 
 
-def _signal_name(signum: int) -> str:
-    return signal.Signals(signum).name
+def signal_name(signum: int | None) -> str:
+    """``SIGTERM``; for a stop that another rank received (the signal is not shared), "another rank's signal"."""
+    return signal.Signals(signum).name if signum is not None else "another rank's signal"
 
 
 class TrainingInterrupted(CgdistillError):
@@ -56,10 +57,10 @@ class TrainingInterrupted(CgdistillError):
     signals a scheduler, a container runtime or a closed terminal sends.
     """
 
-    def __init__(self, step: int, run_dir: Path, signum: int = signal.SIGINT) -> None:
+    def __init__(self, step: int, run_dir: Path, signum: int | None = signal.SIGINT) -> None:
         code = 130 if signum == signal.SIGINT else RESUMABLE_EXIT
         super().__init__(
-            f"Stopped by {_signal_name(signum)} at step {step}; the checkpoint in {run_dir} is complete.",
+            f"Stopped by {signal_name(signum)} at step {step}; the checkpoint in {run_dir} is complete.",
             exit_code=code,
         )
         self.step, self.run_dir, self.signum = step, run_dir, signum
@@ -180,13 +181,15 @@ class _StopFlag:
     """The first stop signal asks the loop to stop after the current step and save.
 
     A second Ctrl-C stops at once (the last complete checkpoint stays); a repeated TERM or HUP changes
-    nothing, since a scheduler's follow-up is SIGKILL anyway, and after a stop by either they stay
-    ignored until the process exits. While a checkpoint is written (:meth:`saving`) every signal waits
+    nothing, since a scheduler's follow-up is SIGKILL anyway, and after a stop by either (or, under
+    DDP, by another rank's signal: torchrun then TERMs the ranks still running) they stay ignored
+    until the process exits. While a checkpoint is written (:meth:`saving`) every signal waits
     for it. A signal the process ignored (``nohup``) stays ignored.
     """
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.stopped = False  # the loop stops for a signal (this process's or, under DDP, another rank's)
         self._saving = False
         self._previous: dict[int, Any] = {}
 
@@ -219,7 +222,7 @@ class _StopFlag:
         for signum, previous in self._previous.items():
             # After a TERM or HUP the process is on its way out with a complete checkpoint: a repeat
             # (schedulers resend) must not turn its exit status into "killed".
-            stopping = self.signum not in (None, signal.SIGINT) and signum != signal.SIGINT
+            stopping = self.stopped and self.signum != signal.SIGINT and signum != signal.SIGINT
             signal.signal(signum, signal.SIG_IGN if stopping else previous)
 
 
@@ -491,7 +494,8 @@ def fit(
                     saved_at = monotonic()
                 # A signal during that save needs no second one (one process: no ranks to agree with).
                 if stopping or (saving and stop.requested and not runtime.distributed):
-                    raise TrainingInterrupted(done, run_dir, stop.signum or signal.SIGINT)
+                    stop.stopped = True
+                    raise TrainingInterrupted(done, run_dir, stop.signum)
             with stop.saving():
                 job.checkpoint(total)
     except NoSpace as full:
