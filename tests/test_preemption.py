@@ -36,6 +36,18 @@ def test_a_stop_signal_saves_a_checkpoint_says_how_to_resume_and_exits_75(toy, h
     assert not [p for p in (run / "state").iterdir() if p.name.startswith(".tmp")]
 
 
+def test_a_hangup_after_the_terminal_is_gone_still_saves_and_exits_75(toy, home):
+    process = launch(home, "--name", "hup", "--max-steps", "100000", "--save-every", "100000")
+    run = home / "runs" / "hup"
+    wait_for_step(process, run, 2)
+    process.stdout.close()  # writing to a hung-up terminal fails, as writing to a closed pipe does
+    process.stderr.close()
+    time.sleep(0.5)  # the display writes into the closed pipe at least once
+    process.send_signal(signal.SIGHUP)
+    assert process.wait(timeout=120) == 75
+    assert latest_step(run) >= 2
+
+
 def test_signals_at_random_moments_then_resume_end_bit_exactly_where_a_straight_run_ends(toy, home):
     straight = launch(home, "--name", "straight", "--max-steps", str(STEPS))
     _, err = straight.communicate(timeout=300)

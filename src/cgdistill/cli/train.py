@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from cgdistill.cli.app import app, note, show, styled
+from cgdistill.cli.app import app, note, show, styled, terminal_may_be_gone
 from cgdistill.train.config import DistillConfig, TeacherConfig, TrainConfig
 from cgdistill.train.flags import PANELS, RUN, FlagSpec, flag_specs
 
@@ -70,16 +70,18 @@ def run_training(
     try:
         run_dir = job(config, resume=resume, observer=observer, given=given_flags(ctx))
     except TrainingInterrupted as stop:
-        note(
-            styled(
-                "Stopped by {} at step {}; the checkpoint is saved. Resume with: [bold]{}[/]",
-                signal_name(stop.signum),
-                stop.step,
-                resume_command(ctx, command, stop.run_dir.name),
+        with terminal_may_be_gone():
+            note(
+                styled(
+                    "Stopped by {} at step {}; the checkpoint is saved. Resume with: [bold]{}[/]",
+                    signal_name(stop.signum),
+                    stop.step,
+                    resume_command(ctx, command, stop.run_dir.name),
+                )
             )
-        )
         raise typer.Exit(stop.exit_code) from None
-    show(styled("Run [bold]{}[/] is in {}", run_dir.name, run_dir))
+    with terminal_may_be_gone():
+        show(styled("Run [bold]{}[/] is in {}", run_dir.name, run_dir))
 
 
 def option(spec: FlagSpec) -> inspect.Parameter:
