@@ -224,3 +224,23 @@ def test_an_archive_that_cannot_fit_is_refused_before_extracting(tmp_path, monke
     with pytest.raises(NoSpace, match=r"Extracting .*d.zip needs 100.0 kB"):
         extract.extract_dataset(archive, target)
     assert not target.exists() and list((tmp_path / "datasets").iterdir()) == []
+
+
+def test_a_full_disk_while_generating_the_toy_dataset_leaves_no_half_dataset(home, monkeypatch):
+    from cgdistill import paths
+    from cgdistill.data import toy
+
+    calls = {"n": 0}
+    real_save = Image.Image.save
+
+    def save(self, fp, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise enospc(fp)
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    target = paths.dataset_path("toy")
+    with pytest.raises(NoSpace, match=f"Cannot write {target}: no space is left"):
+        toy.make_toy_dataset(target, size=16, n_train=4, n_test=1)
+    assert list(target.parent.iterdir()) == []
