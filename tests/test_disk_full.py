@@ -95,7 +95,18 @@ def test_a_full_disk_while_writing_a_model_file_keeps_the_previous_file(toy, hom
     assert leftovers(run) == []
     after = weights(run)
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("G_B2A"))
-    assert json.loads((run / "state" / "latest.json").read_text())["step"] == 2
+
+
+def test_a_full_disk_at_the_first_checkpoint_leaves_a_run_the_same_command_starts_again(toy, home, monkeypatch):
+    def save_file(tensors, path):
+        raise enospc(path)
+
+    real_save = state.save_file
+    monkeypatch.setattr(state, "save_file", save_file)
+    with pytest.raises(NoSpace, match="no checkpoint was complete yet: free some space and run the same command"):
+        train_teacher(tiny())
+    monkeypatch.setattr(state, "save_file", real_save)
+    assert json.loads((train_teacher(tiny()) / "state" / "latest.json").read_text())["step"] == 6
 
 
 def test_read_only_media_say_so_and_name_the_file(toy, home, fail_write_bytes):

@@ -36,7 +36,7 @@ from cgdistill.runs import METRICS_FILE
 from cgdistill.train.config import TrainConfig
 from cgdistill.train.pool import ImagePool
 from cgdistill.train.runtime import Runtime, broadcast_from_main
-from cgdistill.train.state import Position, load_state, save_state
+from cgdistill.train.state import Position, latest_checkpoint, load_state, save_state
 from cgdistill.train.timeline import Timeline
 
 RESUMABLE_EXIT = 75
@@ -410,9 +410,13 @@ class _Job:
             _save_samples(rows, self.run_dir / "samples" / f"step_{step:07d}.png")
 
     def checkpoint(self, step: int) -> None:
-        """The model files and the training state after ``step`` steps, then the curves."""
+        """The training state after ``step`` steps, then the model files and the curves.
+
+        The state first: when the disk fills up during the first checkpoint, the run then holds no
+        model file either, and the same command starts it again (a model file alone would make it a
+        run that exists but cannot be resumed).
+        """
         if self.main:
-            self.recipe.export(self.run_dir, step)
             save_state(
                 self.run_dir,
                 self.timeline.position(step),
@@ -422,6 +426,7 @@ class _Job:
                 scalers=self.scalers,
                 extra=self.recipe.state_extra(),
             )
+            self.recipe.export(self.run_dir, step)
             write_curves(self.run_dir)
             if self.on_checkpoint:
                 self.on_checkpoint(step)
@@ -499,6 +504,8 @@ def fit(
             with stop.saving():
                 job.checkpoint(total)
     except NoSpace as full:
+        if latest_checkpoint(run_dir) is None:
+            raise full.then("no checkpoint was complete yet: free some space and run the same command again") from None
         raise full.then(
             f"the last complete checkpoint in {run_dir} is kept: free some space and continue with --resume"
         ) from None
