@@ -109,9 +109,10 @@ def test_two_distillations_of_one_name_started_together_one_runs_the_other_is_re
     assert refused.returncode == 2, err
     assert f"Run 'st' {REFUSAL} {running.pid}" in squash(err)
     wait_for_step(running, home / "runs" / "st", 1)
-    running.send_signal(signal.SIGTERM)
+    if running.poll() is None:  # the distiller's schedule on 6 images may end first
+        running.send_signal(signal.SIGTERM)
     running.communicate(timeout=120)
-    assert running.returncode == 75
+    assert running.returncode in (0, 75)
 
 
 def test_a_lock_that_cannot_be_created_says_where_and_what_to_do(home, monkeypatch):
