@@ -154,3 +154,46 @@ def test_ddp_distills_a_narrower_student_without_the_feature_loss(toy, home):
     result = launch(home, "-m", "cgdistill", "distill", *flags)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "DDP x2" in result.stderr and (home / "runs" / "s" / "G.safetensors").is_file()
+
+
+def test_a_held_run_is_refused_by_every_rank_without_hanging(toy, home):
+    from cgdistill import paths
+    from cgdistill.runlock import hold_run
+
+    with hold_run(paths.run_path("held")):
+        result = torchrun(home, "--name", "held", "--max-steps", "1")
+    assert result.returncode != 0
+    text = " ".join(result.stderr.split())
+    assert f"Error: Run 'held' is being written by process {os.getpid()}" in text
+    assert "Error (rank 1): Run 'held' is being written by another process" in text
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_one_saved_step(toy, home):
+    """Rank 1 alone gets the signal; rank 0 learns of it at the next logged step and saves that step."""
+    import signal
+    import time
+
+    from cli_processes import latest_step, logged_steps
+
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in SETTINGS.items() if key != "log_every"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), "-m", "cgdistill", "train-teacher", *flags, "--log-every", "3",
+               "--name", "term", "--max-steps", "100000", "--data", "toy", "--device", "cpu", "--no-amp"]  # fmt: skip
+    env = {**os.environ, "CGDISTILL_HOME": str(home), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    agent = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = home / "runs" / "term"
+    deadline = time.time() + 180
+    while time.time() < deadline and agent.poll() is None and logged_steps(run) < 3:
+        time.sleep(0.05)
+    children = Path(f"/proc/{agent.pid}/task/{agent.pid}/children").read_text().split()
+    rank1 = next(pid for pid in children if b"RANK=1\0" in Path(f"/proc/{pid}/environ").read_bytes())
+    os.kill(int(rank1), signal.SIGTERM)
+    _, err = agent.communicate(timeout=180)
+    text = " ".join(err.split())
+    step = latest_step(run)
+    # Said by rank 0, which got no signal itself; it saved the step the ranks agreed on.
+    assert f"Stopped by another rank's signal at step {step}" in text, err[-3000:]
+    assert step >= 3
+    resumed = torchrun(home, "--name", "term", "--resume", "--max-steps", str(step + 1))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming term at step {step}" in resumed.stderr

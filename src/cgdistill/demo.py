@@ -169,7 +169,7 @@ def prepare_output(output: Path) -> bool:
                 child.unlink()
         replaced = True
     output.mkdir(parents=True, exist_ok=True)
-    (output / MARKER_FILE).write_text("Made by `cgdistill demo`; a later demo replaces this folder.\n")
+    atomic_write_text(output / MARKER_FILE, "Made by `cgdistill demo`; a later demo replaces this folder.\n")
     return replaced
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -27,10 +29,30 @@ app = typer.Typer(
 # Under torchrun rank 0 speaks for the job; the other ranks print only their errors.
 _RANK = int(os.environ.get("RANK", "0") or 0)
 
+
+def _stdio_to_devnull() -> None:
+    """Point standard output and error at /dev/null once their reader is gone, so that later writes,
+    and Python's flush at exit (which would turn the exit status into 120), succeed."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+
+
+class _Console(Console):
+    """rich's console ends the process (exit 1) when its pipe is closed; ours goes quiet instead, so
+    that a training run whose terminal or SSH session is gone still saves and exits with its status."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        _stdio_to_devnull()
+
+
 # Results go to stdout; progress, notes and errors to stderr (so `--json` output stays clean).
 # No emoji codes: a path such as `a:cat:b.png` is printed as written.
-console = Console(highlight=False, emoji=False, quiet=_RANK > 0)
-err_console = Console(stderr=True, highlight=False, emoji=False, quiet=_RANK > 0)
+console = _Console(highlight=False, emoji=False, quiet=_RANK > 0)
+err_console = _Console(stderr=True, highlight=False, emoji=False, quiet=_RANK > 0)
 
 _debug = {"on": False}
 
@@ -97,6 +119,17 @@ def show(message: str | Text, *, stderr: bool = False) -> None:
 def note(message: str | Text) -> None:
     """A line for the user that is not the command's result (goes to stderr)."""
     show(message, stderr=True)
+
+
+@contextlib.contextmanager
+def terminal_may_be_gone() -> Iterator[None]:
+    """Around output while training: after SIGHUP a terminal that is gone fails writes with EIO; the
+    work goes on (and saves) without a display, and the consoles go quiet."""
+    try:
+        yield
+    except OSError:
+        console.quiet = err_console.quiet = True
+        _stdio_to_devnull()
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.status import Status
 from rich.text import Text
 
-from cgdistill.cli.app import err_console, note, styled
+from cgdistill.cli.app import err_console, note, styled, terminal_may_be_gone
 from cgdistill.demo import DemoObserver
 from cgdistill.train.loop import Observer, StepReport
 
@@ -40,7 +40,8 @@ class RichObserver(Observer):
             TextColumn("{task.fields[where]}"),
             console=err_console,
         )
-        self.progress.start()
+        with terminal_may_be_gone():
+            self.progress.start()
         self.task = self.progress.add_task(
             "train", total=total_steps, completed=initial_step, speed="", where="", losses=None
         )
@@ -55,6 +56,10 @@ class RichObserver(Observer):
         for name, value in report.metrics.items():
             losses.append(f"{name} ", style="dim")
             losses.append(f"{value:.2f}  ", style="bold green")
+        with terminal_may_be_gone():
+            self._update(report, losses)
+
+    def _update(self, report: StepReport, losses: Text) -> None:
         self.progress.update(
             self.task,
             completed=report.step,
@@ -66,11 +71,13 @@ class RichObserver(Observer):
 
     def message(self, text: str) -> None:
         console = self.progress.console if self.progress is not None else err_console
-        console.print(text, soft_wrap=True, markup=False)  # library text is plain, never markup
+        with terminal_may_be_gone():
+            console.print(text, soft_wrap=True, markup=False)  # library text is plain, never markup
 
     def finish(self) -> None:
         if self.progress is not None:
-            self.progress.stop()
+            with terminal_may_be_gone():
+                self.progress.stop()
             self.progress = None
 
 

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from cgdistill.cli.app import app, note, show, styled
+from cgdistill.cli.app import app, note, show, styled, terminal_may_be_gone
 from cgdistill.train.config import DistillConfig, TeacherConfig, TrainConfig
 from cgdistill.train.flags import PANELS, RUN, FlagSpec, flag_specs
 
@@ -61,23 +61,27 @@ def resume_command(ctx: typer.Context, command: str, run_name: str) -> str:
 def run_training(
     ctx: typer.Context, job: Callable[..., Path], config: TrainConfig, *, resume: bool, command: str
 ) -> None:
-    """Run a training function with the live display, turning Ctrl-C into a resume hint."""
+    """Run a training function with the live display, turning a stop signal (Ctrl-C, TERM, HUP) into
+    a resume hint and the exit status the signal asks for (train/loop.py, ``TrainingInterrupted``)."""
     from cgdistill.cli.progress import RichObserver
-    from cgdistill.train.loop import TrainingInterrupted
+    from cgdistill.train.loop import TrainingInterrupted, signal_name
 
     observer = RichObserver()
     try:
         run_dir = job(config, resume=resume, observer=observer, given=given_flags(ctx))
     except TrainingInterrupted as stop:
-        note(
-            styled(
-                "Stopped at step {}; the checkpoint is saved. Resume with: [bold]{}[/]",
-                stop.step,
-                resume_command(ctx, command, stop.run_dir.name),
+        with terminal_may_be_gone():
+            note(
+                styled(
+                    "Stopped by {} at step {}; the checkpoint is saved. Resume with: [bold]{}[/]",
+                    signal_name(stop.signum),
+                    stop.step,
+                    resume_command(ctx, command, stop.run_dir.name),
+                )
             )
-        )
-        raise typer.Exit(130) from None
-    show(styled("Run [bold]{}[/] is in {}", run_dir.name, run_dir))
+        raise typer.Exit(stop.exit_code) from None
+    with terminal_may_be_gone():
+        show(styled("Run [bold]{}[/] is in {}", run_dir.name, run_dir))
 
 
 def option(spec: FlagSpec) -> inspect.Parameter:

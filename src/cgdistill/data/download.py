@@ -33,7 +33,8 @@ from cgdistill.data.registry import (
     get_pretrained,
 )
 from cgdistill.errors import CgdistillError, WorkFailed
-from cgdistill.fsutil import fsync_dir, not_a_file_reason
+from cgdistill.fsutil import NoSpace, fsync_dir, not_a_file_reason, require_free_space, storage_errno, storage_errors
+from cgdistill.runlock import hold_run
 
 if TYPE_CHECKING:
     from cgdistill.official import ImportedGenerator
@@ -154,15 +155,20 @@ def _attempt(url: str, part: Path, expected_size: int | None, timeout: float, ba
                 f"{url} announced {total:,} bytes but {expected_size:,} were expected; "
                 "the file on the server changed or the URL is wrong."
             )
-        bar.start(total if total is not None else expected_size, offset)
+        size = total if total is not None else expected_size
+        if size is not None:
+            require_free_space(part.parent, size - offset, f"Downloading {url}")
+        bar.start(size, offset)
         received = offset
-        with open(part, mode) as handle:
+        with _no_space_keeps(part), open(part, mode) as handle:
             try:
                 while chunk := response.read(_CHUNK):
                     handle.write(chunk)
                     received += len(chunk)
                     bar.update(received)
             except (OSError, http.client.HTTPException) as exc:
+                if storage_errno(exc) is not None:
+                    raise  # the disk, not the connection: retrying cannot help
                 raise _Transient(
                     f"connection lost after {received:,} bytes ({exc or type(exc).__name__})",
                     progressed=received > offset,
@@ -177,6 +183,20 @@ def _attempt(url: str, part: Path, expected_size: int | None, timeout: float, ba
         part.unlink()
         raise WorkFailed(f"{url} sent {received:,} bytes but announced {total:,}; try again later.")
     return received
+
+
+@contextlib.contextmanager
+def _no_space_keeps(part: Path) -> Iterator[None]:
+    """A full disk during a download: one sentence; the bytes received stay for the next run to resume."""
+    try:
+        with storage_errors(part):
+            yield
+    except NoSpace as full:
+        kept = part.stat().st_size if part.exists() else 0
+        raise full.then(
+            f"the {kept:,} bytes received are kept in {part}: free some space and run the same command again "
+            "to resume (or delete that file to give the space back)"
+        ) from None
 
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
@@ -470,6 +490,22 @@ def download_pretrained(
     """
     check_name(name)
     run_dir = paths.run_path(run_name if run_name is not None else name)
+    # One writer per run (runlock.py): held from the first check to the end of the replacement.
+    with hold_run(run_dir):
+        return _download_pretrained(name, run_dir, from_file, url, direction, force, progress, retries, key)
+
+
+def _download_pretrained(
+    name: str,
+    run_dir: Path,
+    from_file: Path | str | None,
+    url: str | None,
+    direction: str | None,
+    force: bool,
+    progress: bool,
+    retries: int,
+    key: str | None,
+) -> PretrainedResult:
     _set_aside(run_dir, force, move=False)  # refuse before downloading anything
     if url and from_file:
         raise CgdistillError("Pass either --url or --from-file, not both.")

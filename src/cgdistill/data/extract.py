@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cgdistill.data.registry import SPLITS, TRAIN_SPLITS
 from cgdistill.errors import CgdistillError
-from cgdistill.fsutil import fsync_dir
+from cgdistill.fsutil import fsync_dir, require_free_space, storage_errors
 
 _STAGING_SUFFIXES = (".extracting", ".building", ".old")  # .building: the toy generator's
 
@@ -86,9 +86,12 @@ def extract_dataset(
 
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(target)
+        # The whole archive lands beside the target before the swap: refuse at once what cannot fit.
+        require_free_space(target.parent, sum(info.file_size for info in archive.infolist()), f"Extracting {zip_path}")
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".extracting", dir=target.parent))
         try:
-            archive.extractall(staging)
+            with storage_errors(staging):
+                archive.extractall(staging)
             root = find_dataset_root(staging, required)
             if root is None:
                 raise CgdistillError(

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cgdistill.fsutil import fsync_dir
+from cgdistill.fsutil import fsync_dir, storage_errors
 
 TOY_FOLDERS = ("trainA", "trainB", "testA", "testB", "testA_gt", "testB_gt")
 
@@ -129,6 +129,11 @@ def make_toy_dataset(root: Path, *, size: int = 64, n_train: int = 300, n_test: 
     if n_train < 1 or n_test < 0:
         raise ValueError("n_train must be positive and n_test non-negative")
     root = Path(root)
+    with storage_errors(root):  # a full disk or read-only home: one sentence, no half dataset
+        return _build_toy_dataset(root, size, n_train, n_test, seed)
+
+
+def _build_toy_dataset(root: Path, size: int, n_train: int, n_test: int, seed: int) -> Path:
     root.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".building", dir=root.parent))
     try:

@@ -112,6 +112,14 @@ class TrainConfig:
     )  # fmt: skip
     seed: int = field(default=0, metadata=flag("Seed for initialisation, data order and augmentation.", panel=RUN))
     save_every: int = field(default=1000, metadata=flag("Checkpoint every N steps.", panel=RUN, min=1, resumable=True))
+    save_every_minutes: float | None = field(
+        default=None,
+        metadata=flag(
+            "Also checkpoint whenever N minutes have passed since the last one, whatever the step rate "
+            "(for preemptible machines).",
+            panel=RUN, min=0.01, resumable=True,
+        ),
+    )  # fmt: skip
     sample_every: int = field(
         default=500, metadata=flag("Write a sample grid every N steps.", panel=RUN, min=1, resumable=True)
     )

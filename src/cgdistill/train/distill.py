@@ -56,7 +56,14 @@ from cgdistill.train.loop import Observer, Recipe, fit
 from cgdistill.train.pool import ImagePool
 from cgdistill.train.presets import apply_preset
 from cgdistill.train.runtime import Runtime, teardown_runtime
-from cgdistill.train.session import dataset_label, open_session, read_run_config, resolve_config, write_config
+from cgdistill.train.session import (
+    dataset_label,
+    open_session,
+    read_run_config,
+    resolve_config,
+    write_config,
+    writing_run,
+)
 from cgdistill.train.student_init import narrow_init
 from cgdistill.weights import load_discriminator, load_generator, save_generator
 
@@ -448,74 +455,75 @@ def distill(
         "" if config.preset == "default" else f"-{config.preset}"
     )
     config.teacher_step = teacher.step
-    config, _ = resolve_config(config, "student", resume, default_name, given)
-    if config.teacher_step not in (None, teacher.step):
-        observer.message(
-            f"Teacher {teacher.source} is at step {teacher.step} now; this student started against its step "
-            f"{config.teacher_step} and continues against the teacher as it is now."
-        )
-    source, target = teacher.direction[0], teacher.direction[-1]
-    has_target = (paths.resolve_data(config.data) / f"train{target}").is_dir()
-    session = open_session(
-        config,
-        "student",
-        resume=resume,
-        observer=observer,
-        norm=teacher.generator.config.norm,
-        domains=(source, target) if has_target else (source,),
-        primary=source,
-    )
-    try:
-        runtime = session.runtime
-        recipe = DistillRecipe(
-            config,
-            runtime,
-            teacher,
-            held_out_images(session.data_dir, teacher.direction),
-            dataset_label(session.data_dir, config.data),
-            has_target=has_target,
-        )
-        if runtime.is_main:
-            s_cfg = unwrap(recipe.student).generator.config
+    with writing_run(config, default_name, observer):
+        config, _ = resolve_config(config, "student", resume, default_name, given)
+        if config.teacher_step not in (None, teacher.step):
             observer.message(
-                f"Distilling {teacher.source} ({teacher.direction}, {teacher.generator.config.blocks} blocks, "
-                f"ngf {teacher.generator.config.ngf}) into {config.name} ({s_cfg.blocks} {s_cfg.block} blocks, "
-                f"ngf {s_cfg.ngf}; preset {config.preset}) on {session.data_dir} on {runtime.describe()}."
+                f"Teacher {teacher.source} is at step {teacher.step} now; this student started against its step "
+                f"{config.teacher_step} and continues against the teacher as it is now."
             )
-            for note in recipe.notes:
-                observer.message(note)
-            observer.message(recipe.describe_losses())
-            observer.message(f"Student blocks imitate teacher blocks {[j + 1 for j in recipe.mapping]}.")
-        budget = None
-        if config.time_budget is not None and config.budget_steps is None:
-            budget = StepBudget(parse_duration(config.time_budget), started=started)
-
-        def fix_steps(total: int) -> None:
-            # Stored with the run: --resume trains to this count however fast the machine is then.
-            config.budget_steps = total
-            config.max_steps = total
-            if runtime.is_main:
-                write_config(session.run_dir, "student", config, session.data_dir)
-                observer.message(
-                    f"Time budget {config.time_budget}: {budget.step_s:.2f} s per step over the first steps "
-                    f"and {budget.evaluation_s:.1f} s per evaluation, so this run trains {total} steps "
-                    f"(stored in config.json; --resume keeps it)."
-                )
-
-        fit(
-            recipe,
+        source, target = teacher.direction[0], teacher.direction[-1]
+        has_target = (paths.resolve_data(config.data) / f"train{target}").is_dir()
+        session = open_session(
             config,
-            runtime,
-            session.dataset,
-            session.run_dir,
+            "student",
             resume=resume,
             observer=observer,
-            sample_batch={
-                source: runtime.to_device(sample_images(recipe.held_out).permute(0, 3, 1, 2).float() / 127.5 - 1)
-            },
-            budget=budget,
-            on_budget=fix_steps,
+            norm=teacher.generator.config.norm,
+            domains=(source, target) if has_target else (source,),
+            primary=source,
         )
-    finally:
-        teardown_runtime(session.runtime)
+        try:
+            runtime = session.runtime
+            recipe = DistillRecipe(
+                config,
+                runtime,
+                teacher,
+                held_out_images(session.data_dir, teacher.direction),
+                dataset_label(session.data_dir, config.data),
+                has_target=has_target,
+            )
+            if runtime.is_main:
+                s_cfg = unwrap(recipe.student).generator.config
+                observer.message(
+                    f"Distilling {teacher.source} ({teacher.direction}, {teacher.generator.config.blocks} blocks, "
+                    f"ngf {teacher.generator.config.ngf}) into {config.name} ({s_cfg.blocks} {s_cfg.block} blocks, "
+                    f"ngf {s_cfg.ngf}; preset {config.preset}) on {session.data_dir} on {runtime.describe()}."
+                )
+                for note in recipe.notes:
+                    observer.message(note)
+                observer.message(recipe.describe_losses())
+                observer.message(f"Student blocks imitate teacher blocks {[j + 1 for j in recipe.mapping]}.")
+            budget = None
+            if config.time_budget is not None and config.budget_steps is None:
+                budget = StepBudget(parse_duration(config.time_budget), started=started)
+
+            def fix_steps(total: int) -> None:
+                # Stored with the run: --resume trains to this count however fast the machine is then.
+                config.budget_steps = total
+                config.max_steps = total
+                if runtime.is_main:
+                    write_config(session.run_dir, "student", config, session.data_dir)
+                    observer.message(
+                        f"Time budget {config.time_budget}: {budget.step_s:.2f} s per step over the first steps "
+                        f"and {budget.evaluation_s:.1f} s per evaluation, so this run trains {total} steps "
+                        f"(stored in config.json; --resume keeps it)."
+                    )
+
+            fit(
+                recipe,
+                config,
+                runtime,
+                session.dataset,
+                session.run_dir,
+                resume=resume,
+                observer=observer,
+                sample_batch={
+                    source: runtime.to_device(sample_images(recipe.held_out).permute(0, 3, 1, 2).float() / 127.5 - 1)
+                },
+                budget=budget,
+                on_budget=fix_steps,
+            )
+        finally:
+            teardown_runtime(session.runtime)
     return session.run_dir

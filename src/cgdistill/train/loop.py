@@ -1,7 +1,8 @@
 """The one training loop that the teacher recipe and the distiller share.
 
 A recipe supplies its models, optimizers, pools and ``train_step``; the loop owns the data order,
-the learning-rate schedule, logging, samples, checkpoints, exact resume, Ctrl-C and the NaN stop.
+the learning-rate schedule, logging, samples, checkpoints, exact resume, stop signals
+(Ctrl-C, SIGTERM, SIGHUP: save and exit), checkpoints by the clock and the NaN stop.
 :func:`fit` is a flat loop over the step index: the epoch, the place in its data order and the lr
 come from the step (train/timeline.py), what follows a step from :func:`_due_after`, and the work
 between steps (resume, log, sample, save) from :class:`_Job`.
@@ -19,6 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import torch
@@ -27,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from cgdistill.data.unpaired import EpochSampler, UnpairedDataset
 from cgdistill.errors import CgdistillError, WorkFailed
+from cgdistill.fsutil import NoSpace, atomic_path, atomic_write_text, storage_errors
 from cgdistill.nets import evaluating
 from cgdistill.plots import read_metrics, write_curves
 from cgdistill.runs import METRICS_FILE
@@ -34,17 +37,35 @@ from cgdistill.train.budget import StepBudget
 from cgdistill.train.budget import now as budget_clock
 from cgdistill.train.config import TrainConfig
 from cgdistill.train.pool import ImagePool
-from cgdistill.train.runtime import Runtime
-from cgdistill.train.state import Position, load_state, save_state
+from cgdistill.train.runtime import Runtime, broadcast_from_main
+from cgdistill.train.state import Position, latest_checkpoint, load_state, save_state
 from cgdistill.train.timeline import Timeline
+
+RESUMABLE_EXIT = 75
+"""Exit status after SIGTERM or SIGHUP once the checkpoint is saved: ``EX_TEMPFAIL`` of sysexits.h
+("temporary failure, try again later"), for a scheduler to requeue with ``--resume``. A process the
+signal killed before training began (nothing to save) ends as signals do, 143 or 129."""
+
+
+def signal_name(signum: int | None) -> str:
+    """``SIGTERM``; for a stop that another rank received (the signal is not shared), "another rank's signal"."""
+    return signal.Signals(signum).name if signum is not None else "another rank's signal"
 
 
 class TrainingInterrupted(CgdistillError):
-    """Ctrl-C: the state was saved at ``step``; the CLI says how to resume."""
+    """Ctrl-C, SIGTERM or SIGHUP: the state was saved at ``step``; the CLI says how to resume.
 
-    def __init__(self, step: int, run_dir: Path) -> None:
-        super().__init__(f"Interrupted at step {step}; the checkpoint in {run_dir} is complete.", exit_code=130)
-        self.step, self.run_dir = step, run_dir
+    The exit status is 130 for Ctrl-C (the shell's convention) and :data:`RESUMABLE_EXIT` for the
+    signals a scheduler, a container runtime or a closed terminal sends.
+    """
+
+    def __init__(self, step: int, run_dir: Path, signum: int | None = signal.SIGINT) -> None:
+        code = 130 if signum == signal.SIGINT else RESUMABLE_EXIT
+        super().__init__(
+            f"Stopped by {signal_name(signum)} at step {step}; the checkpoint in {run_dir} is complete.",
+            exit_code=code,
+        )
+        self.step, self.run_dir, self.signum = step, run_dir, signum
 
 
 class Recipe(ABC):
@@ -113,8 +134,15 @@ def _collate_batch(batch: dict, runtime: Runtime) -> dict[str, torch.Tensor]:
 
 
 def _write_metrics(run_dir: Path, record: dict) -> None:
-    with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    path = run_dir / METRICS_FILE
+    with storage_errors(path), open(path, "a", encoding="utf-8") as handle:
+        size = handle.tell()
+        try:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+        except OSError:
+            handle.truncate(size)  # no half line for the next reader (best effort: the disk is full)
+            raise
 
 
 def _truncate_metrics(run_dir: Path, step: int) -> None:
@@ -124,13 +152,11 @@ def _truncate_metrics(run_dir: Path, step: int) -> None:
     if not path.is_file():
         return
     kept = [record for record in read_metrics(path) if record.get("step", 0) <= step]
-    path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
 
 
 def _save_samples(rows: list[list[torch.Tensor]], path: Path) -> None:
     from torchvision.utils import save_image
-
-    from cgdistill.fsutil import atomic_path
 
     images = [img.detach().float().cpu() for row in rows for img in row]
     grid = torch.stack(images).add(1).div(2).clamp(0, 1)
@@ -148,26 +174,58 @@ def _open_tensorboard(run_dir: Path):
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
+# What asks a run to stop and save: Ctrl-C, the scheduler's or container runtime's SIGTERM, and the
+# SIGHUP of a closed terminal or SSH session.
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class _StopFlag:
-    """First Ctrl-C asks the loop to stop after the current step; a second one stops at once."""
+    """The first stop signal asks the loop to stop after the current step and save.
+
+    A second Ctrl-C stops at once (the last complete checkpoint stays); a repeated TERM or HUP changes
+    nothing, since a scheduler's follow-up is SIGKILL anyway, and after a stop by either (or, under
+    DDP, by another rank's signal: torchrun then TERMs the ranks still running) they stay ignored
+    until the process exits. While a checkpoint is written (:meth:`saving`) every signal waits
+    for it. A signal the process ignored (``nohup``) stays ignored.
+    """
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
+        self.signum: int | None = None
+        self.stopped = False  # the loop stops for a signal (this process's or, under DDP, another rank's)
+        self._saving = False
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in _STOP_SIGNALS:
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
+        if self.signum is None:
+            self.signum = signum
+        elif signum == signal.SIGINT and not self._saving:
             raise KeyboardInterrupt
-        self.requested = True
+
+    @contextlib.contextmanager
+    def saving(self) -> Iterator[None]:
+        self._saving = True
+        try:
+            yield
+        finally:
+            self._saving = False
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            # After a TERM or HUP the process is on its way out with a complete checkpoint: a repeat
+            # (schedulers resend) must not turn its exit status into "killed".
+            stopping = self.stopped and self.signum != signal.SIGINT and signum != signal.SIGINT
+            signal.signal(signum, signal.SIG_IGN if stopping else previous)
 
 
 def build_loader(dataset: UnpairedDataset, config: TrainConfig, runtime: Runtime) -> tuple[DataLoader, EpochSampler]:
@@ -370,9 +428,13 @@ class _Job:
             _save_samples(rows, self.run_dir / "samples" / f"step_{step:07d}.png")
 
     def checkpoint(self, step: int) -> None:
-        """The model files and the training state after ``step`` steps, then the curves."""
+        """The training state after ``step`` steps, then the model files and the curves.
+
+        The state first: when the disk fills up during the first checkpoint, the run then holds no
+        model file either, and the same command starts it again (a model file alone would make it a
+        run that exists but cannot be resumed).
+        """
         if self.main:
-            self.recipe.export(self.run_dir, step)
             save_state(
                 self.run_dir,
                 self.timeline.position(step),
@@ -382,6 +444,7 @@ class _Job:
                 scalers=self.scalers,
                 extra=self.recipe.state_extra(),
             )
+            self.recipe.export(self.run_dir, step)
             write_curves(self.run_dir)
             if self.on_checkpoint:
                 self.on_checkpoint(step)
@@ -431,6 +494,8 @@ def fit(
     if budget is not None:
         budget.eval_every = getattr(config, "eval_every", 0)
     step = start  # the 0-based index of the next step; ``done`` counts steps, as files do
+    minutes = config.save_every_minutes
+    saved_at = monotonic()
     try:
         with _StopFlag() as stop:
             while step < total:
@@ -446,11 +511,14 @@ def fit(
                         on_budget(total)
                     budget = None
                 due = _due_after(done, total, config)
-                # Every rank decides alike (a collective follows), so under DDP a rank's own Ctrl-C
-                # waits for the next read, where the ranks agree to stop.
-                if not (due.reads_losses or (stop.requested and not runtime.distributed)):
+                timed = minutes is not None and monotonic() - saved_at >= minutes * 60 and done < total
+                # Every rank decides alike (a collective follows), so under DDP a rank's own signal and
+                # clock wait for the next read, where the ranks agree.
+                if not (due.reads_losses or ((stop.requested or timed) and not runtime.distributed)):
                     continue
                 losses, stopping = pending.read(runtime, done, stop.requested)
+                if minutes is not None and runtime.distributed:
+                    timed = broadcast_from_main(timed)  # rank 0's clock decides for all
                 if due.log:
                     started = budget_clock()
                     job.log(done, losses, evaluate=due.evaluate)
@@ -460,12 +528,23 @@ def fit(
                     budget.start_timing(done)  # after the first step's warm-up and evaluation
                 if due.sample:
                     job.sample(done)
-                if stopping:
-                    job.checkpoint(done)
-                    raise TrainingInterrupted(done, run_dir)
-                if due.save:
-                    job.checkpoint(done)
-            job.checkpoint(total)
+                saving = stopping or due.save or timed
+                if saving:
+                    with stop.saving():
+                        job.checkpoint(done)
+                    saved_at = monotonic()
+                # A signal during that save needs no second one (one process: no ranks to agree with).
+                if stopping or (saving and stop.requested and not runtime.distributed):
+                    stop.stopped = True
+                    raise TrainingInterrupted(done, run_dir, stop.signum)
+            with stop.saving():
+                job.checkpoint(total)
+    except NoSpace as full:
+        if latest_checkpoint(run_dir) is None:
+            raise full.then("no checkpoint was complete yet: free some space and run the same command again") from None
+        raise full.then(
+            f"the last complete checkpoint in {run_dir} is kept: free some space and continue with --resume"
+        ) from None
     finally:
         job.end()
     return timeline.position(total)

@@ -6,10 +6,12 @@ same way and store their resolved settings in the same place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import typing
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from cgdistill.data.unpaired import UnpairedDataset
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import atomic_write_text
 from cgdistill.metadata import COMMON_FIELDS
+from cgdistill.runlock import lock_run, taken_over_note
 from cgdistill.runs import CONFIG_FILE, METRICS_FILE, is_imported_run
 from cgdistill.train.config import TrainConfig
 from cgdistill.train.flags import resumable_fields
@@ -147,6 +150,33 @@ def resolve_config(
         )
     config.name = name
     return config, run_dir
+
+
+@contextlib.contextmanager
+def writing_run(config: TrainConfig, default_name: str, observer: Observer) -> Iterator[None]:
+    """Hold the run's lock (runlock.py) for the whole job, from the check that the run may be written
+    to the last checkpoint: a second writer of the run is refused before it reads or writes anything.
+
+    Under torchrun rank 0 holds it and answers for all, so every rank refuses alike.
+    """
+    name = paths.check_run_name(config.name if config.name is not None else default_name)
+    rank, _, _ = join_process_group(config.device)
+    lock, refusal = None, None
+    if rank == 0:
+        try:
+            lock = lock_run(paths.run_path(name))
+        except CgdistillError as exc:
+            refusal = exc
+    if broadcast_from_main(refusal is not None):
+        raise refusal or CgdistillError(f"Run '{name}' is being written by another process; rank 0 says which.")
+    try:
+        note = taken_over_note(paths.run_path(name), lock) if lock is not None else None
+        if note:
+            observer.message(note)
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def open_session(

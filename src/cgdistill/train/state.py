@@ -25,7 +25,7 @@ from torch import nn
 
 from cgdistill import __version__
 from cgdistill.errors import CgdistillError
-from cgdistill.fsutil import atomic_write_text, fsync_dir
+from cgdistill.fsutil import atomic_write_text, fsync_dir, storage_errors
 from cgdistill.nets import unwrap
 from cgdistill.train.pool import ImagePool
 
@@ -112,12 +112,8 @@ def save_state(
 ) -> Path:
     """Write a complete checkpoint of the training state and make it the latest."""
     root = run_dir / STATE_DIR
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{position.step:07d}"
     tmp = root / f".tmp_step_{position.step:07d}_{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-
     tensors: dict[str, torch.Tensor] = {}
     for name, module in modules.items():
         for key, value in unwrap(module).state_dict().items():
@@ -129,7 +125,6 @@ def save_state(
     for name, pool in pools.items():
         tensors.update(pool.state_tensors(f"pool.{name}"))
     tensors.update(_rng_tensors())
-    save_file(tensors, str(tmp / "tensors.safetensors"))
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -139,15 +134,25 @@ def save_state(
         "python_random": _jsonable(random.getstate()),
         "extra": extra or {},
     }
-    (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
-    for path in tmp.iterdir():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    fsync_dir(root)
-    atomic_write_text(root / LATEST, json.dumps({"checkpoint": final.name, "step": position.step}))
+    needed = sum(t.numel() * t.element_size() for t in tensors.values())
+    with storage_errors(root, needed):
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            save_file(tensors, str(tmp / "tensors.safetensors"))
+            (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
+            for path in tmp.iterdir():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint takes space and is no use
+            raise
+        fsync_dir(root)
+        atomic_write_text(root / LATEST, json.dumps({"checkpoint": final.name, "step": position.step}))
     for old in root.iterdir():
         if old.is_dir() and old != final:
             shutil.rmtree(old, ignore_errors=True)

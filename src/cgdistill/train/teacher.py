@@ -43,7 +43,7 @@ from cgdistill.train.config import TeacherConfig
 from cgdistill.train.loop import Observer, Recipe, fit
 from cgdistill.train.pool import ImagePool
 from cgdistill.train.runtime import Runtime, teardown_runtime
-from cgdistill.train.session import dataset_label, fixed_sample_batch, open_session, resolve_config
+from cgdistill.train.session import dataset_label, fixed_sample_batch, open_session, resolve_config, writing_run
 from cgdistill.weights import save_discriminator, save_generator
 
 LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
@@ -187,26 +187,27 @@ def train_teacher(
         config.data = choice.spec
         observer.message(f"No --data given: using {choice.spec}, {choice.reason}.")
     default_name = Path(config.data).name if config.data else "teacher"
-    config, _ = resolve_config(config, "teacher", resume, default_name, given)
-    session = open_session(config, "teacher", resume=resume, observer=observer, norm=config.norm)
-    try:
-        runtime = session.runtime
-        if runtime.is_main:
-            observer.message(
-                f"Training teacher {config.name} on {session.data_dir} "
-                f"({len(session.dataset.A_paths)} A / {len(session.dataset.B_paths)} B images) on {runtime.describe()}."
+    with writing_run(config, default_name, observer):
+        config, _ = resolve_config(config, "teacher", resume, default_name, given)
+        session = open_session(config, "teacher", resume=resume, observer=observer, norm=config.norm)
+        try:
+            runtime = session.runtime
+            if runtime.is_main:
+                observer.message(
+                    f"Training teacher {config.name} on {session.data_dir} "
+                    f"({len(session.dataset.A_paths)} A / {len(session.dataset.B_paths)} B images) on {runtime.describe()}."
+                )
+            recipe = CycleGANRecipe(config, runtime, dataset_label(session.data_dir, config.data))
+            fit(
+                recipe,
+                config,
+                runtime,
+                session.dataset,
+                session.run_dir,
+                resume=resume,
+                observer=observer,
+                sample_batch=fixed_sample_batch(session.dataset, runtime),
             )
-        recipe = CycleGANRecipe(config, runtime, dataset_label(session.data_dir, config.data))
-        fit(
-            recipe,
-            config,
-            runtime,
-            session.dataset,
-            session.run_dir,
-            resume=resume,
-            observer=observer,
-            sample_batch=fixed_sample_batch(session.dataset, runtime),
-        )
-    finally:
-        teardown_runtime(session.runtime)
+        finally:
+            teardown_runtime(session.runtime)
     return session.run_dir
