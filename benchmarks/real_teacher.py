@@ -114,7 +114,7 @@ def table(results: dict) -> str:
     for preset, entry in results.items():
         runs = entry["runs"]
         shape = runs[0]["shape"]
-        label = f"{preset} ({shape['blocks']} {shape['block']} blocks, ngf {shape['ngf']})"
+        label = f"{preset} ({shape['blocks']} {shape['block']} blocks, ngf {shape['ngf'] or 64})"  # None: the teacher's
         worst = min(r["worst"][0]["psnr"] for r in runs if r["worst"])
         lines.append(
             f"| {label} | {entry['budget']} | {mean_std([r['steps'] for r in runs], 0)} | "

@@ -40,8 +40,9 @@ from cgdistill.weights import save_generator
 MODELS = {
     "teacher": {"blocks": 9, "ngf": 64},
     "student": {"blocks": 3, "ngf": 64},  # the default student
-    "fast": {"blocks": 3, "ngf": 16},  # --preset fast/fastest shapes
-    "fastest-separable": {"blocks": 3, "ngf": 16, "block": "separable"},
+    "fast": {"blocks": 3, "ngf": 32},  # --preset fast
+    "fastest": {"blocks": 3, "ngf": 16},  # --preset fastest
+    "ngf16-separable": {"blocks": 3, "ngf": 16, "block": "separable"},  # the fastest preset before issue 19
 }
 SIZES = {"0.3": (640, 480), "3": (2000, 1500), "12": (4000, 3000), "50": (8000, 6250)}  # width, height
 ONE_PASS_LIMIT_MP = 12  # 50 MP in one pass needs ~40 GB for the teacher: not on this machine

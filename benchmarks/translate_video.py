@@ -10,8 +10,8 @@ Goals (issue 23): the fastest preset >= 25 frames/s end to end at 320x240 on a 2
 picture (a static camera, so its flicker figure means something): ``--photo`` a real photo, else a
 generated smooth picture. H.264 CRF 18 at 25 frames/s with an AAC track, so the audio is remuxed as
 in real use. Weights are random (speed does not depend on them): the teacher is 9 blocks at ngf 64,
-the presets are default (3 blocks, ngf 64), fast (3 blocks, ngf 16), fastest (3 separable blocks,
-ngf 16); ``identity`` (no model) gives the pipeline's own cost. "model" is `translate_batch` over frames already decoded into memory, batch ``--batch-size``
+the presets are the `distill --preset` shapes (train/presets.py: default 3 blocks at ngf 64, fast 3 at
+ngf 32, fastest 3 at ngf 16); ``identity`` (no model) gives the pipeline's own cost. "model" is `translate_batch` over frames already decoded into memory, batch ``--batch-size``
 (the forward code the pipeline runs, uint8 in and out); "end to end" is `translate_video` on the
 file. Each repeat times every model both ways in turn, so load from other processes hits all alike;
 the medians are reported, and the pipeline's cost as model fps / end-to-end fps - 1. On a loaded
@@ -39,15 +39,16 @@ from PIL import Image
 
 from cgdistill.engines import Engine, choose_engine
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
+from cgdistill.train.presets import PRESETS, preset_ngf
 from cgdistill.translate import translate_batch
 from cgdistill.video import translate_video
 
 CPU = torch.device("cpu")
-SHAPES = {
-    "teacher": GeneratorConfig(blocks=9, ngf=64),
-    "default": GeneratorConfig(blocks=3, ngf=64),
-    "fast": GeneratorConfig(blocks=3, ngf=16),
-    "fastest": GeneratorConfig(blocks=3, ngf=16, block="separable"),
+TEACHER = GeneratorConfig(blocks=9, ngf=64)
+# Each `distill --preset` shape for that teacher, as distill builds it.
+SHAPES = {"teacher": TEACHER} | {
+    name: GeneratorConfig(blocks=p.blocks, ngf=preset_ngf(p, TEACHER.ngf) or TEACHER.ngf, block=p.block)
+    for name, p in PRESETS.items()
 }
 
 
