@@ -37,7 +37,8 @@ def test_a_short_run_writes_the_four_models_state_samples_and_metrics(toy):
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_0000003.png", "step_0000004.png"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
-    assert list(records[0])[4:] == ["D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B"]
+    assert list(records[0])[:5] == ["step", "epoch", "lr", "steps_per_s", "time"]
+    assert list(records[0])[5:] == ["D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B"]
     config = json.loads((run / "config.json").read_text())
     assert config["kind"] == "teacher" and config["settings"]["blocks"] == 2
 
