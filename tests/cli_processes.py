@@ -44,3 +44,13 @@ def wait_for_step(process: subprocess.Popen, run: Path, step: int, timeout: floa
 def latest_step(run: Path) -> int:
     """The step of the run's last complete checkpoint."""
     return json.loads((run / "state" / "latest.json").read_text())["step"]
+
+
+def first_to_end(
+    first: subprocess.Popen, second: subprocess.Popen, timeout: float = 120
+) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """Of two processes started together, (the one that ended first, the one still running)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and first.poll() is None and second.poll() is None:
+        time.sleep(0.05)
+    return (first, second) if first.poll() is not None else (second, first)

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -20,7 +19,7 @@ from cgdistill.runlock import hold_run, lock_path, lock_run
 from cgdistill.train.config import DistillConfig, TeacherConfig
 from cgdistill.train.distill import distill
 from cgdistill.train.teacher import train_teacher
-from cli_processes import cgdistill, launch, logged_steps, wait_for_step
+from cli_processes import cgdistill, first_to_end, launch, logged_steps, wait_for_step
 
 REFUSAL = "is being written by process"
 
@@ -32,10 +31,7 @@ def squash(text: str) -> str:
 def test_two_trainings_of_one_name_started_together_one_runs_the_other_is_refused(toy, home):
     first, second = (launch(home, "--name", "twin", "--max-steps", "100000") for _ in range(2))
     run = home / "runs" / "twin"
-    deadline = time.time() + 120
-    while time.time() < deadline and first.poll() is None and second.poll() is None:
-        time.sleep(0.05)
-    refused, running = (first, second) if first.poll() is not None else (second, first)
+    refused, running = first_to_end(first, second)
     _, err = refused.communicate(timeout=60)
     assert refused.returncode == 2, err
     assert f"Run 'twin' {REFUSAL} {running.pid}" in squash(err)
@@ -101,10 +97,7 @@ def test_two_distillations_of_one_name_started_together_one_runs_the_other_is_re
              "--image-size", "24", "--load-size", "28", "--epochs", "100000", "--max-steps", "100000", "--device", "cpu",
              "--log-every", "1", "--eval-every", "1000", "--sample-every", "1000"]  # fmt: skip
     first, second = cgdistill(home, *flags), cgdistill(home, *flags)
-    deadline = time.time() + 120
-    while time.time() < deadline and first.poll() is None and second.poll() is None:
-        time.sleep(0.05)
-    refused, running = (first, second) if first.poll() is not None else (second, first)
+    refused, running = first_to_end(first, second)
     _, err = refused.communicate(timeout=60)
     assert refused.returncode == 2, err
     assert f"Run 'st' {REFUSAL} {running.pid}" in squash(err)

@@ -291,7 +291,7 @@ def _fix_budget(budget: StepBudget, done: int, cap: int, config: TrainConfig, ru
     end); rank 0's count holds for every rank."""
     if runtime.device.type == "cuda":
         torch.cuda.synchronize(runtime.device)  # the device runs ahead of the host: time what it did
-    epochs, decay = getattr(config, "epochs", 0), getattr(config, "epochs_decay", 0)
+    epochs, decay = config.epochs, config.epochs_decay
     flat = epochs / (epochs + decay) if epochs and decay else 1.0
     total = min(budget.fix_total(done, flat), cap)
     if runtime.distributed:
