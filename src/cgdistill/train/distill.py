@@ -136,9 +136,6 @@ class Student(nn.Module):
         return out, self.adapters(features)
 
 
-INITS = ("copy", "copy-outer", "random")
-
-
 def spread_blocks(student_blocks: int, teacher_blocks: int) -> list[int]:
     """0-based teacher blocks a student copies: evenly spaced, the first and the last included (3 of 9 ->
     1, 5, 9). A residual trunk with blocks left out still computes nearly what the whole one does, so

@@ -22,6 +22,7 @@ class Preset:
     echo: int = 1  # student updates per teacher batch (--echo)
 
 
+# One entry per name in options.PRESET_NAMES (--preset's choices; tests/test_presets.py holds them equal).
 PRESETS: dict[str, Preset] = {
     # The recipes were measured on a real published teacher (docs/distillation.md): every student learns
     # faster at a higher lr than the GAN recipe's 2e-4; a narrow one's step is mostly the teacher's pass,
