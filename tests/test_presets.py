@@ -8,8 +8,8 @@ import pytest
 
 from cgdistill import paths
 from cgdistill.data.toy import make_toy_dataset
-from cgdistill.train.config import DistillConfig, TeacherConfig
 from cgdistill.options import PRESET_NAMES
+from cgdistill.train.config import DistillConfig, TeacherConfig
 from cgdistill.train.presets import PRESETS, apply_preset
 from cgdistill.train.teacher import train_teacher
 from cgdistill.weights import read_info
