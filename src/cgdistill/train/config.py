@@ -317,8 +317,12 @@ class DistillConfig(TrainConfig):
         if self.time_budget is not None:
             parse_duration(self.time_budget)
 
+    def objective_weights(self) -> dict[str, float]:
+        """The loss weights the user left unset, from ``objective``'s table."""
+        return {key: value for key, value in OBJECTIVES[self.objective].items() if getattr(self, key) is None}
+
     def resolve_objective(self) -> None:
-        """Fill the loss weights the user left unset from ``objective``'s table."""
-        for key, value in OBJECTIVES[self.objective].items():
-            if getattr(self, key) is None:
-                setattr(self, key, value)
+        """Fill the loss weights the user left unset from ``objective``'s table (in place, for library
+        callers that build a recipe without a plan; train/plan.py takes a copy instead)."""
+        for key, value in self.objective_weights().items():
+            setattr(self, key, value)
