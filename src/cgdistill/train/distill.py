@@ -243,7 +243,8 @@ class DistillRecipe(Recipe):
         dataset_name: str,
         has_target: bool = True,
     ) -> None:
-        self.config, self.runtime, self.teacher_info, self.dataset_name = config, runtime, teacher, dataset_name
+        self.config, self.runtime, self.dataset_name = config, runtime, dataset_name
+        self.teacher_source = teacher.source  # the student's metadata records it under "teacher"
         # Without target-domain images the discriminator learns "real" from the teacher's outputs.
         self.has_target = has_target
         self.direction = teacher.direction
@@ -255,7 +256,7 @@ class DistillRecipe(Recipe):
                 return None
             return runtime.prepare(net, trainable=False).eval().requires_grad_(False)
 
-        self.teacher = frozen(teacher.generator)
+        self.teacher_generator = frozen(teacher.generator)
         self.teacher_reverse = frozen(teacher.reverse)
         self.mapping = block_mapping(config.blocks, teacher.generator.config.blocks)
         self.active = self._active_losses()
@@ -275,8 +276,10 @@ class DistillRecipe(Recipe):
         # Fidelity is measured as compare measures it: uint8 images in, uint8 images out, full precision;
         # with the uncompiled teacher, as these calls are one-offs (see Runtime.eager).
         self.held_out = held_out
-        self.held_out_teacher = run_model(unwrap(self.teacher), held_out, runtime.device)
-        check_wiring(self.student, self.optimizers["G"], unwrap(self.teacher), runtime.device, "feature" in self.active)
+        self.held_out_teacher = run_model(unwrap(self.teacher_generator), held_out, runtime.device)
+        check_wiring(
+            self.student, self.optimizers["G"], unwrap(self.teacher_generator), runtime.device, "feature" in self.active
+        )
 
     def _add_discriminator(self, teacher: Teacher, seed: torch.Generator, betas: tuple[float, float]) -> None:
         cfg = self.config
@@ -328,7 +331,7 @@ class DistillRecipe(Recipe):
         cfg, rt = self.config, self.runtime
         x = batch[self.source]
         with torch.no_grad(), rt.autocast():
-            t_out, t_feats = self.teacher(x, return_features=True)
+            t_out, t_feats = self.teacher_generator(x, return_features=True)
         y = batch[self.target] if self.has_target else t_out.detach()
         t_feats = [t_feats[j] for j in self.mapping]
         if self.D is not None:
@@ -381,7 +384,7 @@ class DistillRecipe(Recipe):
         """Per sample: input | teacher | student."""
         x = batch[self.source]
         with self.runtime.autocast():
-            t_out, s_out = self.teacher(x), self.generator(x)
+            t_out, s_out = self.teacher_generator(x), self.generator(x)
         return [[x[i], t_out[i], s_out[i]] for i in range(x.shape[0])]
 
     def export(self, run_dir: Path, step: int) -> None:
@@ -392,7 +395,7 @@ class DistillRecipe(Recipe):
             dataset=self.dataset_name,
             image_size=self.config.image_size,
             step=step,
-            teacher=self.teacher_info.source,
+            teacher=self.teacher_source,
             extra={
                 "init": self.config.init,
                 "losses": self.active,
