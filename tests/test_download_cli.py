@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import sys
 import types
 import zipfile
 from pathlib import Path
@@ -23,7 +22,7 @@ def dataset_zip(top: str = "x", n: int = 3) -> bytes:
 
 @pytest.fixture
 def fake_official(monkeypatch: pytest.MonkeyPatch, home: Path) -> list[dict]:
-    """Stand in for cgdistill.official (tested on its own) and record how the CLI calls it."""
+    """Stand in for cgdistill.official.import_official (tested on its own) and record how the CLI calls it."""
     calls: list[dict] = []
 
     def import_official(
@@ -45,7 +44,9 @@ def fake_official(monkeypatch: pytest.MonkeyPatch, home: Path) -> list[dict]:
         )
         return types.SimpleNamespace(run=run, directions=[chosen], generators=[generator])
 
-    monkeypatch.setitem(sys.modules, "cgdistill.official", types.SimpleNamespace(import_official=import_official))
+    from cgdistill import official
+
+    monkeypatch.setattr(official, "import_official", import_official)
     return calls
 
 

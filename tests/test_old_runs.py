@@ -24,8 +24,8 @@ from cgdistill import engines
 from cgdistill.nets import unwrap
 from cgdistill.train.config import TeacherConfig
 from cgdistill.train.distill import load_teacher
+from cgdistill.train.plan import plan_teacher
 from cgdistill.train.runtime import setup_runtime
-from cgdistill.train.session import resolve_config
 from cgdistill.train.state import latest_checkpoint, load_state
 from cgdistill.train.teacher import CycleGANRecipe
 from cgdistill.weights import load_generator, read_info
@@ -97,7 +97,8 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
 
 
 def test_an_old_teacher_state_puts_each_discriminator_and_its_moments_where_they_judge(old_home):
-    config, run = resolve_config(TeacherConfig(name="teacher"), "teacher", True, "teacher", given=set())
+    plan = plan_teacher(TeacherConfig(name="teacher"), resume=True, given=set())
+    config, run = plan.config, plan.run_dir
     recipe = CycleGANRecipe(config, setup_runtime(config), "toy")
     load_state(
         run,

@@ -8,10 +8,15 @@ import pytest
 
 from cgdistill import paths
 from cgdistill.data.toy import make_toy_dataset
+from cgdistill.options import PRESET_NAMES
 from cgdistill.train.config import DistillConfig, TeacherConfig
-from cgdistill.train.presets import apply_preset
+from cgdistill.train.presets import PRESETS, apply_preset
 from cgdistill.train.teacher import train_teacher
 from cgdistill.weights import read_info
+
+
+def test_every_preset_flag_choice_has_a_preset_and_no_preset_is_unlisted():
+    assert tuple(PRESETS) == PRESET_NAMES
 
 
 def test_fastest_is_three_blocks_at_a_quarter_of_the_teacher_width_with_its_recipe():

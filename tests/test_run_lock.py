@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from cgdistill import paths
-from cgdistill.data.download import download_pretrained
 from cgdistill.errors import CgdistillError
+from cgdistill.official import download_pretrained
 from cgdistill.runlock import hold_run, lock_path, lock_run
 from cgdistill.train.config import DistillConfig, TeacherConfig
 from cgdistill.train.distill import distill

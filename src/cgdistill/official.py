@@ -3,22 +3,27 @@
 Recognising what a file holds is ``cgdistill.layouts``' job (any public ResNet layout, several
 networks per file, nothing in the file executed); this module turns the chosen generators into
 ``G_<direction>.safetensors`` files and a ``config.json`` under ``<home>/runs/NAME``.
+``download_pretrained`` fetches a published one first (``download --pretrained``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from cgdistill import paths
+from cgdistill.data.download import downloads_dir, fetch, part_path
+from cgdistill.data.registry import PRETRAINED, PretrainedEntry, check_name, get_pretrained
 from cgdistill.errors import CgdistillError
-from cgdistill.fsutil import atomic_write_text
+from cgdistill.fsutil import atomic_write_text, not_a_file_reason
 from cgdistill.layouts import choose_generators, generator_state, inspect_weights
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
-from cgdistill.runs import CONFIG_FILE, generator_file
+from cgdistill.runlock import hold_run
+from cgdistill.runs import CONFIG_FILE, check_direction, generator_file, refuse_to_replace, replacing_run
 from cgdistill.weights import save_generator
 
 
@@ -125,3 +130,91 @@ def import_official(
     }
     atomic_write_text(run / CONFIG_FILE, json.dumps(run_config, indent=2, sort_keys=True) + "\n")
     return ImportResult(run, imported)
+
+
+# --- the published generators: fetched (data/download.py), then imported as above --------------------------------------------------------------------
+
+
+@dataclass
+class PretrainedResult:
+    """What ``download_pretrained`` stored: the new teacher run and the weights it came from."""
+
+    name: str
+    run: Path
+    weights: Path
+    directions: list[str]
+    dataset: str | None
+    entry: PretrainedEntry | None
+    downloaded: bool
+    generators: list[ImportedGenerator] = field(default_factory=list)  # one per direction imported
+
+
+def download_pretrained(
+    name: str,
+    *,
+    run_name: str | None = None,
+    from_file: Path | str | None = None,
+    url: str | None = None,
+    direction: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+    retries: int = 4,
+    key: str | None = None,
+) -> PretrainedResult:
+    """Fetch an official CycleGAN generator (or take ``from_file``) and import it as teacher run NAME.
+
+    The direction is ``direction`` when given, else what the network's name says (``G_AB``), else
+    the registry's for known names, else A2B; it is recorded in the model file so ``translate`` knows
+    which domain the generator reads. ``key`` picks one network of a file that holds several. The run
+    is ``run_name`` (default NAME); a run there that is not an earlier import is kept unless ``force``.
+    """
+    check_name(name)
+    run_dir = paths.run_path(run_name if run_name is not None else name)
+    # One writer per run (runlock.py): held from the first check to the end of the replacement.
+    with hold_run(run_dir):
+        return _download_pretrained(name, run_dir, from_file, url, direction, force, progress, retries, key)
+
+
+def _download_pretrained(
+    name: str,
+    run_dir: Path,
+    from_file: Path | str | None,
+    url: str | None,
+    direction: str | None,
+    force: bool,
+    progress: bool,
+    retries: int,
+    key: str | None,
+) -> PretrainedResult:
+    refuse_to_replace(run_dir, force)  # before downloading anything
+    if url and from_file:
+        raise CgdistillError("Pass either --url or --from-file, not both.")
+    if direction is not None:
+        check_direction(direction)
+    entry = PRETRAINED.get(name) if (url or from_file) else get_pretrained(name)
+    default_direction = entry.direction if entry else "A2B"
+    dataset = entry.dataset if entry else None
+
+    downloaded = False
+    if from_file is not None:
+        weights = Path(from_file).expanduser()
+        if not os.path.isfile(weights):
+            raise CgdistillError(
+                f"Weights file {weights} {not_a_file_reason(weights)}; check the path given to --from-file."
+            )
+    else:
+        weights = downloads_dir() / f"{name}.pth"
+        if force:
+            weights.unlink(missing_ok=True)
+            part_path(weights).unlink(missing_ok=True)
+        if not weights.is_file():
+            source = url or (entry.url if entry else None)
+            assert source is not None
+            fetch(source, weights, description=f"{name}.pth", progress=progress, retries=retries)
+            downloaded = True
+
+    with replacing_run(run_dir, force):
+        result = import_official(
+            weights, run_dir.name, direction=direction, dataset=dataset, key=key, default_direction=default_direction
+        )
+    return PretrainedResult(name, result.run, weights, result.directions, dataset, entry, downloaded, result.generators)

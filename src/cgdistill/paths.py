@@ -14,6 +14,9 @@ from cgdistill.errors import CgdistillError
 
 HOME_ENV = "CGDISTILL_HOME"
 
+# The split folders every dataset trains on (data/registry.py adds the test splits).
+TRAIN_SPLITS = ("trainA", "trainB")
+
 _home_override: Path | None = None
 
 
@@ -126,14 +129,17 @@ class DataChoice:
     reason: str | None = None  # how it was picked when --data was not given; None when it was
 
 
+def has_layout(folder: Path, required: tuple[str, ...] = TRAIN_SPLITS) -> bool:
+    """Whether ``folder`` holds every split folder in ``required`` (trainA and trainB by default)."""
+    return folder.is_dir() and all((folder / split).is_dir() for split in required)
+
+
 def downloaded_datasets() -> list[Path]:
     """Dataset folders under the home that can be trained on (trainA/ and trainB/), newest first.
 
     Newest by the folder's modification time: a download, an extraction or the toy generator
     finishes the folder in one go, so that is when the dataset arrived.
     """
-    from cgdistill.data.extract import has_layout
-
     root = datasets_dir()
     if not root.is_dir():
         return []
@@ -178,13 +184,3 @@ def list_runs() -> list[Path]:
 def _run_mtime(run: Path) -> float:
     times = [f.stat().st_mtime for f in run.glob("*.safetensors")]
     return max(times, default=run.stat().st_mtime)
-
-
-def unique_run_name(base: str) -> str:
-    """``base`` if no run has it yet, else ``base-2``, ``base-3``, ..."""
-    if not run_path(base).exists():
-        return base
-    index = 2
-    while run_path(f"{base}-{index}").exists():
-        index += 1
-    return f"{base}-{index}"

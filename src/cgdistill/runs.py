@@ -22,7 +22,11 @@ generator, which way?" for ``translate``, ``export``, ``compare`` and ``distill`
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,7 +183,7 @@ def _from_run(run: Path, direction: str | None, role: str) -> ResolvedModel:
     raise CgdistillError(f"Run folder {run} holds no model file yet.")
 
 
-def _fits(run: Path, kind: str, direction: str | None) -> bool:
+def _may_pick(run: Path, kind: str, direction: str | None) -> bool:
     """Whether an automatic pick may take ``run``: a model of ``kind`` with a generator for ``direction``."""
     if run_kind(run) != kind:
         return False
@@ -218,7 +222,7 @@ def resolve_generator(spec: str | None, direction: str | None = None, role: str 
     kinds = ["student", "teacher"] if role == "any" else [role]
     for kind in kinds:
         for run in paths.list_runs():
-            if _fits(run, kind, direction):
+            if _may_pick(run, kind, direction):
                 return _from_run(run, direction, role)
     what = {"any": "model", "student": "student", "teacher": "teacher"}[role]
     for_dir = f" for {direction}" if direction else ""
@@ -272,3 +276,50 @@ def resolve_pair(
             f"Teacher and student are the same model ({student.path}); pass another --student or --teacher."
         )
     return teacher, student
+
+
+def _earlier_import(run: Path) -> bool:
+    """Whether ``run`` is empty or holds only an earlier import (which a new import may replace)."""
+    if not any(run.iterdir()):
+        return True
+    try:
+        config = json.loads((run / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return is_imported_run(config)
+
+
+def refuse_to_replace(run: Path, force: bool) -> bool:
+    """Refuse to import over a run an import did not make, unless ``force``; returns whether ``run``
+    holds such a run (which ``replacing_run`` then sets aside)."""
+    if not run.exists():
+        return False
+    if not run.is_dir():
+        raise CgdistillError(f"{run} is a file, not a run folder; pass another --name.")
+    if _earlier_import(run):
+        return False
+    if not force:
+        raise CgdistillError(
+            f"Run '{run.name}' already exists in {run.parent} and is not an earlier import; pass --name to "
+            "import under another name, or --force to replace the run."
+        )
+    return True
+
+
+@contextlib.contextmanager
+def replacing_run(run: Path, force: bool) -> Iterator[None]:
+    """The block writes run folder ``run`` afresh: a run there that an import did not make is refused,
+    or with ``force`` moved aside, deleted once the block succeeds and put back if it fails."""
+    aside = None
+    if refuse_to_replace(run, force):
+        aside = run.with_name(f".{run.name}.replaced-{os.getpid()}")
+        os.replace(run, aside)
+    try:
+        yield
+    except BaseException:
+        if aside is not None:
+            shutil.rmtree(run, ignore_errors=True)
+            os.replace(aside, run)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)

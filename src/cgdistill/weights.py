@@ -65,8 +65,9 @@ class ModelInfo:
         return meta
 
 
-def _info_from_metadata(meta: dict[str, str], path: Path) -> ModelInfo:
-    common, config = parse_metadata(meta, path)
+def info_from_metadata(meta: dict[str, str], path: Path | str) -> ModelInfo:
+    """The typed metadata of one of our files; refuses headers that cgdistill did not write."""
+    common, config = parse_metadata(meta, Path(path))
     return ModelInfo(
         kind=common["kind"],
         arch=common["arch"],
@@ -155,24 +156,15 @@ def read_safetensors(path: Path | str, with_tensors: bool = True) -> tuple[dict[
     return tensors, meta
 
 
-def info_from_metadata(meta: dict[str, str], path: Path | str) -> ModelInfo:
-    """The typed metadata of one of our files; refuses headers that cgdistill did not write."""
-    return _info_from_metadata(meta, Path(path))
-
-
-def _read(path: Path, with_tensors: bool) -> tuple[dict[str, torch.Tensor], ModelInfo]:
+def read_file(path: Path | str, with_tensors: bool = True) -> tuple[dict[str, torch.Tensor], ModelInfo]:
+    """Tensors (when asked) and metadata of a model file."""
     tensors, meta = read_safetensors(path, with_tensors)
-    return tensors, _info_from_metadata(meta, path)
-
-
-def read_file(path: Path | str) -> tuple[dict[str, torch.Tensor], ModelInfo]:
-    """Tensors and metadata of a model file."""
-    return _read(Path(path), with_tensors=True)
+    return tensors, info_from_metadata(meta, path)
 
 
 def read_info(path: Path | str) -> ModelInfo:
     """Only the metadata (cheap: the tensors are not read)."""
-    return _read(Path(path), with_tensors=False)[1]
+    return read_file(path, with_tensors=False)[1]
 
 
 def _build(factory, tensors: dict[str, torch.Tensor], path: Path) -> nn.Module:

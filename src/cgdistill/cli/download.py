@@ -116,7 +116,7 @@ def _download_pretrained(
     key: str | None,
     run_name: str | None,
 ) -> None:
-    from cgdistill.data.download import download_pretrained
+    from cgdistill.official import download_pretrained
     from cgdistill.runs import reverse
 
     result = download_pretrained(

@@ -9,9 +9,7 @@ from typing import Any
 
 _LAZY = {
     "download_dataset": "cgdistill.data.download",
-    "download_pretrained": "cgdistill.data.download",
     "list_datasets": "cgdistill.data.download",
-    "dataset_present": "cgdistill.data.download",
     "fetch": "cgdistill.data.download",
     "DATASETS": "cgdistill.data.registry",
     "PRETRAINED": "cgdistill.data.registry",

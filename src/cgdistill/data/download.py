@@ -9,35 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
 import os
 import re
-import shutil
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cgdistill import __version__, paths
-from cgdistill.data.extract import extract_dataset, has_layout, remove_stale_staging
+from cgdistill.data.extract import extract_dataset, remove_stale_staging
 from cgdistill.data.registry import (
     DATASETS,
-    PRETRAINED,
     TRAIN_SPLITS,
-    PretrainedEntry,
     check_name,
     get_dataset,
-    get_pretrained,
 )
 from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.fsutil import NoSpace, fsync_dir, not_a_file_reason, require_free_space, storage_errno, storage_errors
-from cgdistill.runlock import hold_run
-
-if TYPE_CHECKING:
-    from cgdistill.official import ImportedGenerator
+from cgdistill.paths import has_layout
 
 # Seconds before the first retry; doubled on each further one. Tests set it near zero.
 DEFAULT_BACKOFF_S = 1.0
@@ -311,11 +302,6 @@ def _required(name: str) -> tuple[str, ...]:
     return entry.required if entry is not None else TRAIN_SPLITS
 
 
-def dataset_present(name: str) -> bool:
-    """Whether ``<home>/datasets/NAME`` holds a complete dataset."""
-    return has_layout(paths.dataset_path(name), _required(name))
-
-
 def download_dataset(
     name: str,
     *,
@@ -416,137 +402,3 @@ def _folder_size(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(root, file)).st_size
     return total
-
-
-# --- pretrained generators --------------------------------------------------------------------
-
-
-@dataclass
-class PretrainedResult:
-    """What ``download_pretrained`` stored: the new teacher run and the weights it came from."""
-
-    name: str
-    run: Path
-    weights: Path
-    directions: list[str]
-    dataset: str | None
-    entry: PretrainedEntry | None
-    downloaded: bool
-    generators: list[ImportedGenerator] = field(default_factory=list)  # one per direction imported
-
-
-def _earlier_import(run: Path) -> bool:
-    """Whether ``run`` is empty or holds only an earlier import (which a new import may replace)."""
-    if not any(run.iterdir()):
-        return True
-    from cgdistill.runs import CONFIG_FILE, is_imported_run
-
-    try:
-        config = json.loads((run / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return is_imported_run(config)
-
-
-def _set_aside(run: Path, force: bool, *, move: bool = True) -> Path | None:
-    """Refuse to import over a run an import did not make; with ``force`` move it aside (the caller
-    deletes it once the import succeeded, or puts it back). ``move=False`` only checks."""
-    if not run.exists():
-        return None
-    if not run.is_dir():
-        raise CgdistillError(f"{run} is a file, not a run folder; pass another --name.")
-    if _earlier_import(run):
-        return None
-    if not force:
-        raise CgdistillError(
-            f"Run '{run.name}' already exists in {run.parent} and is not an earlier import; pass --name to "
-            "import under another name, or --force to replace the run."
-        )
-    if not move:
-        return None
-    aside = run.with_name(f".{run.name}.replaced-{os.getpid()}")
-    os.replace(run, aside)
-    return aside
-
-
-def download_pretrained(
-    name: str,
-    *,
-    run_name: str | None = None,
-    from_file: Path | str | None = None,
-    url: str | None = None,
-    direction: str | None = None,
-    force: bool = False,
-    progress: bool = True,
-    retries: int = 4,
-    key: str | None = None,
-) -> PretrainedResult:
-    """Fetch an official CycleGAN generator (or take ``from_file``) and import it as teacher run NAME.
-
-    The direction is ``direction`` when given, else what the network's name says (``G_AB``), else
-    the registry's for known names, else A2B; it is recorded in the model file so ``translate`` knows
-    which domain the generator reads. ``key`` picks one network of a file that holds several. The run
-    is ``run_name`` (default NAME); a run there that is not an earlier import is kept unless ``force``.
-    """
-    check_name(name)
-    run_dir = paths.run_path(run_name if run_name is not None else name)
-    # One writer per run (runlock.py): held from the first check to the end of the replacement.
-    with hold_run(run_dir):
-        return _download_pretrained(name, run_dir, from_file, url, direction, force, progress, retries, key)
-
-
-def _download_pretrained(
-    name: str,
-    run_dir: Path,
-    from_file: Path | str | None,
-    url: str | None,
-    direction: str | None,
-    force: bool,
-    progress: bool,
-    retries: int,
-    key: str | None,
-) -> PretrainedResult:
-    _set_aside(run_dir, force, move=False)  # refuse before downloading anything
-    if url and from_file:
-        raise CgdistillError("Pass either --url or --from-file, not both.")
-    if direction is not None:
-        from cgdistill.runs import check_direction  # imports torch: only for a generator
-
-        check_direction(direction)
-    entry = PRETRAINED.get(name) if (url or from_file) else get_pretrained(name)
-    default_direction = entry.direction if entry else "A2B"
-    dataset = entry.dataset if entry else None
-
-    downloaded = False
-    if from_file is not None:
-        weights = Path(from_file).expanduser()
-        if not os.path.isfile(weights):
-            raise CgdistillError(
-                f"Weights file {weights} {not_a_file_reason(weights)}; check the path given to --from-file."
-            )
-    else:
-        weights = downloads_dir() / f"{name}.pth"
-        if force:
-            weights.unlink(missing_ok=True)
-            part_path(weights).unlink(missing_ok=True)
-        if not weights.is_file():
-            source = url or (entry.url if entry else None)
-            assert source is not None
-            fetch(source, weights, description=f"{name}.pth", progress=progress, retries=retries)
-            downloaded = True
-
-    from cgdistill.official import import_official
-
-    aside = _set_aside(run_dir, force)
-    try:
-        result = import_official(
-            weights, run_dir.name, direction=direction, dataset=dataset, key=key, default_direction=default_direction
-        )
-    except BaseException:
-        if aside is not None:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            os.replace(aside, run_dir)
-        raise
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-    return PretrainedResult(name, result.run, weights, result.directions, dataset, entry, downloaded, result.generators)

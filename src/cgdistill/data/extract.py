@@ -19,13 +19,9 @@ from pathlib import Path
 from cgdistill.data.registry import SPLITS, TRAIN_SPLITS
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import fsync_dir, require_free_space, storage_errors
+from cgdistill.paths import has_layout
 
 _STAGING_SUFFIXES = (".extracting", ".building", ".old")  # .building: the toy generator's
-
-
-def has_layout(folder: Path, required: tuple[str, ...] = TRAIN_SPLITS) -> bool:
-    """Whether ``folder`` holds every split folder in ``required`` (trainA and trainB by default)."""
-    return folder.is_dir() and all((folder / split).is_dir() for split in required)
 
 
 def expected_layout(required: tuple[str, ...] = TRAIN_SPLITS) -> str:

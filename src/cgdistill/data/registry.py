@@ -10,11 +10,11 @@ import re
 from dataclasses import dataclass
 
 from cgdistill.errors import CgdistillError
+from cgdistill.paths import TRAIN_SPLITS
 
 DATASETS_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/datasets/{name}.zip"
 PRETRAINED_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/{name}.pth"
 
-TRAIN_SPLITS = ("trainA", "trainB")
 TEST_SPLITS = ("testA", "testB")
 SPLITS = TRAIN_SPLITS + TEST_SPLITS
 

@@ -13,15 +13,20 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TypeVar
 
 from cgdistill.errors import CgdistillError
-from cgdistill.options import BLOCKS, DEVICE_HELP, DIRECTIONS, FIDELITY_IMAGES, NORMS, UPSAMPLES
+from cgdistill.options import (
+    AMP_DTYPES,
+    BLOCKS,
+    COMPILE_MODES,
+    DEVICE_HELP,
+    DIRECTIONS,
+    FIDELITY_IMAGES,
+    INITS,
+    NORMS,
+    PRESET_NAMES,
+    UPSAMPLES,
+)
 from cgdistill.train.budget import parse_duration
 from cgdistill.train.flags import PERF, RUN, TRAIN, check_choices, flag, internal
-
-# Modules that import this one hold these choices; they are read when a value is checked.
-AMP_DTYPES = "cgdistill.train.runtime:AMP_DTYPES"
-COMPILE_MODES = "cgdistill.train.runtime:COMPILE_MODES"
-PRESETS = "cgdistill.train.presets:PRESETS"
-INITS = "cgdistill.train.distill:INITS"
 
 C = TypeVar("C", bound="TrainConfig")
 
@@ -207,7 +212,7 @@ class DistillConfig(TrainConfig):
             "Student shape and recipe: default (3 blocks, teacher's width, lr 5e-4), fast (3 blocks, 1/2 width, lr 1e-3, "
             "--echo 2) or fastest (3 blocks, 1/4 width, lr 1e-3, --echo 2); --blocks, --ngf, --block, --lr and "
             "--echo override it.",
-            panel=TRAIN, choices=PRESETS,
+            panel=TRAIN, choices=PRESET_NAMES,
         ),
     )  # fmt: skip
     blocks: int = field(default=3, metadata=flag("Residual blocks of the student.", panel=TRAIN, min=1))
@@ -312,8 +317,12 @@ class DistillConfig(TrainConfig):
         if self.time_budget is not None:
             parse_duration(self.time_budget)
 
+    def objective_weights(self) -> dict[str, float]:
+        """The loss weights the user left unset, from ``objective``'s table."""
+        return {key: value for key, value in OBJECTIVES[self.objective].items() if getattr(self, key) is None}
+
     def resolve_objective(self) -> None:
-        """Fill the loss weights the user left unset from ``objective``'s table."""
-        for key, value in OBJECTIVES[self.objective].items():
-            if getattr(self, key) is None:
-                setattr(self, key, value)
+        """Fill the loss weights the user left unset from ``objective``'s table (in place, for library
+        callers that build a recipe without a plan; train/plan.py takes a copy instead)."""
+        for key, value in self.objective_weights().items():
+            setattr(self, key, value)

@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cgdistill import paths
 from cgdistill.data.images import list_images
 from cgdistill.errors import CgdistillError
 from cgdistill.evaluate import Images, load_images, run_model, source_test_files
@@ -53,17 +52,10 @@ from cgdistill.train.budget import now as budget_clock
 from cgdistill.train.config import DistillConfig
 from cgdistill.train.ema import WeightAverage
 from cgdistill.train.loop import Observer, Recipe, fit
+from cgdistill.train.plan import plan_distill
 from cgdistill.train.pool import ImagePool
-from cgdistill.train.presets import apply_preset
-from cgdistill.train.runtime import Runtime, teardown_runtime
-from cgdistill.train.session import (
-    dataset_label,
-    open_session,
-    read_run_config,
-    resolve_config,
-    write_config,
-    writing_run,
-)
+from cgdistill.train.runtime import Runtime, join_process_group, teardown_runtime
+from cgdistill.train.session import dataset_label, open_session, refuse_existing_run, write_config, writing_run
 from cgdistill.train.student_init import narrow_init
 from cgdistill.weights import load_discriminator, load_generator, save_generator
 
@@ -89,6 +81,10 @@ class Teacher:
     discriminator: PatchDiscriminator | None = None
     dataset: str | None = None
     step: int = 0  # the teacher generator's recorded training step
+
+    @property
+    def ngf(self) -> int:
+        return self.generator.config.ngf
 
 
 def load_teacher(spec: str | None, direction: str | None) -> Teacher:
@@ -134,9 +130,6 @@ class Student(nn.Module):
             return self.generator(x)
         out, features = self.generator(x, return_features=True)
         return out, self.adapters(features)
-
-
-INITS = ("copy", "copy-outer", "random")
 
 
 def spread_blocks(student_blocks: int, teacher_blocks: int) -> list[int]:
@@ -250,7 +243,8 @@ class DistillRecipe(Recipe):
         dataset_name: str,
         has_target: bool = True,
     ) -> None:
-        self.config, self.runtime, self.teacher_info, self.dataset_name = config, runtime, teacher, dataset_name
+        self.config, self.runtime, self.dataset_name = config, runtime, dataset_name
+        self.teacher_source = teacher.source  # the student's metadata records it under "teacher"
         # Without target-domain images the discriminator learns "real" from the teacher's outputs.
         self.has_target = has_target
         self.direction = teacher.direction
@@ -262,7 +256,7 @@ class DistillRecipe(Recipe):
                 return None
             return runtime.prepare(net, trainable=False).eval().requires_grad_(False)
 
-        self.teacher = frozen(teacher.generator)
+        self.teacher_generator = frozen(teacher.generator)
         self.teacher_reverse = frozen(teacher.reverse)
         self.mapping = block_mapping(config.blocks, teacher.generator.config.blocks)
         self.active = self._active_losses()
@@ -282,8 +276,10 @@ class DistillRecipe(Recipe):
         # Fidelity is measured as compare measures it: uint8 images in, uint8 images out, full precision;
         # with the uncompiled teacher, as these calls are one-offs (see Runtime.eager).
         self.held_out = held_out
-        self.held_out_teacher = run_model(unwrap(self.teacher), held_out, runtime.device)
-        check_wiring(self.student, self.optimizers["G"], unwrap(self.teacher), runtime.device, "feature" in self.active)
+        self.held_out_teacher = run_model(unwrap(self.teacher_generator), held_out, runtime.device)
+        check_wiring(
+            self.student, self.optimizers["G"], unwrap(self.teacher_generator), runtime.device, "feature" in self.active
+        )
 
     def _add_discriminator(self, teacher: Teacher, seed: torch.Generator, betas: tuple[float, float]) -> None:
         cfg = self.config
@@ -335,7 +331,7 @@ class DistillRecipe(Recipe):
         cfg, rt = self.config, self.runtime
         x = batch[self.source]
         with torch.no_grad(), rt.autocast():
-            t_out, t_feats = self.teacher(x, return_features=True)
+            t_out, t_feats = self.teacher_generator(x, return_features=True)
         y = batch[self.target] if self.has_target else t_out.detach()
         t_feats = [t_feats[j] for j in self.mapping]
         if self.D is not None:
@@ -388,7 +384,7 @@ class DistillRecipe(Recipe):
         """Per sample: input | teacher | student."""
         x = batch[self.source]
         with self.runtime.autocast():
-            t_out, s_out = self.teacher(x), self.generator(x)
+            t_out, s_out = self.teacher_generator(x), self.generator(x)
         return [[x[i], t_out[i], s_out[i]] for i in range(x.shape[0])]
 
     def export(self, run_dir: Path, step: int) -> None:
@@ -399,7 +395,7 @@ class DistillRecipe(Recipe):
             dataset=self.dataset_name,
             image_size=self.config.image_size,
             step=step,
-            teacher=self.teacher_info.source,
+            teacher=self.teacher_source,
             extra={
                 "init": self.config.init,
                 "losses": self.active,
@@ -438,40 +434,25 @@ def distill(
 ) -> Path:
     """Distill a teacher generator into a student run; returns the run folder."""
     started = budget_clock()  # --time-budget counts the whole command, loading included
-    config.check()
     observer = observer or Observer()
-    if resume and config.name is not None:
-        settings = read_run_config(config.name, "student", DistillConfig)
-        # The stored run decides: a teacher file that records no dataset resumes on the --data it was given.
-        config.teacher, config.direction, config.data = (settings.get(key) for key in ("teacher", "direction", "data"))
-    config.resolve_objective()
-    teacher = load_teacher(config.teacher, config.direction)
-    config.direction = teacher.direction
-    config.teacher = teacher.source
-    apply_preset(config, teacher.generator.config.ngf, given)
-    config.data = paths.choose_data(config.data, [(teacher.dataset, f"teacher {teacher.source}")]).spec
-    base = Path(teacher.source).stem if teacher.source.endswith(".safetensors") else teacher.source
-    default_name = f"{base}-{teacher.direction}-{config.blocks}b" + (
-        "" if config.preset == "default" else f"-{config.preset}"
-    )
-    config.teacher_step = teacher.step
-    with writing_run(config, default_name, observer):
-        config, _ = resolve_config(config, "student", resume, default_name, given)
+    plan = plan_distill(config, load_teacher, resume=resume, given=given)
+    config, teacher = plan.config, plan.teacher
+    rank, _, _ = join_process_group(config.device)
+    with writing_run(plan.run_dir, rank, observer):
+        if not resume:
+            refuse_existing_run(plan.run_dir, rank)
         if config.teacher_step not in (None, teacher.step):
             observer.message(
                 f"Teacher {teacher.source} is at step {teacher.step} now; this student started against its step "
                 f"{config.teacher_step} and continues against the teacher as it is now."
             )
-        source, target = teacher.direction[0], teacher.direction[-1]
-        has_target = (paths.resolve_data(config.data) / f"train{target}").is_dir()
         session = open_session(
-            config,
+            plan,
             "student",
-            resume=resume,
             observer=observer,
             norm=teacher.generator.config.norm,
-            domains=(source, target) if has_target else (source,),
-            primary=source,
+            domains=plan.domains,
+            primary=teacher.direction[0],
         )
         try:
             runtime = session.runtime
@@ -481,7 +462,7 @@ def distill(
                 teacher,
                 held_out_images(session.data_dir, teacher.direction),
                 dataset_label(session.data_dir, config.data),
-                has_target=has_target,
+                has_target=len(plan.domains) == 2,
             )
             if runtime.is_main:
                 s_cfg = unwrap(recipe.student).generator.config
@@ -519,7 +500,9 @@ def distill(
                 resume=resume,
                 observer=observer,
                 sample_batch={
-                    source: runtime.to_device(sample_images(recipe.held_out).permute(0, 3, 1, 2).float() / 127.5 - 1)
+                    teacher.direction[0]: runtime.to_device(
+                        sample_images(recipe.held_out).permute(0, 3, 1, 2).float() / 127.5 - 1
+                    )
                 },
                 budget=budget,
                 on_budget=fix_steps,

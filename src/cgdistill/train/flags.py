@@ -12,7 +12,6 @@ No Typer here: the library states the flags, the CLI turns them into options.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import typing
 from dataclasses import dataclass
 
@@ -29,14 +28,14 @@ PANELS = (RUN, TRAIN, PERF)
 
 @dataclass(frozen=True)
 class Flag:
-    """A field's flag. ``choices`` is a collection of allowed values, or ``"module:NAME"`` naming one
-    in a module that itself imports the configs (read when checked, so no import cycle)."""
+    """A field's flag. ``choices`` is the collection of allowed values (a tuple from options.py, which
+    the module that owns the choice imports too)."""
 
     help: str
     panel: str
     min: float | None = None
     max: float | None = None
-    choices: typing.Collection[str] | str | None = None
+    choices: typing.Collection[str] | None = None
     resumable: bool = False  # may change on --resume: it changes speed or bookkeeping, not the result
 
 
@@ -46,7 +45,7 @@ def flag(
     panel: str,
     min: float | None = None,
     max: float | None = None,
-    choices: typing.Collection[str] | str | None = None,
+    choices: typing.Collection[str] | None = None,
     resumable: bool = False,
 ) -> dict[str, Flag]:
     """Field metadata declaring the field's flag (``--field-name``; a bool is ``--x/--no-x``)."""
@@ -81,9 +80,6 @@ class FlagSpec:
     def allowed(self) -> tuple[str, ...] | None:
         """The allowed values, or None when any value of the type is."""
         choices = self.flag.choices
-        if isinstance(choices, str):
-            module, _, name = choices.partition(":")
-            choices = getattr(importlib.import_module(module), name)
         return None if choices is None else tuple(choices)
 
 

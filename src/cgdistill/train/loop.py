@@ -91,9 +91,6 @@ class Recipe(ABC):
         """Periodic measurements beyond the losses (the distiller's fidelity); none by default."""
         return {}
 
-    def state_extra(self) -> dict:
-        return {}
-
 
 @dataclass
 class StepReport:
@@ -345,7 +342,6 @@ class _Job:
     run_dir: Path
     observer: Observer
     sample_batch: dict[str, torch.Tensor] | None
-    on_checkpoint: Callable[[int], None] | None
     scalers: dict[str, torch.amp.GradScaler] = field(init=False)
     tensorboard: Any = None
     clock: tuple[float, int] = (0.0, 0)  # (time, step) of the last log, for the speed
@@ -442,12 +438,9 @@ class _Job:
                 optimizers=self.recipe.optimizers,
                 pools=self.recipe.pools,
                 scalers=self.scalers,
-                extra=self.recipe.state_extra(),
             )
             self.recipe.export(self.run_dir, step)
             write_curves(self.run_dir)
-            if self.on_checkpoint:
-                self.on_checkpoint(step)
         if self.runtime.distributed:
             torch.distributed.barrier()
 
@@ -467,7 +460,6 @@ def fit(
     resume: bool = False,
     observer: Observer | None = None,
     sample_batch: dict[str, torch.Tensor] | None = None,
-    on_checkpoint: Callable[[int], None] | None = None,
     budget: StepBudget | None = None,
     on_budget: Callable[[int], None] | None = None,
 ) -> Position:
@@ -481,7 +473,7 @@ def fit(
     """
     observer = observer if observer is not None and runtime.is_main else Observer()
     timeline = Timeline.for_run(config, len(dataset), runtime.world_size)
-    job = _Job(recipe, config, runtime, timeline, run_dir, observer, sample_batch, on_checkpoint)
+    job = _Job(recipe, config, runtime, timeline, run_dir, observer, sample_batch)
     start = job.resume() if resume else 0
     total = timeline.total_steps
     if start >= total:

@@ -22,6 +22,7 @@ class Preset:
     echo: int = 1  # student updates per teacher batch (--echo)
 
 
+# One entry per name in options.PRESET_NAMES (--preset's choices; tests/test_presets.py holds them equal).
 PRESETS: dict[str, Preset] = {
     # The recipes were measured on a real published teacher (docs/distillation.md): every student learns
     # faster at a higher lr than the GAN recipe's 2e-4; a narrow one's step is mostly the teacher's pass,
@@ -43,9 +44,8 @@ def preset_ngf(preset: Preset, teacher_ngf: int) -> int | None:
     return max(1, round(teacher_ngf * preset.width))
 
 
-def apply_preset(config: DistillConfig, teacher_ngf: int, given: set[str] | None = None) -> list[str]:
-    """Fill the student's shape and recipe from ``config.preset`` where the user did not set them; returns
-    what was set.
+def preset_values(config: DistillConfig, teacher_ngf: int, given: set[str] | None = None) -> dict[str, object]:
+    """The student's shape and recipe from ``config.preset``, for the fields the user did not set.
 
     A field counts as set when ``given`` (the flags named on the command line) holds it, or when it
     differs from its default (library use, where nothing says which fields a caller wrote).
@@ -61,9 +61,12 @@ def apply_preset(config: DistillConfig, teacher_ngf: int, given: set[str] | None
         "lr": preset.lr,
         "echo": preset.echo,
     }
-    applied = []
-    for name in names:
-        if name not in given:
-            setattr(config, name, values[name])
-            applied.append(name)
-    return applied
+    return {name: values[name] for name in names if name not in given}
+
+
+def apply_preset(config: DistillConfig, teacher_ngf: int, given: set[str] | None = None) -> list[str]:
+    """``preset_values`` set on ``config`` in place; returns the names set."""
+    values = preset_values(config, teacher_ngf, given)
+    for name, value in values.items():
+        setattr(config, name, value)
+    return list(values)

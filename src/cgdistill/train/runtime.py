@@ -17,10 +17,11 @@ from torch import nn
 from cgdistill import threads
 from cgdistill.device import cuda_amp_dtype, describe, pick_device
 from cgdistill.errors import CgdistillError
+from cgdistill.options import AMP_DTYPES
 from cgdistill.train.config import TrainConfig
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-COMPILE_MODES = ("default", "reduce-overhead")
+# --amp-dtype's choices (options.AMP_DTYPES) as torch dtypes.
+TORCH_AMP_DTYPES = dict(zip(AMP_DTYPES, (torch.bfloat16, torch.float16), strict=True))
 
 
 @dataclass
@@ -220,7 +221,7 @@ def choose_amp_dtype(amp: bool | None, requested: str | None, device: torch.devi
     turns it on too, unless ``amp`` is False. Unnamed, the dtype is the one the hardware runs
     natively: bf16 on Ampere and newer GPUs and on the CPU, fp16 (with loss scaling) on older GPUs.
     """
-    named = AMP_DTYPES[requested] if requested is not None else None
+    named = TORCH_AMP_DTYPES[requested] if requested is not None else None
     if amp is None:
         amp = requested is not None or device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
     if not amp:

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import torch
 
-from cgdistill import paths
 from cgdistill.losses import cycle_loss, discriminator_loss, gan_loss, identity_loss
 from cgdistill.nets import (
     DiscriminatorConfig,
@@ -41,9 +40,16 @@ from cgdistill.nets import (
 from cgdistill.runs import discriminator_file, generator_file
 from cgdistill.train.config import TeacherConfig
 from cgdistill.train.loop import Observer, Recipe, fit
+from cgdistill.train.plan import plan_teacher
 from cgdistill.train.pool import ImagePool
-from cgdistill.train.runtime import Runtime, teardown_runtime
-from cgdistill.train.session import dataset_label, fixed_sample_batch, open_session, resolve_config, writing_run
+from cgdistill.train.runtime import Runtime, join_process_group, teardown_runtime
+from cgdistill.train.session import (
+    dataset_label,
+    fixed_sample_batch,
+    open_session,
+    refuse_existing_run,
+    writing_run,
+)
 from cgdistill.weights import save_discriminator, save_generator
 
 LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
@@ -180,16 +186,16 @@ def train_teacher(
 
     ``given`` names the settings the user set explicitly (on resume only some may change).
     """
-    config.check()
     observer = observer or Observer()
-    if config.data is None and not (resume and config.name):
-        choice = paths.choose_data(None, newest=True)
-        config.data = choice.spec
-        observer.message(f"No --data given: using {choice.spec}, {choice.reason}.")
-    default_name = Path(config.data).name if config.data else "teacher"
-    with writing_run(config, default_name, observer):
-        config, _ = resolve_config(config, "teacher", resume, default_name, given)
-        session = open_session(config, "teacher", resume=resume, observer=observer, norm=config.norm)
+    plan = plan_teacher(config, resume=resume, given=given)
+    for note in plan.notes:
+        observer.message(note)
+    config = plan.config
+    rank, _, _ = join_process_group(config.device)
+    with writing_run(plan.run_dir, rank, observer):
+        if not resume:
+            refuse_existing_run(plan.run_dir, rank)
+        session = open_session(plan, "teacher", observer=observer, norm=config.norm)
         try:
             runtime = session.runtime
             if runtime.is_main:
