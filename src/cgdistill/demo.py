@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cgdistill import evaluate, fid_inception, paths, report, runs
+from cgdistill import compare, fid_inception, paths, report, runs
 from cgdistill import translate as tr
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.device import pick_device
@@ -173,7 +173,7 @@ def prepare_output(output: Path) -> bool:
     return replaced
 
 
-def quality_checks(comparison: evaluate.Comparison) -> list[Check]:
+def quality_checks(comparison: compare.Comparison) -> list[Check]:
     """Did the models learn (beat the unchanged input), is the student close to the teacher, and cheaper?"""
     teacher, student = comparison.teacher, comparison.student
     baseline = comparison.baseline_psnr_gt
@@ -363,13 +363,13 @@ def _translate(settings: DemoSettings, data_dir: Path, folder: Path) -> list[Pat
     return [target for _source, target in result.written]
 
 
-def _compare(settings: DemoSettings, data_dir: Path, observer: DemoObserver) -> evaluate.CompareOutputs:
+def _compare(settings: DemoSettings, data_dir: Path, observer: DemoObserver) -> compare.CompareOutputs:
     """`cgdistill compare --teacher teacher --student student --report ...`, through the same functions."""
     teacher, student = runs.resolve_pair(TEACHER_RUN, STUDENT_RUN, settings.direction)
     direction = student.direction
     source = fid_inception.find_weights(None, download=False)  # never the network: FID only if already here
     feature_network = fid_inception.load_fid_inception(source) if source is not None else None
-    return evaluate.compare_models(
+    return compare.compare_models(
         teacher,
         student,
         data_dir,
@@ -385,7 +385,7 @@ def _compare(settings: DemoSettings, data_dir: Path, observer: DemoObserver) -> 
 def _summary(
     result: DemoResult,
     settings: DemoSettings,
-    comparison: evaluate.Comparison,
+    comparison: compare.Comparison,
     seconds: dict[str, float],
     teacher_run: Path,
     student_run: Path,
