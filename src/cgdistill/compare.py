@@ -20,7 +20,7 @@ from torch import nn
 from cgdistill import runs
 from cgdistill.cost import Speed, count_macs, count_macs_paper, measure_speed
 from cgdistill.device import describe
-from cgdistill.engines import BF16_MIN_PSNR_DB, bf16_psnr, engine_latencies
+from cgdistill.engines import BF16_MIN_PSNR_DB, bf16_psnr, engine_latencies, torch_model
 from cgdistill.errors import CgdistillError
 from cgdistill.fid_inception import missing_weights_note
 from cgdistill.metrics import Fidelity, extract_features, fid_kid, fidelity, mean_psnr
@@ -28,7 +28,6 @@ from cgdistill.nets import count_parameters
 from cgdistill.plots import read_metrics
 from cgdistill.runs import ResolvedModel
 from cgdistill.testset import Images, TestSet, load_test_set, run_model, size_counts
-from cgdistill.translate import prepare_generator
 from cgdistill.weights import load_generator
 
 WORST_IMAGES = 5  # the report shows where the student falls short: this many lowest-PSNR test images
@@ -294,7 +293,7 @@ def compare(
     """
     say = log or (lambda _message: None)
     generators = {"teacher": teacher, "student": student}
-    models = {role: prepare_generator(g, device) for role, g in generators.items()}
+    models = {role: torch_model(g, device) for role, g in generators.items()}  # fp32 on the CPU, autocast on CUDA
     say(f"Translating {len(test_set.names)} test images with both models")
     matched = measure_fidelity(models, test_set, device)
     distribution = measure_fid_kid(

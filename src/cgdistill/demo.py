@@ -28,6 +28,7 @@ from cgdistill import compare, fid_inception, paths, report, runs
 from cgdistill import translate as tr
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.device import pick_device
+from cgdistill.engines import torch_model
 from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.fsutil import atomic_write_text
 from cgdistill.options import DEMO_OUTPUT
@@ -356,7 +357,8 @@ def _translate(settings: DemoSettings, data_dir: Path, folder: Path) -> list[Pat
     direction = resolved.direction
     files = tr.collect_inputs([data_dir / f"test{direction[0]}"])[: settings.translate_count]
     generator, _ = load_generator(resolved.path)
-    result = tr.translate_files(generator, files, folder, direction, device=pick_device(settings.device))
+    device = pick_device(settings.device)
+    result = tr.translate_files(torch_model(generator, device), files, folder, direction, device=device)
     if result.failures:
         path, reason = result.failures[0]
         raise WorkFailed(f"Translating the demo's test images failed on {path}: {reason}")

@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from cgdistill.data.images import list_images, read_image
+from cgdistill.engines import at_inference_precision
 from cgdistill.errors import CgdistillError
 from cgdistill.metrics import shape_groups
 from cgdistill.translate import DEFAULT_MAX_SIDE, MIN_SIDE, shrink_to_max_side, translate_batch
@@ -121,7 +122,12 @@ def size_counts(images: Images) -> dict[str, int]:
 
 def run_model(model: nn.Module, images: Sequence[torch.Tensor], device: torch.device, batch_size: int = 8) -> Images:
     """Translate uint8 HxWx3 ``images`` of any sizes with a prepared model, images of one shape in batches;
-    uint8 images on the CPU, in input order."""
+    uint8 images on the CPU, in input order.
+
+    The model runs at the precision the torch engine runs on ``device`` (``engines.at_inference_precision``:
+    autocast on CUDA, fp32 on the CPU), so the distiller's ``psnr_to_teacher`` is compare's fidelity.
+    """
+    model = at_inference_precision(model, device)
     out: list[torch.Tensor | None] = [None] * len(images)
     for group in shape_groups(images):
         for start in range(0, len(group), batch_size):
