@@ -23,8 +23,9 @@ from PIL import Image
 
 from cgdistill.data.images import list_images
 from cgdistill.device import describe, pick_device
+from cgdistill.engines import torch_model
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
-from cgdistill.translate import autocast_context, prepare_generator, translate_files, use_channels_last
+from cgdistill.translate import translate_files, use_channels_last
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "horse2zebra-mini" / "testA"
 
@@ -45,7 +46,7 @@ def model_rate(model: torch.nn.Module, batches: int, batch_size: int, size: int,
     """Images/s of forward passes alone (input already on the device in the model's memory format)."""
     fmt = torch.channels_last if use_channels_last(device) else torch.contiguous_format
     x = (torch.rand(batch_size, 3, size, size, device=device) * 2 - 1).contiguous(memory_format=fmt)
-    with torch.inference_mode(), autocast_context(device):
+    with torch.inference_mode():
         model(x)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -80,7 +81,7 @@ def main() -> None:
             "teacher": ResnetGenerator(GeneratorConfig(blocks=9)),
             "student": ResnetGenerator(GeneratorConfig(blocks=3)),
         }
-        prepared = {name: prepare_generator(m, device) for name, m in models.items()}
+        prepared = {name: torch_model(m, device) for name, m in models.items()}  # autocast on CUDA
         folder_rates: dict[str, list[float]] = {name: [] for name in models}
         model_rates: dict[str, list[float]] = {name: [] for name in models}
         batches = max(1, len(files) // args.batch_size)

@@ -212,10 +212,30 @@ def test_amp_dtype_overrides_the_gpus_default(volta):
     assert runtime_module.setup_runtime(TeacherConfig(device="auto", amp_dtype="bf16")).amp_dtype == torch.bfloat16
 
 
-def test_translate_runs_fp16_on_a_gpu_before_ampere(volta):
-    from cgdistill.translate import autocast_context
+def test_translate_runs_fp16_on_a_gpu_before_ampere(volta, monkeypatch):
+    from cgdistill import engines, translate
 
-    assert autocast_context(torch.device("cuda", 0)).fast_dtype == torch.float16
+    monkeypatch.setattr(translate, "prepare_generator", lambda generator, device: generator)  # no GPU to move to
+    engine = engines.torch_engine(ResnetGenerator(blocks=1, ngf=4), torch.device("cuda", 0))
+    assert isinstance(engine.model, engines.Autocast) and engine.model.context().fast_dtype == torch.float16
+
+
+def test_the_torch_engine_on_an_ampere_or_newer_gpu_runs_the_bf16_autocast_it_reports(gpus, monkeypatch):
+    from cgdistill import engines, translate
+
+    monkeypatch.setattr(translate, "prepare_generator", lambda generator, device: generator)  # no GPU to move to
+    engine = engines.torch_engine(ResnetGenerator(blocks=1, ngf=4), torch.device("cuda", 0))
+    assert "autocast" in engine.reason
+    assert (engine.model.device_type, engine.model.context().fast_dtype) == ("cuda", torch.bfloat16)
+
+
+def test_the_distillers_evaluation_on_a_gpu_runs_at_the_engines_precision(gpus):
+    from cgdistill.engines import Autocast, at_inference_precision
+
+    generator = ResnetGenerator(blocks=1, ngf=4)
+    wrapped = at_inference_precision(generator, torch.device("cuda", 0))
+    assert isinstance(wrapped, Autocast) and wrapped.generator is generator and wrapped.dtype == torch.bfloat16
+    assert at_inference_precision(wrapped, torch.device("cuda", 0)) is wrapped  # an engine's model keeps its own
 
 
 # --- every command reaches its first CUDA allocation on cuda:0

@@ -164,9 +164,9 @@ def test_translate_with_onnxruntime_matches_torch_fp32(cli, tmp_path):
 def test_bf16_is_used_only_at_40_db_or_more_and_only_with_native_bf16(monkeypatch):
     g = random_generator()
     cpu = torch.device("cpu")
-    monkeypatch.setattr(engines, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr("cgdistill.device.cpu_has_fast_bf16", lambda: False)
     assert engines.torch_engine(g, cpu).name == "torch fp32"
-    monkeypatch.setattr(engines, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr("cgdistill.device.cpu_has_fast_bf16", lambda: True)
     monkeypatch.setattr(engines, "bf16_psnr", lambda model: 39.9)
     choice = engines.torch_engine(g, cpu)
     assert choice.name == "torch fp32" and "only 39.9 dB" in choice.reason
@@ -187,7 +187,7 @@ def test_bf16_psnr_compares_against_fp32():
 
 
 def test_auto_times_once_per_architecture_and_picks_the_faster(monkeypatch, home):
-    monkeypatch.setattr(engines, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr("cgdistill.device.cpu_has_fast_bf16", lambda: False)
     calls = []
 
     def fake_timing(models, x, **kwargs):

@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from cgdistill.compare import compare
 from cgdistill.data.toy import make_toy_dataset
-from cgdistill.evaluate import compare, load_images, load_test_set, run_model
 from cgdistill.metrics import fidelity, psnr, ssim, ssim_per_image, to_unit
 from cgdistill.nets import ResnetGenerator
+from cgdistill.testset import load_images, load_test_set, run_model
 from cgdistill.train.config import DistillConfig
 from cgdistill.train.distill import distill, sample_images
 from cgdistill.translate import DEFAULT_MAX_SIDE, prepare_generator, shrink_to_max_side, translate_batch

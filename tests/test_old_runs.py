@@ -20,7 +20,6 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from cgdistill import engines
 from cgdistill.nets import unwrap
 from cgdistill.train.config import TeacherConfig
 from cgdistill.train.distill import load_teacher
@@ -244,7 +243,7 @@ def test_old_generator_files_compute_what_the_old_code_computed(old_home, case):
 def test_translate_with_an_old_run_writes_what_the_old_generator_computes(
     old_home, cli, tmp_path, monkeypatch, model, direction, case
 ):
-    monkeypatch.setattr(engines, "cpu_has_native_bf16", lambda: False)  # fp32 on every CPU
+    monkeypatch.setattr("cgdistill.device.cpu_has_fast_bf16", lambda: False)  # fp32 on every CPU
     image = old_home / CASES[case][1]
     args = ["translate", image, "--model", model, "--engine", "torch", "--device", "cpu", "-o", tmp_path / "out"]
     result = cli(*args, *(["--direction", direction] if direction else []))

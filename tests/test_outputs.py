@@ -115,12 +115,12 @@ def test_an_input_that_is_not_a_regular_file_says_so(cli, student, tmp_path, spe
 
 
 def test_compare_refuses_a_file_as_report_folder_before_measuring(cli, pair, tmp_path, monkeypatch):
-    from cgdistill import evaluate
+    from cgdistill import compare
 
     def never(*_args, **_kwargs):
         raise AssertionError("measured before checking the report folder")
 
-    monkeypatch.setattr(evaluate, "compare_models", never)
+    monkeypatch.setattr(compare, "compare_models", never)
     report = tmp_path / "report.html"
     report.write_text("mine")
     result = cli("compare", "--report", report)
@@ -130,12 +130,12 @@ def test_compare_refuses_a_file_as_report_folder_before_measuring(cli, pair, tmp
 
 @pytest.mark.parametrize(("flag", "value"), [("--grid", "-1"), ("--image-size", "0"), ("--limit", "0")])
 def test_compare_refuses_bad_numbers_before_measuring(cli, pair, monkeypatch, flag, value):
-    from cgdistill import evaluate
+    from cgdistill import compare
 
     def never(*_args, **_kwargs):
         raise AssertionError("measured before checking the options")
 
-    monkeypatch.setattr(evaluate, "compare", never)
+    monkeypatch.setattr(compare, "compare", never)
     result = cli("compare", flag, value)
     assert result.code == 2
     assert flag in result.err_text

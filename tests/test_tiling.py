@@ -290,7 +290,7 @@ def test_an_engine_that_cannot_tile_hands_large_images_to_its_torch_fallback():
 
 
 def test_rgba_keeps_its_alpha_and_tiles_like_one_pass(cli, home, tmp_path, monkeypatch):
-    monkeypatch.setattr("cgdistill.engines.cpu_has_native_bf16", lambda: False)  # fp32 on every CPU
+    monkeypatch.setattr("cgdistill.device.cpu_has_fast_bf16", lambda: False)  # fp32 on every CPU
     _save(home)
     rgba = np.concatenate([_pixels(37, 53, seed=4).numpy(), np.arange(37 * 53, dtype=np.uint8).reshape(37, 53, 1)], 2)
     source = tmp_path / "photo.png"

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
-from cgdistill.translate import autocast_context, use_channels_last
+from cgdistill.translate import use_channels_last
 
 
 def _meta_generator(config: GeneratorConfig) -> ResnetGenerator:
@@ -122,7 +122,8 @@ def measure_speed(
 ) -> dict[str, Speed]:
     """Batch-1 latency and larger-batch throughput of each model (:func:`interleaved_median_ms`).
 
-    Models must already be prepared for ``device`` (see ``translate.prepare_generator``).
+    Models must already be prepared for ``device`` and run as they are: an engine's model carries its
+    precision (``engines.torch_model``, ``engines.Autocast``).
     """
     batch = throughput_batch or default_throughput_batch(device)
     fmt = torch.channels_last if use_channels_last(device) else torch.contiguous_format
@@ -131,9 +132,8 @@ def measure_speed(
         return torch.rand(n, 3, image_size, image_size, device=device).mul_(2).sub_(1).contiguous(memory_format=fmt)
 
     single, many = make(1), make(batch)
-    with autocast_context(device):
-        latency = interleaved_median_ms(models, single, repeats=repeats, warmup=warmup)
-        per_batch = interleaved_median_ms(models, many, repeats=throughput_repeats, warmup=1)
+    latency = interleaved_median_ms(models, single, repeats=repeats, warmup=warmup)
+    per_batch = interleaved_median_ms(models, many, repeats=throughput_repeats, warmup=1)
     return {
         name: Speed(
             latency_ms=latency[name],

@@ -24,10 +24,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cgdistill import evaluate, fid_inception, paths, report, runs
+from cgdistill import compare, fid_inception, paths, report, runs
 from cgdistill import translate as tr
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.device import pick_device
+from cgdistill.engines import torch_model
 from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.fsutil import atomic_write_text
 from cgdistill.options import DEMO_OUTPUT
@@ -173,7 +174,7 @@ def prepare_output(output: Path) -> bool:
     return replaced
 
 
-def quality_checks(comparison: evaluate.Comparison) -> list[Check]:
+def quality_checks(comparison: compare.Comparison) -> list[Check]:
     """Did the models learn (beat the unchanged input), is the student close to the teacher, and cheaper?"""
     teacher, student = comparison.teacher, comparison.student
     baseline = comparison.baseline_psnr_gt
@@ -356,20 +357,21 @@ def _translate(settings: DemoSettings, data_dir: Path, folder: Path) -> list[Pat
     direction = resolved.direction
     files = tr.collect_inputs([data_dir / f"test{direction[0]}"])[: settings.translate_count]
     generator, _ = load_generator(resolved.path)
-    result = tr.translate_files(generator, files, folder, direction, device=pick_device(settings.device))
+    device = pick_device(settings.device)
+    result = tr.translate_files(torch_model(generator, device), files, folder, direction, device=device)
     if result.failures:
         path, reason = result.failures[0]
         raise WorkFailed(f"Translating the demo's test images failed on {path}: {reason}")
     return [target for _source, target in result.written]
 
 
-def _compare(settings: DemoSettings, data_dir: Path, observer: DemoObserver) -> evaluate.CompareOutputs:
+def _compare(settings: DemoSettings, data_dir: Path, observer: DemoObserver) -> compare.CompareOutputs:
     """`cgdistill compare --teacher teacher --student student --report ...`, through the same functions."""
     teacher, student = runs.resolve_pair(TEACHER_RUN, STUDENT_RUN, settings.direction)
     direction = student.direction
     source = fid_inception.find_weights(None, download=False)  # never the network: FID only if already here
     feature_network = fid_inception.load_fid_inception(source) if source is not None else None
-    return evaluate.compare_models(
+    return compare.compare_models(
         teacher,
         student,
         data_dir,
@@ -385,7 +387,7 @@ def _compare(settings: DemoSettings, data_dir: Path, observer: DemoObserver) -> 
 def _summary(
     result: DemoResult,
     settings: DemoSettings,
-    comparison: evaluate.Comparison,
+    comparison: compare.Comparison,
     seconds: dict[str, float],
     teacher_run: Path,
     student_run: Path,

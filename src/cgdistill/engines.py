@@ -1,10 +1,15 @@
-"""Inference engines for a generator: PyTorch (fp32, or bf16 autocast on CPUs with native bf16) and onnxruntime.
+"""Inference engines for a generator: PyTorch (fp32, bf16 autocast on CPUs with native bf16, bf16/fp16
+autocast on CUDA) and onnxruntime.
 
 Every engine is an ``nn.Module`` taking and returning float32 NCHW in [-1, 1], so ``translate`` and
-``compare`` run them through the same code as a plain generator.
+``compare`` run them through the same code as a plain generator. An engine's model carries its own
+precision (an :class:`Autocast` wrapper, or none for fp32): ``translate``, ``cost`` and ``compare`` run
+it as it is, so what an engine is called is what it runs.
 
 Rules (docs/usage-translate-compare.md):
 
+- **CUDA**: the torch engine runs under autocast at the GPU's native half precision
+  (``device.native_amp_dtype``: bf16 from Ampere on, fp16 before).
 - **bf16 on the CPU**: on a CPU with native bf16 (AVX512-BF16 or AMX) the torch engine runs under
   bf16 autocast only when, on a fixed probe image, its output stays within ``BF16_MIN_PSNR_DB`` of
   the fp32 output; elsewhere bf16 is emulated and slow, so it stays fp32.
@@ -34,7 +39,7 @@ from torch import nn
 
 from cgdistill import paths
 from cgdistill.cost import interleaved_median_ms
-from cgdistill.device import pick_device
+from cgdistill.device import native_amp_dtype, pick_device
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import atomic_write_text
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
@@ -46,25 +51,55 @@ TIMING_SIDE = 256  # where auto compares engines: the published training and tes
 CACHE_FILE = "engine-choices.json"
 
 
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: where bf16 convolutions beat fp32 (elsewhere bf16 is emulated)."""
-    from cgdistill.train.runtime import cpu_has_fast_bf16
+class Autocast(nn.Module):
+    """A generator run under autocast at ``dtype`` on ``device_type``, returning float32.
 
-    return cpu_has_fast_bf16()
+    The engine's precision travels with its model: whatever runs it (one pass, tiles, timing) runs
+    it at this precision; ``tiling`` unwraps it and applies :meth:`context` to each piece.
+    """
 
-
-class CpuBf16(nn.Module):
-    """A generator run under CPU bf16 autocast, returning float32."""
-
-    def __init__(self, generator: nn.Module) -> None:
+    def __init__(self, generator: nn.Module, device_type: str, dtype: torch.dtype) -> None:
         super().__init__()
         self.generator = generator
+        self.device_type = device_type
+        self.dtype = dtype
         self.config = getattr(generator, "config", None)
         self.multiple = getattr(generator, "multiple", 4)
 
+    def context(self) -> torch.autocast:
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with self.context():
             return self.generator(x).float()
+
+
+class CpuBf16(Autocast):
+    """A generator run under CPU bf16 autocast, returning float32: the ``torch bf16`` engine's model."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__(generator, "cpu", torch.bfloat16)
+
+
+def at_inference_precision(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` at the precision the torch engine runs on ``device`` without a fidelity probe.
+
+    On CUDA, under autocast at the GPU's native half precision; elsewhere as it is (fp32: the CPU's
+    bf16 needs :func:`torch_engine`'s probe). A model that already carries its precision is returned
+    as it is. Nothing is moved or frozen, so a network still in training (the distiller's periodic
+    evaluation) can be run this way.
+    """
+    if device.type == "cuda" and not isinstance(model, Autocast):
+        return Autocast(model, "cuda", native_amp_dtype(device))
+    return model
+
+
+def torch_model(generator: nn.Module, device: torch.device) -> nn.Module:
+    """``generator`` prepared for ``device`` (``translate.prepare_generator``) at :func:`at_inference_precision`:
+    the model ``compare`` measures and the ``torch`` engine runs on a GPU."""
+    from cgdistill.translate import prepare_generator
+
+    return at_inference_precision(prepare_generator(generator, device), device)
 
 
 class OnnxRuntimeGenerator(nn.Module):
@@ -143,15 +178,13 @@ class Engine:
 
 
 def torch_engine(generator: nn.Module, device: torch.device) -> Engine:
-    """PyTorch on ``device``: on a CPU with native bf16, bf16 autocast when it keeps 40 dB to fp32."""
-    from cgdistill.translate import prepare_generator
-
-    model = prepare_generator(generator, device)
+    """PyTorch on ``device``: autocast on CUDA; on a CPU with native bf16, bf16 autocast when it keeps 40 dB to fp32."""
+    model = torch_model(generator, device)
     if device.type == "cuda":
         return Engine("torch", model, "CUDA: bf16/fp16 autocast")
     if device.type != "cpu":
         return Engine("torch fp32", model, f"{device.type}: full precision")
-    if not cpu_has_native_bf16():
+    if native_amp_dtype(device) is None:
         return Engine("torch fp32", model, "this CPU has no native bf16")
     fidelity = bf16_psnr(model)
     if fidelity >= BF16_MIN_PSNR_DB:
@@ -281,13 +314,12 @@ def engine_for_file(path: Path | str, device: torch.device, engine: str = "auto"
 def available_engines(generator: nn.Module, device: torch.device) -> dict[str, nn.Module]:
     """Every engine that can run ``generator`` on ``device``, for timing side by side (``compare``)."""
     from cgdistill.export import onnx_available
-    from cgdistill.translate import prepare_generator
 
-    model = prepare_generator(generator, device)
+    model = torch_model(generator, device)
     if device.type != "cpu":
         return {"torch": model}
     engines: dict[str, nn.Module] = {"torch fp32": model}
-    if cpu_has_native_bf16():
+    if native_amp_dtype(device) is not None:
         engines["torch bf16"] = CpuBf16(model)
     if onnx_available():
         engines["onnxruntime fp32"] = OnnxRuntimeGenerator.from_generator(model)

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
+from cgdistill.compare import CompareOutputs, Comparison
 from cgdistill.errors import CgdistillError
-from cgdistill.evaluate import CompareOutputs, Comparison
 from cgdistill.fsutil import atomic_path, atomic_write_text, prepare_output_dir
 from cgdistill.options import DEFAULT_GRID_ROWS, FIDELITY_IMAGES
 from cgdistill.plots import fidelity_svg

@@ -740,16 +740,15 @@ def tensor_budget(max_memory: int | None, device: torch.device) -> int:
     return max(0, max_memory - memory_in_use(device))
 
 
-def tiler_for(model: nn.Module, device: torch.device) -> TiledGenerator | None:
-    """A tiled runner for a torch engine's model (plain or CPU bf16 autocast); None for other engines."""
-    from cgdistill.engines import CpuBf16
+def tiler_for(model: nn.Module) -> TiledGenerator | None:
+    """A tiled runner for a torch engine's model (plain, or under its engine's autocast); None for other engines."""
+    from cgdistill.engines import Autocast
     from cgdistill.nets import ResnetGenerator
-    from cgdistill.translate import autocast_context
 
-    if isinstance(model, CpuBf16):
-        generator, autocast = model.generator, lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    if isinstance(model, Autocast):
+        generator, autocast = model.generator, model.context
     elif isinstance(model, ResnetGenerator):
-        generator, autocast = model, lambda: autocast_context(device)
+        generator, autocast = model, nullcontext
     else:
         return None
     try:
@@ -758,11 +757,11 @@ def tiler_for(model: nn.Module, device: torch.device) -> TiledGenerator | None:
         return None
 
 
-def bytes_per_element(model: nn.Module, device: torch.device) -> int:
-    """2 where activations are bf16/fp16 (CPU bf16 engine, CUDA autocast), else 4."""
-    from cgdistill.engines import CpuBf16
+def bytes_per_element(model: nn.Module) -> int:
+    """2 where activations are bf16/fp16 (an engine under autocast: CPU bf16, CUDA), else 4."""
+    from cgdistill.engines import Autocast
 
-    return 2 if isinstance(model, CpuBf16) or device.type == "cuda" else 4
+    return 2 if isinstance(model, Autocast) else 4
 
 
 def human_bytes(n: int) -> str:
@@ -782,13 +781,13 @@ class TileDecider:
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.tiler = tiler_for(self.model, self.device)
+        self.tiler = tiler_for(self.model)
         runner = self.model
         if self.tiler is None and self.tiled_model is not None:
-            self.tiler = tiler_for(self.tiled_model, self.device)
+            self.tiler = tiler_for(self.tiled_model)
             runner = self.tiled_model
         self.config = getattr(self.model, "config", None)
-        self.bytes = bytes_per_element(runner, self.device)
+        self.bytes = bytes_per_element(runner)
 
     def plan(self, height: int, width: int) -> TilePlan | None:
         """The plan for this size; None when the model's architecture is unknown (one pass, as always)."""

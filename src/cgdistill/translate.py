@@ -12,7 +12,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from torch import nn
 
 from cgdistill import threads
 from cgdistill.data.images import list_images, read_image_with_alpha
-from cgdistill.device import cuda_amp_dtype
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import atomic_path, not_a_file_reason, prepare_output_dir
 from cgdistill.options import DEFAULT_BATCH_SIZE, DEFAULT_MAX_SIDE
@@ -58,13 +56,6 @@ class TranslateResult:
 def use_channels_last(device: torch.device) -> bool:
     """Channels-last pays on CUDA (tensor cores); on the CPU it measured slower (docs/benchmarks.md)."""
     return device.type == "cuda"
-
-
-def autocast_context(device: torch.device):
-    """bf16 (fp16 on GPUs older than Ampere, which only emulate bf16) autocast on CUDA; full precision elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=cuda_amp_dtype(device))
-    return nullcontext()
 
 
 def prepare_generator(generator: nn.Module, device: torch.device) -> nn.Module:
@@ -109,15 +100,17 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, minimum: int = MIN_SIDE) -> 
 
 
 def translate_batch(model: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Translate a uint8 NHWC batch (any size) and return a uint8 NHWC batch of the same size on the CPU."""
+    """Translate a uint8 NHWC batch (any size) and return a uint8 NHWC batch of the same size on the CPU.
+
+    ``model`` runs as it is: an engine's model carries its precision (``engines.Autocast``).
+    """
     n, h, w, _ = images.shape
     with torch.inference_mode():
         x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
         x, (top, left) = pad_to_multiple(x, generator_multiple(model))
         if use_channels_last(device):
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_context(device):
-            y = model(x)
+        y = model(x)
         y = y[:, :, top : top + h, left : left + w].float()
         y = y.add_(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
         return y.permute(0, 2, 3, 1).contiguous().cpu()

@@ -1,4 +1,4 @@
-"""`cgdistill compare`: parse, find models, data and FID weights, then render (logic in cgdistill.evaluate)."""
+"""`cgdistill compare`: parse, find models, data and FID weights, then render (logic in cgdistill.compare)."""
 
 from __future__ import annotations
 
@@ -76,11 +76,12 @@ def compare(
     threads: Annotated[int | None, typer.Option("--threads", min=1, help=THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Measure teacher and student on the same test images: size, MACs, speed, fidelity, FID/KID."""
-    from cgdistill import evaluate, fid_inception, report, runs
+    from cgdistill import fid_inception, report, runs
     from cgdistill import threads as cpu_threads
+    from cgdistill.compare import check_compare_options, compare_models
     from cgdistill.device import pick_device
 
-    evaluate.check_compare_options(image_size, limit)
+    check_compare_options(image_size, limit)
     report.check_report_options(report_dir, grid)
     target = pick_device(device)
     if target.type == "cpu":
@@ -106,7 +107,7 @@ def compare(
     if source is not None:
         note(f"FID Inception weights: {source.path} ({source.origin})")
         feature_network = fid_inception.load_fid_inception(source)
-    outputs = evaluate.compare_models(
+    outputs = compare_models(
         teacher_model,
         student_model,
         dataset.folder,

@@ -25,7 +25,6 @@ from torch import nn
 
 from cgdistill.data.images import list_images
 from cgdistill.errors import CgdistillError
-from cgdistill.evaluate import Images, load_images, run_model, source_test_files
 from cgdistill.losses import cycle_loss, discriminator_loss, feature_loss, gan_loss, identity_loss, output_loss
 from cgdistill.metrics import fidelity
 from cgdistill.nets import (
@@ -47,6 +46,7 @@ from cgdistill.runs import (
     reverse,
     target_domain,
 )
+from cgdistill.testset import Images, load_images, run_model, source_test_files
 from cgdistill.train.budget import StepBudget, parse_duration
 from cgdistill.train.budget import now as budget_clock
 from cgdistill.train.config import DistillConfig

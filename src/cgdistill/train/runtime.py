@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from cgdistill import threads
-from cgdistill.device import cuda_amp_dtype, describe, pick_device
+from cgdistill.device import describe, native_amp_dtype, pick_device
 from cgdistill.errors import CgdistillError
 from cgdistill.options import AMP_DTYPES
 from cgdistill.train.config import TrainConfig
@@ -201,35 +201,24 @@ def broadcast_from_main(value: bool) -> bool:
     return bool(flag.item())
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with AMX or AVX512-BF16 units, where bf16 convolutions beat fp32.
-
-    Elsewhere (e.g. AVX2 only) bf16 is emulated: a teacher step under bf16 autocast was ~40x
-    slower than fp32 on our AVX2 build machine, so autocast stays off there by default.
-    """
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        supported = getattr(torch.cpu, probe, None)
-        if supported is not None and supported():
-            return True
-    return False
-
-
 def choose_amp_dtype(amp: bool | None, requested: str | None, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for full precision.
 
-    ``amp`` None means on for CUDA and for CPUs with bf16 units; naming a dtype (``requested``)
-    turns it on too, unless ``amp`` is False. Unnamed, the dtype is the one the hardware runs
-    natively: bf16 on Ampere and newer GPUs and on the CPU, fp16 (with loss scaling) on older GPUs.
+    ``amp`` None means on where the device runs a half precision natively (``device.native_amp_dtype``:
+    CUDA, CPUs with bf16 units); naming a dtype (``requested``) turns it on too, unless ``amp`` is
+    False. Unnamed, the dtype is the one the hardware runs natively: bf16 on Ampere and newer GPUs and
+    on the CPU, fp16 (with loss scaling) on older GPUs; forced on elsewhere, bf16 on the CPU, else fp16.
     """
     named = TORCH_AMP_DTYPES[requested] if requested is not None else None
+    native = native_amp_dtype(device)
     if amp is None:
-        amp = requested is not None or device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
+        amp = requested is not None or native is not None
     if not amp:
         return None
     if named is not None:
         return named
-    if device.type == "cuda":
-        return cuda_amp_dtype(device)
+    if native is not None:
+        return native
     return torch.bfloat16 if device.type == "cpu" else torch.float16
 
 
