@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from pathlib import Path
 
 # Tiny models are dominated by per-op overhead, and OpenMP threads spin badly when the machine is
@@ -17,6 +18,12 @@ from cgdistill import paths
 from cgdistill.cli import run as cli_run
 
 torch.set_num_threads(1)
+
+# A shell starts background jobs (``make test &``) with SIGINT ignored, and training keeps an ignored
+# signal ignored (as ``nohup`` asks): the tests that press Ctrl-C, in this process or in a child,
+# need it delivered wherever the suite runs.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -17,12 +17,12 @@ from cgdistill.train.config import DistillConfig, TeacherConfig
 from cgdistill.train.distill import (
     Adapters,
     DistillRecipe,
-    block_mapping,
     build_student,
     check_wiring,
+    copied_blocks,
     distill,
+    imitated_blocks,
     load_teacher,
-    spread_blocks,
 )
 from cgdistill.train.loop import Observer, TrainingInterrupted
 from cgdistill.train.teacher import train_teacher
@@ -48,11 +48,11 @@ def tiny(**overrides) -> DistillConfig:
     return DistillConfig(**settings)
 
 
-def test_block_mapping_follows_the_design():
-    assert block_mapping(3, 9) == [2, 5, 8]
-    assert block_mapping(9, 9) == list(range(9))
-    assert block_mapping(1, 9) == [8]
-    assert block_mapping(2, 4) == [1, 3]
+def test_imitated_blocks_end_each_group_of_teacher_blocks():
+    assert imitated_blocks(3, 9) == [2, 5, 8]
+    assert imitated_blocks(9, 9) == list(range(9))
+    assert imitated_blocks(1, 9) == [8]
+    assert imitated_blocks(2, 4) == [1, 3]
 
 
 def test_distilling_a_teacher_run_writes_a_self_describing_student(teacher_run):
@@ -135,17 +135,21 @@ def test_copy_init_of_a_separable_teacher_copies_its_blocks_into_a_separable_stu
         DistillConfig(blocks=2, block="separable"), teacher, torch.Generator().manual_seed(0)
     )
     s_state, t_state = student.generator.state_dict(), teacher.state_dict()
-    for i, j in enumerate(spread_blocks(2, 5)):
+    for i, j in enumerate(copied_blocks(2, 5, same_width=True)):
         for key in ("conv.1.weight", "conv.3.weight", "conv.7.weight", "conv.9.weight"):
             assert torch.equal(s_state[f"blocks.{i}.{key}"], t_state[f"blocks.{j}.{key}"])
     assert any("teacher blocks [1, 5]" in note for note in notes)
 
 
-def test_spread_blocks_takes_the_first_the_last_and_evenly_between():
-    assert spread_blocks(3, 9) == [0, 4, 8]
-    assert spread_blocks(2, 9) == [0, 8]
-    assert spread_blocks(1, 9) == [4]
-    assert spread_blocks(9, 9) == list(range(9))
+def test_copied_blocks_at_the_teachers_width_take_the_first_the_last_and_evenly_between():
+    assert copied_blocks(3, 9, same_width=True) == [0, 4, 8]
+    assert copied_blocks(2, 9, same_width=True) == [0, 8]
+    assert copied_blocks(1, 9, same_width=True) == [4]
+    assert copied_blocks(9, 9, same_width=True) == list(range(9))
+
+
+def test_copied_blocks_of_a_narrower_student_are_the_blocks_it_imitates():
+    assert copied_blocks(3, 9, same_width=False) == imitated_blocks(3, 9) == [2, 5, 8]
 
 
 def test_random_init_copies_nothing():
