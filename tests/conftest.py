@@ -19,11 +19,13 @@ from cgdistill.cli import run as cli_run
 
 torch.set_num_threads(1)
 
-# A shell starts background jobs (``make test &``) with SIGINT ignored, and training keeps an ignored
-# signal ignored (as ``nohup`` asks): the tests that press Ctrl-C, in this process or in a child,
-# need it delivered wherever the suite runs.
+# A shell starts background jobs (``make test &``) with SIGINT ignored, ``nohup`` ignores SIGHUP, and
+# training keeps an ignored signal ignored (as the user asked): the tests that send these signals, to
+# this process or to a child (which inherits the disposition), need them delivered wherever the suite runs.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)

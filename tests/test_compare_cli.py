@@ -54,7 +54,7 @@ def test_json_holds_the_schema(cli, pair):
     assert data["image_size"] == 32 and data["images"] == 5 and isinstance(data["device"], str)
     engines = data["latency_by_engine"]
     assert "torch fp32" in engines and all(set(ms) == {"teacher", "student"} for ms in engines.values())
-    from cgdistill.export import onnx_available
+    from cgdistill.onnxfile import onnx_available
 
     assert ("onnxruntime fp32" in engines) == onnx_available()
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cgdistill import engines, export, paths
+from cgdistill import engines, export, onnxfile, paths
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, init_weights
 from cgdistill.weights import save_generator
@@ -38,7 +38,7 @@ def random_generator(seed: int = 0, **config) -> ResnetGenerator:
 def run_onnx(path_or_bytes, x: torch.Tensor) -> torch.Tensor:
     data = Path(path_or_bytes).read_bytes() if isinstance(path_or_bytes, Path) else path_or_bytes
     session = export.make_session(data)
-    return torch.from_numpy(session.run([export.OUTPUT_NAME], {export.INPUT_NAME: x.numpy()})[0])
+    return torch.from_numpy(session.run([onnxfile.OUTPUT_NAME], {onnxfile.INPUT_NAME: x.numpy()})[0])
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_the_onnx_file_carries_the_model_config_and_direction(tmp_path):
 
     loaded, info = load_generator(source)
     result = export.export_onnx(loaded, tmp_path / "g.onnx", info=info)
-    meta = export.read_metadata((tmp_path / "g.onnx").read_bytes())
+    meta = onnxfile.read_metadata((tmp_path / "g.onnx").read_bytes())
     assert meta == result.metadata
     assert meta["format"] == "cgdistill" and meta["direction"] == "B2A" and meta["block"] == "separable"
     assert json.loads(meta["config"]) == g.config.to_dict()

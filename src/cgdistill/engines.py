@@ -123,7 +123,7 @@ class OnnxRuntimeGenerator(nn.Module):
     @classmethod
     def from_file(cls, path: Path | str, threads: int | None = None) -> OnnxRuntimeGenerator:
         """An ONNX file ``cgdistill export`` wrote; refused in one sentence when onnxruntime cannot load it."""
-        from cgdistill.export import load_onnx
+        from cgdistill.onnxfile import load_onnx
 
         model_bytes, info = load_onnx(path)
         config = GeneratorConfig(**info.config)
@@ -138,7 +138,7 @@ class OnnxRuntimeGenerator(nn.Module):
             ) from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from cgdistill.export import INPUT_NAME, OUTPUT_NAME
+        from cgdistill.onnxfile import INPUT_NAME, OUTPUT_NAME
 
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0]).to(x.device)
@@ -227,7 +227,7 @@ def _write_cache(cache: dict) -> None:
 
 def check_engine(engine: str) -> None:
     """Refuse an unknown ``--engine``, or onnxruntime without the extra, before any work is done."""
-    from cgdistill.export import require_onnx
+    from cgdistill.onnxfile import require_onnx
 
     if engine not in ENGINES:
         raise CgdistillError(f"--engine {engine!r} is not valid; use one of {', '.join(ENGINES)}.")
@@ -237,7 +237,7 @@ def check_engine(engine: str) -> None:
 
 def choose_engine(generator: nn.Module, device: torch.device, engine: str = "auto") -> Engine:
     """The engine ``--engine`` names; ``auto`` picks the faster available one (see the module docstring)."""
-    from cgdistill.export import onnx_available
+    from cgdistill.onnxfile import onnx_available
 
     check_engine(engine)
     if engine == "onnxruntime":
@@ -268,7 +268,7 @@ def choose_engine(generator: nn.Module, device: torch.device, engine: str = "aut
 
 def device_for_model(path: Path | str, spec: str | None) -> torch.device:
     """``--device`` for the model file ``path``: ``auto`` is the CPU for an ONNX file, where onnxruntime runs it."""
-    from cgdistill.export import is_onnx_file
+    from cgdistill.onnxfile import is_onnx_file
 
     if is_onnx_file(path) and (spec or "auto").strip().lower() == "auto":
         return torch.device("cpu")
@@ -280,7 +280,7 @@ def check_model_engine(engine: str, path: Path | str, device: torch.device) -> N
 
     An ONNX file holds no PyTorch module: only onnxruntime, on the CPU, runs it.
     """
-    from cgdistill.export import is_onnx_file
+    from cgdistill.onnxfile import is_onnx_file
 
     check_engine(engine)
     if not is_onnx_file(path):
@@ -300,7 +300,7 @@ def check_model_engine(engine: str, path: Path | str, device: torch.device) -> N
 def engine_for_file(path: Path | str, device: torch.device, engine: str = "auto") -> Engine:
     """The engine that runs the model file ``path``: a ``.safetensors`` generator as :func:`choose_engine`
     picks, an ONNX file ``cgdistill export`` wrote on onnxruntime (the only engine that can)."""
-    from cgdistill.export import is_onnx_file
+    from cgdistill.onnxfile import is_onnx_file
     from cgdistill.weights import load_generator
 
     check_model_engine(engine, path, device)
@@ -313,7 +313,7 @@ def engine_for_file(path: Path | str, device: torch.device, engine: str = "auto"
 
 def available_engines(generator: nn.Module, device: torch.device) -> dict[str, nn.Module]:
     """Every engine that can run ``generator`` on ``device``, for timing side by side (``compare``)."""
-    from cgdistill.export import onnx_available
+    from cgdistill.onnxfile import onnx_available
 
     model = torch_model(generator, device)
     if device.type != "cpu":

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from cgdistill import paths
 from cgdistill.errors import CgdistillError
-from cgdistill.export import is_onnx_file, read_onnx_info
+from cgdistill.onnxfile import is_onnx_file, read_onnx_info
 from cgdistill.weights import DIRECTIONS, ModelInfo, read_info
 
 STUDENT_FILE = "G.safetensors"

@@ -27,8 +27,8 @@ def inspect(
     json_: Annotated[bool, typer.Option("--json", help="Print a machine-readable report instead.")] = False,
 ) -> None:
     """Show the networks in a weights file, their recognised layout, config and size; nothing in it runs."""
-    from cgdistill.export import is_onnx_file
     from cgdistill.layouts import inspect_weights
+    from cgdistill.onnxfile import is_onnx_file
 
     if is_onnx_file(file):
         _show_onnx(file, json_)
@@ -94,7 +94,7 @@ def _facts(info) -> str:
 
 def _show_onnx(file: Path, json_: bool) -> None:
     """An exported ONNX file: what its metadata records (its graph is onnxruntime's to run, not ours to read)."""
-    from cgdistill.export import read_onnx_info
+    from cgdistill.onnxfile import read_onnx_info
 
     info = read_onnx_info(file)
     if json_:
