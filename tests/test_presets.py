@@ -42,7 +42,7 @@ def test_default_keeps_the_seed_student_with_its_recipe():
     config = DistillConfig()
     apply_preset(config, teacher_ngf=64)
     assert (config.blocks, config.ngf, config.block) == (3, None, "standard")
-    assert (config.lr, config.echo, config.lambda_feature) == (5e-4, 2, 3.0)
+    assert (config.lr, config.echo, config.lambda_feature) == (5e-4, 3, 20.0)
 
 
 def test_the_narrow_presets_keep_the_plain_feature_weight_and_a_given_one_wins():

@@ -31,8 +31,13 @@ PRESETS: dict[str, Preset] = {
     # same-width student shares the teacher's encoder pass); the default student follows the teacher's
     # hidden states more closely with a heavier feature loss; half width keeps more detail than a quarter.
     "default": Preset(
-        3, 1.0, "standard", "3 standard blocks at the teacher's width (outer layers copied)",
-        lr=5e-4, echo=2, lambda_feature=3.0,
+        3,
+        1.0,
+        "standard",
+        "3 standard blocks at the teacher's width (outer layers copied)",
+        lr=5e-4,
+        echo=3,
+        lambda_feature=10.0,
     ),  # fmt: skip
     "fast": Preset(3, 0.5, "standard", "3 standard blocks at half the teacher's width", lr=1e-3, echo=2),
     "fastest": Preset(3, 0.25, "standard", "3 standard blocks at a quarter of the teacher's width", lr=1e-3, echo=2),
