@@ -74,6 +74,7 @@ def distill_run(home: Path, data: Path, preset: str, budget: str, seed: int, ext
     """One ``distill`` command within ``budget``, then ``compare`` on the whole test split at 256 px."""
     name = f"rt-{preset}-s{seed}"
     shutil.rmtree(home / "runs" / name, ignore_errors=True)
+    load_before = os.getloadavg()[0]  # a budgeted run buys fewer steps on a busy machine: record how busy
     started = time.time()
     subprocess.run([*CLI, "--home", str(home), "distill", "--teacher", TEACHER, "--direction", "A2B",
                     "--data", str(data), "--name", name, "--preset", preset, "--time-budget", budget,
@@ -92,6 +93,7 @@ def distill_run(home: Path, data: Path, preset: str, budget: str, seed: int, ext
     ]  # fmt: skip
     return {
         "seed": seed, "seconds": round(seconds, 1), "steps": settings["max_steps"],
+        "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
         "shape": {k: settings[k] for k in ("blocks", "ngf", "block")},
         "psnr": result["fidelity"]["psnr"], "ssim": result["fidelity"]["ssim"], "speedup": result["speedup"],
         "worst": result["worst_images"][:1], "images": result["images"], "device": result["device"],
@@ -177,6 +179,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--svg", type=Path, default=None)
     parser.add_argument("--figure", type=Path, default=None, help="JPEG: input | teacher | each preset")
+    parser.add_argument(
+        "--merge", action="store_true",
+        help="keep the runs already in --json for the seeds not run now (run the seeds in several sittings)",
+    )  # fmt: skip
     args = parser.parse_args()
     os.environ.pop("OMP_NUM_THREADS", None)  # the budget is the machine's: let each run take its cores
     args.work.mkdir(parents=True, exist_ok=True)
@@ -184,12 +190,15 @@ def main() -> None:
     data = photo_folder(args.work, args.train, args.test)
     budgets = dict(item.split("=") for item in args.budgets.split(";"))
     seeds = [int(s) for s in args.seeds.split(",")]
-    results = {}
+    results = json.loads(args.json.read_text())["results"] if args.merge and args.json and args.json.exists() else {}
     for preset, budget in budgets.items():
-        results[preset] = {"budget": budget, "runs": []}
+        kept = [r for r in results.get(preset, {}).get("runs", []) if r["seed"] not in seeds]
+        if kept and results[preset]["budget"] != budget:
+            raise SystemExit(f"--merge: {args.json} ran {preset} in {results[preset]['budget']}, not {budget}")
+        results[preset] = {"budget": budget, "runs": kept}
         for seed in seeds:
             run = distill_run(args.home, data, preset, budget, seed, args.extra.split())
-            results[preset]["runs"].append(run)
+            results[preset]["runs"] = sorted([*results[preset]["runs"], run], key=lambda r: r["seed"])
             print(f"{preset:8s} seed {seed}: {run['steps']} steps in {run['seconds']:.0f} s, "
                   f"PSNR {run['psnr']:.2f} dB, SSIM {run['ssim']:.4f}, {run['speedup']:.1f}x", flush=True)  # fmt: skip
     print(table(results))

@@ -272,3 +272,47 @@ def test_echo_makes_that_many_student_updates_per_teacher_batch(teacher_run, mon
     state = load_file(str(run / "state" / "step_0000003" / "tensors.safetensors"))
     assert len(teacher_passes) == 3
     assert state["model.student_average.updates"].item() == 9  # 3 steps x 3 updates
+
+
+def _weights(run: Path, file: str = "G.safetensors") -> dict[str, torch.Tensor]:
+    return load_file(str(run / file))
+
+
+def test_a_same_width_student_keeps_the_teachers_encoder_and_trains_the_rest(teacher_run):
+    run = distill(tiny(teacher="teacher", direction="A2B", max_steps=3, name="frozen"))
+    student, teacher = _weights(run), _weights(teacher_run, "G_A2B.safetensors")
+    encoder = [k for k in student if k.startswith(("stem.", "down."))]
+    assert encoder and all(torch.equal(student[k], teacher[k]) for k in encoder)
+    decoder = [k for k in student if k.startswith("up.") and k.endswith("weight")]
+    assert any(not torch.equal(student[k], teacher[k]) for k in decoder)
+
+
+def test_no_freeze_encoder_trains_the_copied_stem(teacher_run):
+    run = distill(tiny(teacher="teacher", direction="A2B", max_steps=3, name="trained", freeze_encoder=False))
+    student, teacher = _weights(run), _weights(teacher_run, "G_A2B.safetensors")
+    assert not torch.equal(student["stem.1.weight"], teacher["stem.1.weight"])
+
+
+def test_a_shared_encoder_pass_computes_the_students_own_first_step(teacher_run):
+    # Frozen or not, the first step's student starts from identical encoder weights, so passing the
+    # teacher's encoder output in must give exactly the losses the student's own encoder gives.
+    def first_losses(name: str, freeze: bool) -> dict:
+        config = tiny(teacher="teacher", direction="A2B", max_steps=1, name=name, freeze_encoder=freeze, echo=1)
+        run = distill(config, given={"echo"})  # one update: a second one starts from other weights
+        first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+        return {k: first[k] for k in ("output", "feature")}
+
+    assert first_losses("shared", True) == first_losses("own", False)
+
+
+def test_a_narrower_student_trains_its_own_encoder(teacher_run):
+    teacher = load_teacher("teacher", "A2B").generator
+    student, notes = build_student(DistillConfig(blocks=2, ngf=4), teacher, torch.Generator().manual_seed(0))
+    assert not student.shares_encoder
+    assert all(p.requires_grad for p in student.generator.stem.parameters())
+    assert not any("--freeze-encoder" in note for note in notes)
+
+
+def test_runs_from_before_the_frozen_encoder_resume_with_it_trained():
+    assert DistillConfig.from_dict({"blocks": 3}).freeze_encoder is False
+    assert DistillConfig().freeze_encoder is True

@@ -99,9 +99,10 @@ def test_a_distillation_step_never_reads_from_the_device(toy, monkeypatch, objec
     config = DistillConfig(
         teacher=run.name, direction="B2A", blocks=1, max_steps=3, objective=objective, ema_decay=0.9, **SETTINGS
     )
-    distill_module.distill(config)
+    run_dir = distill_module.distill(config)
     assert steps == [[], [], []]
-    assert len(updates) == 3
+    echo = json.loads((run_dir / "config.json").read_text())["settings"]["echo"]  # updates per step
+    assert len(updates) == 3 * echo
 
 
 def test_the_weight_average_keeps_every_tensor_on_the_weights_device():

@@ -190,6 +190,7 @@ def test_distilling_an_old_teacher_trains_against_its_judge_of_the_target_domain
         "--blocks", "1", "--batch-size", "1", "--epochs", "1", "--epochs-decay", "1", "--image-size", "24",
         "--load-size", "28", "--pool-size", "1", "--seed", "5", "--log-every", "1", "--eval-every", "1",
         "--sample-every", "1000", "--device", "cpu", "--no-amp", "--max-steps", "1",
+        "--echo", "1", "--lambda-feature", "1",  # the old code's recipe (today's default preset changes both)
     )  # fmt: skip
     assert result.code == 0, result.err
     assert f"The discriminator of domain {target} starts from the teacher's." in result.err_text

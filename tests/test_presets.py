@@ -38,11 +38,20 @@ def test_a_given_lr_or_echo_overrides_the_preset_recipe():
     assert (config.lr, config.echo) == (5e-4, 1)
 
 
-def test_default_keeps_the_seed_student():
+def test_default_keeps_the_seed_student_with_its_recipe():
     config = DistillConfig()
     apply_preset(config, teacher_ngf=64)
     assert (config.blocks, config.ngf, config.block) == (3, None, "standard")
-    assert (config.lr, config.echo) == (5e-4, 1)
+    assert (config.lr, config.echo, config.lambda_feature) == (5e-4, 3, 20.0)
+
+
+def test_the_narrow_presets_keep_the_plain_feature_weight_and_a_given_one_wins():
+    narrow = DistillConfig(preset="fast")
+    apply_preset(narrow, teacher_ngf=64)
+    assert narrow.lambda_feature == 1.0
+    chosen = DistillConfig(lambda_feature=0.5)
+    apply_preset(chosen, teacher_ngf=64)
+    assert chosen.lambda_feature == 0.5
 
 
 def test_flags_given_on_the_command_line_override_the_preset():

@@ -192,13 +192,18 @@ class ResnetGenerator(nn.Module):
     def feature_channels(self) -> int:
         return self.config.ngf * 4
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem and downsampling: the 1/4-resolution input of the residual blocks."""
+        return self.down(self.stem(x))
+
+    def forward(self, x: torch.Tensor, return_features: bool = False, encoded: bool = False):
         """The translated image; with ``return_features`` also each residual block's output.
 
-        Features come through ``forward`` (not a side method) so that DDP and torch.compile
-        wrappers see the call.
+        ``encoded``: ``x`` is already ``encode(image)`` (a distiller whose student shares the teacher's
+        frozen encoder computes it once for both). Features come through ``forward`` (not a side
+        method) so that DDP and torch.compile wrappers see the call.
         """
-        h = self.down(self.stem(x))
+        h = x if encoded else self.encode(x)
         features = []
         for block in self.blocks:
             h = block(h)

@@ -140,14 +140,17 @@ class Adapters(nn.Module):
 class Student(nn.Module):
     """The student generator and its feature adapters, one module so DDP syncs both."""
 
-    def __init__(self, generator: ResnetGenerator, adapters: Adapters) -> None:
+    def __init__(self, generator: ResnetGenerator, adapters: Adapters, shares_encoder: bool = False) -> None:
         super().__init__()
         self.generator, self.adapters = generator, adapters
+        # The stem and downsampling are the teacher's, frozen (--freeze-encoder): a step passes the
+        # teacher's encoder output in (``encoded``) instead of computing the same tensor twice.
+        self.shares_encoder = shares_encoder
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
+    def forward(self, x: torch.Tensor, return_features: bool = False, encoded: bool = False):
         if not return_features:
-            return self.generator(x)
-        out, features = self.generator(x, return_features=True)
+            return self.generator(x, encoded=encoded)
+        out, features = self.generator(x, return_features=True, encoded=encoded)
         return out, self.adapters(features)
 
 
@@ -183,6 +186,12 @@ def build_student(config: DistillConfig, teacher: ResnetGenerator, seed: torch.G
             notes.append(
                 f"Copied the teacher's stem, downsampling, upsampling and output layers ({len(shared)} tensors)."
             )
+            if config.freeze_encoder:
+                generator.stem.requires_grad_(False)
+                generator.down.requires_grad_(False)
+                notes.append(
+                    "The stem and downsampling stay the teacher's (--freeze-encoder): one encoder pass serves both."
+                )
             if config.init == "copy" and s_cfg.block == t_cfg.block:
                 chosen = copied_blocks(config.blocks, t_cfg.blocks, same_width=True)
                 _copy_blocks(generator, teacher, chosen)
@@ -211,7 +220,8 @@ def build_student(config: DistillConfig, teacher: ResnetGenerator, seed: torch.G
             )
     if adapters.needed:
         notes.append(f"Feature adapters: {config.blocks} learned 1x1 convs from {ngf * 4} to {t_cfg.ngf * 4} channels.")
-    return Student(generator, adapters), notes
+    shares_encoder = not any(p.requires_grad for p in (*generator.stem.parameters(), *generator.down.parameters()))
+    return Student(generator, adapters, shares_encoder), notes
 
 
 def check_wiring(
@@ -220,10 +230,12 @@ def check_wiring(
     """Fail loudly if a student or adapter parameter is not being trained, or (when the feature loss
     is on) a feature pair mismatches."""
     in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    missing = [name for name, p in unwrap(student).named_parameters() if id(p) not in in_optimizer]
+    shared = ("generator.stem.", "generator.down.") if unwrap(student).shares_encoder else ()
+    trained = [(name, p) for name, p in unwrap(student).named_parameters() if not name.startswith(shared)]
+    missing = [name for name, p in trained if id(p) not in in_optimizer]
     if missing:
         raise RuntimeError(f"student parameters missing from the optimizer: {missing[:3]}")
-    frozen = [name for name, p in unwrap(student).named_parameters() if not p.requires_grad]
+    frozen = [name for name, p in trained if not p.requires_grad]
     if frozen:
         raise RuntimeError(f"student parameters frozen by mistake: {frozen[:3]}")
     probe = torch.zeros(1, 3, 16, 16, device=device)
@@ -271,10 +283,12 @@ class DistillRecipe(Recipe):
         self.mapping = imitated_blocks(config.blocks, teacher.generator.config.blocks)
         self.active = self._active_losses()
         student, self.notes = build_student(config, teacher.generator, seed)
+        self.shares_encoder = student.shares_encoder
         self.student = runtime.prepare(student)
         self.modules: dict[str, nn.Module] = {"student": self.student}
         betas = (config.beta1, config.beta2)
-        self.optimizers = {"G": torch.optim.Adam(self.student.parameters(), lr=config.lr, betas=betas)}
+        trained = [p for p in self.student.parameters() if p.requires_grad]  # all but a shared encoder
+        self.optimizers = {"G": torch.optim.Adam(trained, lr=config.lr, betas=betas)}
         self.pools: dict[str, ImagePool] = {}
         self.D: nn.Module | None = None
         if "gan" in self.active:
@@ -341,14 +355,15 @@ class DistillRecipe(Recipe):
         cfg, rt = self.config, self.runtime
         x = batch[self.source]
         with torch.no_grad(), rt.autocast():
-            t_out, t_feats = self.teacher_generator(x, return_features=True)
+            x_in = self._encoded(x)  # with a shared encoder, one pass serves the teacher and the student
+            t_out, t_feats = self.teacher_generator(x_in, return_features=True, encoded=self.shares_encoder)
         y = batch[self.target] if self.has_target else t_out.detach()
         t_feats = [t_feats[j] for j in self.mapping]
         if self.D is not None:
             self.D.requires_grad_(False)
         # --echo: the teacher's pass is most of a narrow student's step, so its outputs serve several updates.
         for _ in range(cfg.echo):
-            losses, s_out = self._student_update(x, y, t_out, t_feats)
+            losses, s_out = self._student_update(x, x_in, y, t_out, t_feats)
         if self.D is not None:
             self.D.requires_grad_(True)
             pooled = self.pools[self.target].query(s_out.detach())
@@ -357,14 +372,27 @@ class DistillRecipe(Recipe):
             rt.step("D", losses["D"], self.optimizers["D"])
         return {name: value.detach() for name, value in losses.items()}
 
+    def _encoded(self, images: torch.Tensor) -> torch.Tensor:
+        """What the student starts from: ``images``, or the shared (frozen) encoder's output of them."""
+        if not self.shares_encoder:
+            return images
+        with torch.no_grad(), self.runtime.autocast():
+            return unwrap(self.teacher_generator).encode(images)
+
     def _student_update(
-        self, x: torch.Tensor, y: torch.Tensor, t_out: torch.Tensor, t_feats: list[torch.Tensor]
+        self,
+        x: torch.Tensor,
+        x_in: torch.Tensor,
+        y: torch.Tensor,
+        t_out: torch.Tensor,
+        t_feats: list[torch.Tensor],
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """One optimizer step of the student (and its weight average) against the teacher's outputs."""
+        """One optimizer step of the student (and its weight average) against the teacher's outputs;
+        ``x_in`` is what the student starts from: ``x``, or the shared encoder's output of it."""
         cfg, rt = self.config, self.runtime
         losses: dict[str, torch.Tensor] = {}
         with rt.autocast():
-            s_out, s_feats = self.student(x, return_features=True)
+            s_out, s_feats = self.student(x_in, return_features=True, encoded=self.shares_encoder)
             if "output" in self.active:
                 losses["output"] = output_loss(s_out, t_out) * cfg.lambda_output
             if "feature" in self.active:
@@ -374,7 +402,12 @@ class DistillRecipe(Recipe):
             if "cycle" in self.active:
                 losses["cycle"] = cycle_loss(self.teacher_reverse(s_out), x) * cfg.lambda_cycle
             if "identity" in self.active:
-                losses["identity"] = identity_loss(self.student(y), y) * cfg.lambda_identity * cfg.lambda_cycle
+                y_in = self._encoded(y)
+                losses["identity"] = (
+                    identity_loss(self.student(y_in, encoded=self.shares_encoder), y)
+                    * cfg.lambda_identity
+                    * cfg.lambda_cycle
+                )
         rt.step("G", sum(losses.values()), self.optimizers["G"])
         if self.average is not None:
             self.average.update(unwrap(self.student).generator)

@@ -20,21 +20,31 @@ class Preset:
     summary: str
     lr: float = 2e-4
     echo: int = 1  # student updates per teacher batch (--echo)
+    lambda_feature: float = 1.0  # weight of the hidden-state L2 (--lambda-feature)
 
 
 # One entry per name in options.PRESET_NAMES (--preset's choices; tests/test_presets.py holds them equal).
 PRESETS: dict[str, Preset] = {
     # The recipes were measured on a real published teacher (docs/distillation.md): every student learns
-    # faster at a higher lr than the GAN recipe's 2e-4; a narrow one's step is mostly the teacher's pass,
-    # so it uses each teacher batch twice; half width keeps more of the teacher's detail than a quarter.
-    "default": Preset(3, 1.0, "standard", "3 standard blocks at the teacher's width (outer layers copied)", lr=5e-4),
+    # faster at a higher lr than the GAN recipe's 2e-4; a second update on each teacher batch (--echo 2)
+    # costs less than a fresh step (the teacher's pass is most of a narrow student's step, and a
+    # same-width student shares the teacher's encoder pass); the default student follows the teacher's
+    # hidden states more closely with a heavier feature loss; half width keeps more detail than a quarter.
+    "default": Preset(
+        3,
+        1.0,
+        "standard",
+        "3 standard blocks at the teacher's width (outer layers copied)",
+        lr=5e-4,
+        echo=3,
+        lambda_feature=10.0,
+    ),  # fmt: skip
     "fast": Preset(3, 0.5, "standard", "3 standard blocks at half the teacher's width", lr=1e-3, echo=2),
     "fastest": Preset(3, 0.25, "standard", "3 standard blocks at a quarter of the teacher's width", lr=1e-3, echo=2),
 }
 SHAPE_FIELDS = ("blocks", "ngf", "block")
-# What a preset sets beside the shape: a narrow student starts further from its teacher and learns
-# faster at a higher lr, and its step is mostly the teacher's pass, which --echo reuses.
-RECIPE_FIELDS = ("lr", "echo")
+# What a preset sets beside the shape (its recipe, measured per preset; docs/distillation.md).
+RECIPE_FIELDS = ("lr", "echo", "lambda_feature")
 
 
 def preset_ngf(preset: Preset, teacher_ngf: int) -> int | None:
@@ -60,6 +70,7 @@ def preset_values(config: DistillConfig, teacher_ngf: int, given: set[str] | Non
         "block": preset.block,
         "lr": preset.lr,
         "echo": preset.echo,
+        "lambda_feature": preset.lambda_feature,
     }
     return {name: values[name] for name in names if name not in given}
 
