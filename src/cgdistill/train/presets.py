@@ -37,7 +37,7 @@ PRESETS: dict[str, Preset] = {
         "3 standard blocks at the teacher's width (outer layers copied)",
         lr=5e-4,
         echo=3,
-        lambda_feature=10.0,
+        lambda_feature=20.0,
     ),  # fmt: skip
     "fast": Preset(3, 0.5, "standard", "3 standard blocks at half the teacher's width", lr=1e-3, echo=2),
     "fastest": Preset(3, 0.25, "standard", "3 standard blocks at a quarter of the teacher's width", lr=1e-3, echo=2),
