@@ -28,7 +28,8 @@ CHOICES = ([0, 4, 8], [2, 5, 8], [0, 3, 6], [1, 4, 7], [0, 1, 2], [6, 7, 8])
 
 
 def photos(folder: Path, count: int, side: int) -> torch.Tensor:
-    files = list_images(folder)[:: max(1, len(list_images(folder)) // count)][:count]
+    every = list_images(folder)
+    files = every[:: max(1, len(every) // count)][:count]
     arrays = [np.array(Image.open(f).convert("RGB").resize((side, side), Image.BICUBIC)) for f in files]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
 

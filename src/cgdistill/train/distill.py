@@ -283,7 +283,6 @@ class DistillRecipe(Recipe):
         self.mapping = imitated_blocks(config.blocks, teacher.generator.config.blocks)
         self.active = self._active_losses()
         student, self.notes = build_student(config, teacher.generator, seed)
-        self.shares_encoder = student.shares_encoder
         self.student = runtime.prepare(student)
         self.modules: dict[str, nn.Module] = {"student": self.student}
         betas = (config.beta1, config.beta2)
@@ -371,6 +370,11 @@ class DistillRecipe(Recipe):
                 losses["D"] = discriminator_loss(self.D(y), self.D(pooled))
             rt.step("D", losses["D"], self.optimizers["D"])
         return {name: value.detach() for name, value in losses.items()}
+
+    @property
+    def shares_encoder(self) -> bool:
+        """Whether the student's frozen stem and downsampling are the teacher's (build_student decides)."""
+        return unwrap(self.student).shares_encoder
 
     def _encoded(self, images: torch.Tensor) -> torch.Tensor:
         """What the student starts from: ``images``, or the shared (frozen) encoder's output of them."""
