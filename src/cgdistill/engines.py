@@ -10,6 +10,9 @@ Rules (docs/usage-translate-compare.md):
 
 - **CUDA**: the torch engine runs under autocast at the GPU's native half precision
   (``device.native_amp_dtype``: bf16 from Ampere on, fp16 before).
+- **Instance norm under autocast**, on images of ``FLOAT64_NORM_PIXELS`` (1 MP) or more and in
+  every tile, takes its statistics from float64 sums (``nets.norm``), so that the exact tiles of a
+  large image give the one-pass result.
 - **bf16 on the CPU**: on a CPU with native bf16 (AVX512-BF16 or AMX) the torch engine runs under
   bf16 autocast only when, on a fixed probe image, its output stays within ``BF16_MIN_PSNR_DB`` of
   the fp32 output; elsewhere bf16 is emulated and slow, so it stays fp32.
@@ -30,6 +33,8 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,12 +48,19 @@ from cgdistill.device import native_amp_dtype, pick_device
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import atomic_write_text
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
+from cgdistill.nets.norm import float64_statistics
 
 ENGINES = ("auto", "torch", "onnxruntime")
 BF16_MIN_PSNR_DB = 40.0
 PROBE_SIDE = 128  # the bf16 fidelity probe
 TIMING_SIDE = 256  # where auto compares engines: the published training and test size
 CACHE_FILE = "engine-choices.json"
+# From this many pixels an image runs its instance norms on float64 statistics (``nets.norm``), so
+# that the exact tiles of ``tiling`` reproduce its one pass (within 1 grey level) whether or not the
+# memory budget of the day makes it tile. Smaller images keep torch's kernel: there the float64 sums
+# cost 10-20% of a forward pass (teacher and students at 256 px, docs/benchmarks.md), and one pass
+# of them needs under 1 GB even for the teacher, so only a budget that small tiles them.
+FLOAT64_NORM_PIXELS = 2**20
 
 
 class Autocast(nn.Module):
@@ -66,11 +78,17 @@ class Autocast(nn.Module):
         self.config = getattr(generator, "config", None)
         self.multiple = getattr(generator, "multiple", 4)
 
-    def context(self) -> torch.autocast:
+    def autocast(self) -> torch.autocast:
         return torch.autocast(self.device_type, dtype=self.dtype)
 
+    @contextmanager
+    def context(self, float64_norms: bool = True) -> Iterator[None]:
+        """Autocast and, unless told otherwise, instance norms on float64 statistics (``nets.norm``), as tiles need."""
+        with self.autocast(), float64_statistics() if float64_norms else nullcontext():
+            yield
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with self.context():
+        with self.context(float64_norms=x.shape[-2] * x.shape[-1] >= FLOAT64_NORM_PIXELS):
             return self.generator(x).float()
 
 

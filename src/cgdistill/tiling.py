@@ -26,11 +26,11 @@ cache holds them while it has room), and the process keeps only a tile, a strip 
 The tile plan is a pure function of (image size, generator config, bytes per element, budget):
 :func:`plan_tiles`.
 
-Precision: in fp32 the result differs from one pass by float rounding only. Under bf16 autocast the
-activations stay bf16 as in one pass and the norm statistics are rounded as torch's CPU kernel
-stores them (``_norm_coefficients``); torch's own bf16 statistics are not reproduced bit for bit
-at every size, so there a tiled bf16 run is another bf16 evaluation of the same network, as close
-to fp32 as the one-pass bf16 run.
+Precision: both runs normalise with float32 statistics from float64 sums (``nets.norm``): under
+bf16/fp16 autocast the engine's one pass does so too (``nets.norm.float64_statistics``), so a tiled
+run differs from it only where a convolution, run on another region, rounds one accumulator to the
+other side of a bf16 step; in fp32 one pass keeps torch's kernel and the two differ by float
+rounding only.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from torch import nn
 
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import GeneratorConfig
+from cgdistill.nets.norm import channel_sums, coefficients, normalise
 
 TILE_CHOICES = ("auto", "off")
 MAX_TILE = 256  # output pixels a side; larger tiles save little recomputation (halo ~20 px) for more memory
@@ -347,59 +348,33 @@ def _forward(op: Op, x: torch.Tensor, src: Rect, dst: Rect, stats: dict[int, tup
         y = F.interpolate(x, scale_factor=op.module.scale_factor, mode="nearest")
         return y[:, :, dst[0] - 2 * src[0] : dst[1] - 2 * src[0], dst[2] - 2 * src[2] : dst[3] - 2 * src[2]]
     if isinstance(op, Norm):
-        if id(op) not in stats:  # batch norm in eval mode: its running statistics
-            stats[id(op)] = _norm_coefficients(op)
-        alpha, beta = stats[id(op)]
-        return torch.addcmul(beta, x.float(), alpha).to(x.dtype)
+        m = op.module
+        if not op.needs_statistics:  # batch norm in eval mode: pointwise with its running statistics
+            return m(x.contiguous())  # the kernel path one pass takes (a strided view takes another)
+        scale, shift = stats[id(op)]
+        return normalise(x, scale, shift)
     return op.fn(x)
-
-
-def _norm_coefficients(op: Norm, sums: _Sums | None = None):
-    """Per-channel scale and shift (float32, shaped for NCHW) from float64 sums, as the norm layer computes them.
-
-    On bf16 (or fp16) activations without affine parameters, torch's CPU norm keeps its statistics
-    in the activations' dtype (ATen ``batch_norm_kernel.cpp``: the mean is stored rounded, the sum of
-    squared deviations from that rounded mean is stored rounded, and ``1 / sqrt(var_sum / n + eps)``
-    is stored rounded). Rounding the same three numbers here keeps a bf16 tiled run on the one-pass
-    result instead of grey levels off it (matched on every channel for bottlenecks of 32x32 and
-    more; tiny images, which never need tiles, can differ in a few channels). With float affine
-    parameters torch keeps the statistics in float, as here.
-    """
-    m = op.module
-    if isinstance(m, nn.BatchNorm2d) or sums is None:
-        mean, var = m.running_mean.double(), m.running_var.double()
-        invstd = torch.rsqrt(var + m.eps)
-    elif sums.dtype in (torch.bfloat16, torch.float16) and m.weight is None:
-        low = sums.dtype
-        mean = (sums.total / sums.count).to(low).double()
-        var_sum = (sums.squares - 2 * mean * sums.total + sums.count * mean * mean).clamp_(min=0)
-        invstd = torch.rsqrt(var_sum.to(low).double() / sums.count + m.eps).to(low).double()
-    else:
-        mean = sums.total / sums.count
-        var = (sums.squares / sums.count - mean * mean).clamp_(min=0)  # biased, as instance norm uses
-        invstd = torch.rsqrt(var + m.eps)
-    alpha = invstd * m.weight.double() if m.weight is not None else invstd
-    beta = -mean * alpha
-    if m.bias is not None:
-        beta = beta + m.bias.double()
-    return alpha.float().view(1, -1, 1, 1), beta.float().view(1, -1, 1, 1)
 
 
 @dataclass
 class _Sums:
+    """Float64 sums of one norm's input over the whole image, gathered tile by tile (``nets.norm.channel_sums``)."""
+
     total: torch.Tensor | None = None
     squares: torch.Tensor | None = None
     count: int = 0
     dtype: torch.dtype = torch.float32
 
     def add(self, y: torch.Tensor) -> None:
-        self.dtype = y.dtype
-        y = y.float()  # exact for bf16; squares of fp32 values summed in float64 lose only their own rounding
-        total = y.sum(dim=(0, 2, 3), dtype=torch.float64)
-        squares = y.square().sum(dim=(0, 2, 3), dtype=torch.float64)
+        total, squares = channel_sums(y)
         self.total = total if self.total is None else self.total + total
         self.squares = squares if self.squares is None else self.squares + squares
-        self.count += y.shape[0] * y.shape[2] * y.shape[3]
+        self.count += y.shape[2] * y.shape[3]
+        self.dtype = y.dtype
+
+    def coefficients(self, norm: Norm) -> tuple[torch.Tensor, torch.Tensor]:
+        m = norm.module
+        return coefficients(self.total, self.squares, self.count, m.weight, m.bias, m.eps, self.dtype)
 
 
 def _tiles(size: tuple[int, int], side: int) -> Iterator[Rect]:
@@ -648,7 +623,7 @@ class TiledGenerator:
                 del y
                 tick()
             if stop < len(ops):
-                self.stats[id(ops[stop])] = _norm_coefficients(ops[stop], sums)
+                self.stats[id(ops[stop])] = sums.coefficients(ops[stop])
         return kept
 
     def _on_store(self, ops: list[Op], src: Store, dst: Store, strip: int) -> None:
@@ -669,7 +644,7 @@ class TiledGenerator:
                 sums = _Sums()
                 for top in range(0, rows, strip):
                     sums.add(source.rows(top, min(rows, top + strip)))
-                self.stats[id(op)] = _norm_coefficients(op, sums)
+                self.stats[id(op)] = sums.coefficients(op)
             for top in range(0, rows, strip):
                 rect = (top, min(rows, top + strip), 0, cols)
                 dst.put(top, _forward(op, source.rows(rect[0], rect[1]), rect, rect, self.stats))

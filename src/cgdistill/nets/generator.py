@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from cgdistill.nets.norm import InstanceNorm
 from cgdistill.options import BLOCKS, NORMS, PADDINGS, UPSAMPLES
 
 
@@ -61,9 +62,9 @@ class GeneratorConfig:
 def norm_layer(kind: str, channels: int) -> nn.Module:
     """The normalisation the reference code builds for ``kind``."""
     if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+        return InstanceNorm(channels, affine=False, track_running_stats=False)
     if kind == "instance-affine":
-        return nn.InstanceNorm2d(channels, affine=True, track_running_stats=False)
+        return InstanceNorm(channels, affine=True, track_running_stats=False)
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     raise ValueError(f"unknown norm {kind!r}")
