@@ -81,12 +81,24 @@ def run_case(model: Path, image: Path, out: Path, tile: str, max_memory: str | N
     return {"peak_mb": peak_kb / 1024, "seconds": seconds, "wall_s": wall, "engine": engine and engine.group(1)}
 
 
+def one_pass_with_torch_norms(model: torch.nn.Module, pixels: np.ndarray) -> torch.Tensor:
+    """One pass as images under ``FLOAT64_NORM_PIXELS`` run: torch's own half-precision norm kernel."""
+    from cgdistill import engines
+    from cgdistill.translate import translate_batch
+
+    threshold, engines.FLOAT64_NORM_PIXELS = engines.FLOAT64_NORM_PIXELS, 2**62
+    try:
+        return translate_batch(model, torch.from_numpy(pixels)[None], torch.device("cpu"))
+    finally:
+        engines.FLOAT64_NORM_PIXELS = threshold
+
+
 def time_ratio(name: str, megapixels: str, repeats: int) -> dict:
     """In one process, alternating: one pass, tiles with the bottleneck in memory, tiles spilled to files.
 
     Alternating turns share the machine's load alike, so the ratios hold where absolute times do not.
     """
-    from cgdistill.engines import torch_engine
+    from cgdistill.engines import Autocast, torch_engine
     from cgdistill.tiling import TileDecider, TilePlan, plan_tiles
     from cgdistill.translate import translate_batch
 
@@ -104,6 +116,8 @@ def time_ratio(name: str, megapixels: str, repeats: int) -> dict:
         "tiled": lambda: decider.translate(pixels, plan),
         "tiled, spilled": lambda: decider.translate(pixels, TilePlan(plan.tile, plan.strip, 0, 0, 0, True)),
     }
+    if isinstance(engine.model, Autocast):  # what float64 norm statistics cost one pass (nets/norm.py)
+        runs["one pass, torch's norm kernel"] = lambda: one_pass_with_torch_norms(engine.model, pixels)
     times: dict[str, list[float]] = {key: [] for key in runs}
     outputs: dict[str, np.ndarray] = {}
     for _ in range(repeats):
@@ -126,7 +140,9 @@ def time_ratio(name: str, megapixels: str, repeats: int) -> dict:
     if engine.name == "torch bf16":  # how far bf16 itself is from fp32, for scale
         fp32 = translate_batch(engine.model.generator, torch.from_numpy(pixels)[None], torch.device("cpu"))[0]
         fp32 = fp32.numpy().astype(np.int16)
-        for key in ("one pass", "tiled"):
+        diff = np.abs(outputs["tiled"] - outputs["one pass, torch's norm kernel"])
+        row["tiled_vs_one_pass_torch_norms"] = {"max": int(diff.max()), "mean": float(diff.mean())}
+        for key in ("one pass", "tiled", "one pass, torch's norm kernel"):
             diff = np.abs(outputs[key] - fp32)
             row[f"{key}_vs_fp32"] = {"max": int(diff.max()), "mean": float(diff.mean())}
     return row
