@@ -8,11 +8,12 @@ step into grey levels (issue 20: up to 24 at 12 MP on a random-initialised teach
 Inside :func:`float64_statistics` (entered by the inference engines that run under autocast) an
 :class:`InstanceNorm` on bf16/fp16 activations instead sums them, and their squares, in float64: a
 bf16 or fp16 value and its square are exact in float32, and float64 sums of up to 2**26 such terms
-carry a relative error below 2**-27 (worst case, n * 2**-53), far under the 2**-24 at which the
-float32 mean and variance are rounded. So however the image is cut, the float32 statistics come out
-the same (unless the exact value lies within that error of a rounding boundary), and
-:func:`normalise` then applies them element by element with the same kernel in both runs. Training,
-fp32 activations and anything run with gradients on keep torch's own kernel.
+(a channel of a 50 MP image) carry a relative error below 2**-27 (worst case, n * 2**-53), far
+under the 2**-24 at which the per-channel shift is rounded and the 2**-16 of the scale
+(:func:`coefficients`). So however the image is cut, scale and shift come out the same (unless the
+exact value lies within that error of a rounding boundary), and :func:`normalise` then applies them
+element by element, rounding once, in both runs. Training, fp32 activations and anything run with
+gradients on keep torch's own kernel.
 """
 
 from __future__ import annotations
