@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pytest
+
 from cgdistill import paths
+from cgdistill.errors import CgdistillError
 from cgdistill.train import plan as plan_module
 from cgdistill.train.config import DistillConfig, TeacherConfig
 from cgdistill.train.plan import plan_distill, plan_teacher
@@ -128,3 +131,39 @@ def test_distill_resume_keeps_the_stored_teacher_step():
 def test_a_new_distill_run_records_the_teachers_step():
     plan = plan_distill(DistillConfig(data="."), Loader(FakeTeacher(step=90)))
     assert plan.config.teacher_step == 90
+
+
+def test_a_resume_plan_records_config_json_as_it_read_it(toy):
+    run_dir = store_run("r", "teacher", TeacherConfig(name="r", data="toy"), toy)
+    plan = plan_teacher(TeacherConfig(name="r"), resume=True, given=set())
+    assert plan.config_stamp == plan_module.config_stamp(run_dir) is not None
+    assert plan_teacher(TeacherConfig(name="new")).config_stamp is None
+
+
+@pytest.mark.parametrize("kind", ["teacher", "student"])
+def test_a_resume_is_refused_when_another_process_rewrote_config_json_before_the_lock(toy, monkeypatch, kind):
+    """The plan reads config.json before the run's lock is taken; a rewrite in between (another
+    resume with other flags, or a run that finished) must not be trained on with stale settings."""
+    if kind == "teacher":
+        from cgdistill.train import teacher as module
+
+        stored, flags = TeacherConfig(name="r", data="toy", max_steps=10), TeacherConfig(name="r")
+        run = module.train_teacher
+    else:
+        from cgdistill.train import distill as module
+
+        stored = DistillConfig(name="r", teacher="horses", direction="A2B", data="toy", max_steps=10)
+        flags = DistillConfig(name="r")
+        monkeypatch.setattr(module, "load_teacher", lambda *args, **kwargs: FakeTeacher())
+        run = module.distill
+    run_dir = store_run("r", kind, stored, toy)
+    real_plan = getattr(module, f"plan_{'teacher' if kind == 'teacher' else 'distill'}")
+
+    def plan_then_rewrite(*args, **kwargs):
+        plan = real_plan(*args, **kwargs)
+        write_config(run_dir, kind, replace(stored, max_steps=12345), toy)  # the other process
+        return plan
+
+    monkeypatch.setattr(module, real_plan.__name__, plan_then_rewrite)
+    with pytest.raises(CgdistillError, match="changed by another process.*run the command again"):
+        run(flags, resume=True, given=set())

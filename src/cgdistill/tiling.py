@@ -26,7 +26,7 @@ cache holds them while it has room), and the process keeps only a tile, a strip 
 The tile plan is a pure function of (image size, generator config, bytes per element, budget):
 :func:`plan_tiles`.
 
-Precision: both runs normalise with float32 statistics from float64 sums (``nets.norm``): under
+Precision: both runs normalise with a scale and shift from float64 sums (``nets.norm``): under
 bf16/fp16 autocast the engine's one pass does so too (``nets.norm.float64_statistics``), so a tiled
 run differs from it only where a convolution, run on another region, rounds one accumulator to the
 other side of a bf16 step; in fp32 one pass keeps torch's kernel and the two differ by float

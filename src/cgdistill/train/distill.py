@@ -56,7 +56,7 @@ from cgdistill.train.loop import Observer, Recipe, fit
 from cgdistill.train.plan import plan_distill
 from cgdistill.train.pool import ImagePool
 from cgdistill.train.runtime import Runtime, join_process_group, teardown_runtime
-from cgdistill.train.session import dataset_label, open_session, refuse_existing_run, write_config, writing_run
+from cgdistill.train.session import dataset_label, open_session, refuse_changed_run, refuse_existing_run, write_config, writing_run
 from cgdistill.train.student_init import narrow_init
 from cgdistill.weights import load_discriminator, load_generator, save_generator
 
@@ -488,6 +488,7 @@ def distill(
     with writing_run(plan.run_dir, rank, observer):
         if not resume:
             refuse_existing_run(plan.run_dir, rank)
+        refuse_changed_run(plan, rank)
         if config.teacher_step not in (None, teacher.step):
             observer.message(
                 f"Teacher {teacher.source} is at step {teacher.step} now; this student started against its step "

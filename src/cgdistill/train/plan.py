@@ -36,6 +36,7 @@ class Plan(Generic[C]):
     data_dir: Path  # --data, resolved once
     resume: bool
     notes: tuple[str, ...] = ()  # choices the user did not make and should hear about
+    config_stamp: tuple[int, ...] | None = None  # config.json as read on resume (``config_stamp``)
 
 
 class TeacherModel(Protocol):
@@ -113,6 +114,22 @@ def read_run_config(name: str, kind: str, config_type: type[TrainConfig]) -> dic
     return settings
 
 
+def config_stamp(run_dir: Path) -> tuple[int, ...] | None:
+    """config.json's inode, modification time and size (None: no file). Every write of it is an
+    atomic replace (``fsutil.atomic_write_text``), so a rewrite gets a new inode even within one
+    tick of the file system's clock.
+
+    The plan reads a run before its lock is taken (``session.writing_run``); comparing this stamp,
+    taken before the read, with one taken under the lock tells whether another process rewrote the
+    settings in between (``session.refuse_changed_run``).
+    """
+    try:
+        stat = (run_dir / CONFIG_FILE).stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
 def run_folder_for(name: str) -> Path:
     """The checked folder of run ``name``: a valid name, and not a plain file in the way."""
     run_dir = paths.run_path(name)
@@ -152,12 +169,13 @@ def plan_teacher(flags: TeacherConfig, *, resume: bool = False, given: set[str] 
     default_name = Path(config.data).name if config.data else "teacher"
     name = paths.check_run_name(config.name if config.name is not None else default_name)
     run_dir = run_folder_for(name)
+    stamp = config_stamp(run_dir) if resume else None
     if resume:
         config = resumed_config(flags, read_run_config(name, "teacher", TeacherConfig), name, given)
     else:
         config = replace(config, name=name)
     data_dir = chosen.folder if chosen is not None and chosen.spec == config.data else paths.resolve_data(config.data)
-    return Plan(config, run_dir, data_dir, resume, notes)
+    return Plan(config, run_dir, data_dir, resume, notes, stamp)
 
 
 def plan_distill(
@@ -171,6 +189,7 @@ def plan_distill(
     preset's shape, the data (the teacher's dataset by default), the run name from the teacher and
     the student's depth, and on resume the stored settings."""
     flags.check()
+    stamp = config_stamp(paths.run_path(flags.name)) if resume and flags.name is not None else None
     stored = read_run_config(flags.name, "student", DistillConfig) if resume and flags.name is not None else None
     # The stored run decides: a teacher file that records no dataset resumes on the --data it was given.
     source = stored if stored is not None else {key: getattr(flags, key) for key in ("teacher", "direction", "data")}
@@ -185,7 +204,10 @@ def plan_distill(
     name = paths.check_run_name(config.name if config.name is not None else default_name)
     run_dir = run_folder_for(name)
     if resume:
-        config = resumed_config(flags, stored or read_run_config(name, "student", DistillConfig), name, given)
+        if stored is None:
+            stamp = config_stamp(run_dir)
+            stored = read_run_config(name, "student", DistillConfig)
+        config = resumed_config(flags, stored, name, given)
     else:
         config = replace(config, name=name, teacher_step=teacher.step)
     chosen = paths.choose_data(config.data, [(teacher.dataset, f"teacher {teacher.source}")])
@@ -193,4 +215,6 @@ def plan_distill(
     source_domain, target_domain = teacher.direction[0], teacher.direction[-1]
     has_target = (chosen.folder / f"train{target_domain}").is_dir()
     domains = (source_domain, target_domain) if has_target else (source_domain,)
-    return DistillPlan(config, run_dir, chosen.folder, resume, teacher=teacher, domains=domains)
+    return DistillPlan(
+        config, run_dir, chosen.folder, resume, config_stamp=stamp, teacher=teacher, domains=domains
+    )

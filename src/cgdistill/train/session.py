@@ -25,7 +25,7 @@ from cgdistill.runlock import lock_run, taken_over_note
 from cgdistill.runs import CONFIG_FILE, METRICS_FILE
 from cgdistill.train.config import TrainConfig
 from cgdistill.train.loop import Observer
-from cgdistill.train.plan import Plan
+from cgdistill.train.plan import Plan, config_stamp
 from cgdistill.train.runtime import Runtime, broadcast_from_main, setup_runtime
 from cgdistill.train.state import latest_checkpoint
 
@@ -65,6 +65,20 @@ def refuse_existing_run(run_dir: Path, rank: int) -> None:
     if broadcast_from_main(rank == 0 and run_dir.is_dir() and _holds_work(run_dir)):
         raise CgdistillError(
             f"Run '{run_dir.name}' already exists in {paths.runs_dir()}; pass --resume to continue it, or another --name."
+        )
+
+
+def refuse_changed_run(plan: Plan, rank: int) -> None:
+    """On ``--resume``, under the lock: refuse when another process rewrote config.json after the plan read it.
+
+    The plan reads the stored settings before the lock is taken, so a run that another process
+    resumed with other flags, or finished, in between would otherwise continue on stale settings.
+    """
+    changed = rank == 0 and plan.resume and config_stamp(plan.run_dir) != plan.config_stamp
+    if broadcast_from_main(changed):
+        raise CgdistillError(
+            f"Run '{plan.run_dir.name}' was changed by another process while this command started "
+            f"(its {CONFIG_FILE} was rewritten); run the command again."
         )
 
 

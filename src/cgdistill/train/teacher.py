@@ -47,6 +47,7 @@ from cgdistill.train.session import (
     dataset_label,
     fixed_sample_batch,
     open_session,
+    refuse_changed_run,
     refuse_existing_run,
     writing_run,
 )
@@ -195,6 +196,7 @@ def train_teacher(
     with writing_run(plan.run_dir, rank, observer):
         if not resume:
             refuse_existing_run(plan.run_dir, rank)
+        refuse_changed_run(plan, rank)
         session = open_session(plan, "teacher", observer=observer, norm=config.norm)
         try:
             runtime = session.runtime
