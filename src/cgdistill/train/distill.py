@@ -56,7 +56,14 @@ from cgdistill.train.loop import Observer, Recipe, fit
 from cgdistill.train.plan import plan_distill
 from cgdistill.train.pool import ImagePool
 from cgdistill.train.runtime import Runtime, join_process_group, teardown_runtime
-from cgdistill.train.session import dataset_label, open_session, refuse_changed_run, refuse_existing_run, write_config, writing_run
+from cgdistill.train.session import (
+    dataset_label,
+    open_session,
+    refuse_changed_run,
+    refuse_existing_run,
+    write_config,
+    writing_run,
+)
 from cgdistill.train.student_init import narrow_init
 from cgdistill.weights import load_discriminator, load_generator, save_generator
 

@@ -215,6 +215,4 @@ def plan_distill(
     source_domain, target_domain = teacher.direction[0], teacher.direction[-1]
     has_target = (chosen.folder / f"train{target_domain}").is_dir()
     domains = (source_domain, target_domain) if has_target else (source_domain,)
-    return DistillPlan(
-        config, run_dir, chosen.folder, resume, config_stamp=stamp, teacher=teacher, domains=domains
-    )
+    return DistillPlan(config, run_dir, chosen.folder, resume, config_stamp=stamp, teacher=teacher, domains=domains)
