@@ -45,10 +45,11 @@ def test_default_keeps_the_seed_student_with_its_recipe():
     assert (config.lr, config.echo, config.lambda_feature) == (5e-4, 3, 20.0)
 
 
-def test_the_narrow_presets_keep_the_plain_feature_weight_and_a_given_one_wins():
-    narrow = DistillConfig(preset="fast")
-    apply_preset(narrow, teacher_ngf=64)
-    assert narrow.lambda_feature == 1.0
+def test_every_preset_weighs_the_feature_loss_x20_and_a_given_weight_wins():
+    for preset in ("fast", "fastest"):
+        narrow = DistillConfig(preset=preset)
+        apply_preset(narrow, teacher_ngf=64)
+        assert narrow.lambda_feature == 20.0
     chosen = DistillConfig(lambda_feature=0.5)
     apply_preset(chosen, teacher_ngf=64)
     assert chosen.lambda_feature == 0.5
