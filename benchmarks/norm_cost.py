@@ -22,12 +22,12 @@ import torch
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.nets.init import init_weights
 from cgdistill.nets.norm import float64_statistics
+from cgdistill.train.presets import PRESETS, preset_ngf
 
-MODELS = {
-    "teacher": {"blocks": 9, "ngf": 64},
-    "default": {"blocks": 3, "ngf": 64},
-    "fast": {"blocks": 3, "ngf": 32},
-    "fastest": {"blocks": 3, "ngf": 16},
+TEACHER = GeneratorConfig(blocks=9, ngf=64)
+MODELS = {"teacher": TEACHER} | {
+    name: GeneratorConfig(blocks=p.blocks, ngf=preset_ngf(p, TEACHER.ngf) or TEACHER.ngf, block=p.block)
+    for name, p in PRESETS.items()
 }
 
 
@@ -50,7 +50,7 @@ def main() -> None:
         repeats = args.repeats if width * height < 2**20 else max(3, args.repeats // 3)
         for name in args.models.split(","):
             torch.manual_seed(0)
-            generator = ResnetGenerator(GeneratorConfig(**MODELS[name])).eval()
+            generator = ResnetGenerator(MODELS[name]).eval()
             init_weights(generator, generator=torch.Generator().manual_seed(0))
             x = torch.rand(1, 3, height, width) * 2 - 1
             times: dict[bool, list[float]] = {False: [], True: []}

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-HALF_PRECISION = (torch.bfloat16, torch.float16)
 BAND_ELEMENTS = 2**18  # elements converted to float64 at a time on a CPU (2 MB: stays in cache, no page faults)
 BAND_ELEMENTS_CUDA = 2**24  # on a GPU, fewer and larger bands (a launch costs more than 128 MB of float64)
 
@@ -52,9 +51,6 @@ def channel_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     n, c, h, w = x.shape
     target = BAND_ELEMENTS_CUDA if x.device.type == "cuda" else BAND_ELEMENTS
     rows = max(1, target // max(1, n * c * w))
-    if rows >= h:
-        band = x.double()
-        return band.sum(dim=(2, 3)), (band * band).sum(dim=(2, 3))
     total = torch.zeros((n, c), dtype=torch.float64, device=x.device)
     squares = torch.zeros_like(total)
     for top in range(0, h, rows):
@@ -70,6 +66,7 @@ def channel_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # moves with the tile's width). The scale's own rounding (2**-16 or 2**-13 of the output, the
 # shift being taken from the rounded scale) is below the output's (2**-8 or 2**-11).
 SCALE_BITS = {torch.bfloat16: 16, torch.float16: 13}
+HALF_PRECISION = tuple(SCALE_BITS)  # the activations this module's float64 statistics are for
 
 
 def coefficients(

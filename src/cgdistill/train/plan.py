@@ -189,8 +189,10 @@ def plan_distill(
     preset's shape, the data (the teacher's dataset by default), the run name from the teacher and
     the student's depth, and on resume the stored settings."""
     flags.check()
-    stamp = config_stamp(paths.run_path(flags.name)) if resume and flags.name is not None else None
-    stored = read_run_config(flags.name, "student", DistillConfig) if resume and flags.name is not None else None
+    stamp = stored = None
+    if resume and flags.name is not None:
+        stamp = config_stamp(paths.run_path(flags.name))  # before the read: a later rewrite shows (see config_stamp)
+        stored = read_run_config(flags.name, "student", DistillConfig)
     # The stored run decides: a teacher file that records no dataset resumes on the --data it was given.
     source = stored if stored is not None else {key: getattr(flags, key) for key in ("teacher", "direction", "data")}
     teacher = load_teacher(source.get("teacher"), source.get("direction"))
