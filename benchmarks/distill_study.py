@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 
 from cgdistill import paths
+from cgdistill.forward import prepare_generator
 from cgdistill.metrics import fidelity
 from cgdistill.plots import read_metrics
 from cgdistill.runs import METRICS_FILE
 from cgdistill.testset import Images, load_test_set, run_model
 from cgdistill.train.config import DistillConfig
 from cgdistill.train.distill import distill, load_teacher
-from cgdistill.translate import prepare_generator
 from cgdistill.weights import load_generator
 
 # Each variant: DistillConfig overrides on top of the command's defaults.

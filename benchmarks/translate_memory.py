@@ -84,7 +84,7 @@ def run_case(model: Path, image: Path, out: Path, tile: str, max_memory: str | N
 def one_pass_with_torch_norms(model: torch.nn.Module, pixels: np.ndarray) -> torch.Tensor:
     """One pass as images under ``FLOAT64_NORM_PIXELS`` run: torch's own half-precision norm kernel."""
     from cgdistill import engines
-    from cgdistill.translate import translate_batch
+    from cgdistill.forward import translate_batch
 
     threshold, engines.FLOAT64_NORM_PIXELS = engines.FLOAT64_NORM_PIXELS, 2**62
     try:
@@ -99,8 +99,9 @@ def time_ratio(name: str, megapixels: str, repeats: int) -> dict:
     Alternating turns share the machine's load alike, so the ratios hold where absolute times do not.
     """
     from cgdistill.engines import Autocast, torch_engine
-    from cgdistill.tiling import TileDecider, TilePlan, plan_tiles
-    from cgdistill.translate import translate_batch
+    from cgdistill.forward import translate_batch
+    from cgdistill.policy import TileDecider
+    from cgdistill.tiling.plan import TilePlan, plan_tiles
 
     torch.manual_seed(0)
     generator = ResnetGenerator(**MODELS[name])

@@ -24,8 +24,11 @@ from PIL import Image
 from cgdistill.data.images import list_images
 from cgdistill.device import describe, pick_device
 from cgdistill.engines import torch_model
+from cgdistill.forward import use_channels_last
+from cgdistill.imagefiles import translate_files
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
-from cgdistill.translate import translate_files, use_channels_last
+from cgdistill.policy import Runner
+from cgdistill.worklist import plan_outputs
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "horse2zebra-mini" / "testA"
 
@@ -88,9 +91,10 @@ def main() -> None:
         for rep in range(args.repeats + 1):  # the first round warms up oneDNN and the thread pools
             for name in models:
                 rate = model_rate(prepared[name], batches, args.batch_size, size, device)
-                result = translate_files(
-                    prepared[name], files, tmp_path / f"out-{name}", "A2B", device=device, batch_size=args.batch_size
-                )
+                outputs, _ = plan_outputs(files, tmp_path / f"out-{name}", "A2B")
+                (tmp_path / f"out-{name}").mkdir(exist_ok=True)
+                runner = Runner.for_model(prepared[name], device)
+                result = translate_files(runner, files, outputs, batch_size=args.batch_size)
                 if result.failures:
                     raise SystemExit(f"translate failed: {result.failures[0][1]}")
                 if rep:

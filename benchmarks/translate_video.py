@@ -38,9 +38,10 @@ import torch
 from PIL import Image
 
 from cgdistill.engines import Engine, choose_engine
+from cgdistill.forward import translate_batch
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
+from cgdistill.policy import Runner
 from cgdistill.train.presets import PRESETS, preset_ngf
-from cgdistill.translate import translate_batch
 from cgdistill.video import translate_video
 
 CPU = torch.device("cpu")
@@ -141,7 +142,8 @@ def model_fps(model: torch.nn.Module, frames: torch.Tensor, batch_size: int) -> 
 def pipeline_fps(model: torch.nn.Module, clip: Path, out: Path, batch_size: int) -> tuple[float, float]:
     """(frames/s, CPU ms per frame) of `translate_video` on the file, from opening it to the renamed output."""
     cpu, start = cpu_seconds(), time.perf_counter()
-    result = translate_video(model, clip, out, "A2B", device=CPU, batch_size=batch_size, max_side=0)
+    target = out / f"{clip.stem}_A2B.mp4"
+    result = translate_video(Runner.for_model(model, CPU), clip, target, batch_size=batch_size, max_side=0)
     wall = time.perf_counter() - start
     return result.frames / wall, (cpu_seconds() - cpu) * 1000 / result.frames
 

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from cgdistill.engines import engine_for_file
+from cgdistill.policy import Runner
 from cgdistill.runs import resolve_generator
 from cgdistill.video import translate_video
 from translate_video import pan_zoom_clip
@@ -76,7 +77,8 @@ def main() -> None:
             config = engine.model.config
             label = f"{name} ({config.blocks} {config.block}, ngf {config.ngf})"
             for clip_name, clip in clips.items():
-                result = translate_video(engine.model, clip, root / "out", args.direction, device=CPU, stats=True)
+                target = root / "out" / f"{clip.stem}_{args.direction}.mp4"
+                result = translate_video(Runner.for_engine(engine, CPU), clip, target, stats=True)
                 f = result.flicker
                 print(
                     f"{clip_name:>6} {label:>34} {f.input_change:>13.2f} {f.output_change:>14.2f} {f.value:>+8.2f}"

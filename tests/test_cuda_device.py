@@ -213,17 +213,17 @@ def test_amp_dtype_overrides_the_gpus_default(volta):
 
 
 def test_translate_runs_fp16_on_a_gpu_before_ampere(volta, monkeypatch):
-    from cgdistill import engines, translate
+    from cgdistill import engines
 
-    monkeypatch.setattr(translate, "prepare_generator", lambda generator, device: generator)  # no GPU to move to
+    monkeypatch.setattr(engines, "prepare_generator", lambda generator, device: generator)  # no GPU to move to
     engine = engines.torch_engine(ResnetGenerator(blocks=1, ngf=4), torch.device("cuda", 0))
     assert isinstance(engine.model, engines.Autocast) and engine.model.autocast().fast_dtype == torch.float16
 
 
 def test_the_torch_engine_on_an_ampere_or_newer_gpu_runs_the_bf16_autocast_it_reports(gpus, monkeypatch):
-    from cgdistill import engines, translate
+    from cgdistill import engines
 
-    monkeypatch.setattr(translate, "prepare_generator", lambda generator, device: generator)  # no GPU to move to
+    monkeypatch.setattr(engines, "prepare_generator", lambda generator, device: generator)  # no GPU to move to
     engine = engines.torch_engine(ResnetGenerator(blocks=1, ngf=4), torch.device("cuda", 0))
     assert "autocast" in engine.reason
     assert (engine.model.device_type, engine.model.autocast().fast_dtype) == ("cuda", torch.bfloat16)

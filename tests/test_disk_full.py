@@ -189,7 +189,7 @@ def test_a_download_that_cannot_fit_is_refused_before_writing(server, tmp_path, 
     url = server.add("/f.bin", b"x" * 100_000)
     monkeypatch.setattr(download, "require_free_space", fsutil.require_free_space)
     monkeypatch.setattr(fsutil, "free_bytes", lambda path: 40_000)
-    with pytest.raises(NoSpace, match=r"Downloading .*f.bin needs 100.0 kB in .* but only 40.0 kB is free"):
+    with pytest.raises(NoSpace, match=r"Downloading .*f.bin needs 97.7 KiB in .* but only 39.1 KiB is free"):
         download.fetch(url, tmp_path / "f.bin", progress=False)
     assert list(tmp_path.iterdir()) == []
 
@@ -232,7 +232,7 @@ def test_an_archive_that_cannot_fit_is_refused_before_extracting(tmp_path, monke
             zf.writestr(f"d/{split}/a.png", b"\0" * 50_000)
     monkeypatch.setattr(fsutil, "free_bytes", lambda path: 1_000)
     target = tmp_path / "datasets" / "d"
-    with pytest.raises(NoSpace, match=r"Extracting .*d.zip needs 100.0 kB"):
+    with pytest.raises(NoSpace, match=r"Extracting .*d.zip needs 97.7 KiB"):
         extract.extract_dataset(archive, target)
     assert not target.exists() and list((tmp_path / "datasets").iterdir()) == []
 

@@ -118,7 +118,7 @@ def test_download_list_shows_what_is_here(cli, server):
     assert result.code == 0
     datasets_table, models_table = result.out.split("Pretrained generators")
     rows = {line.split("│")[1].strip(): line for line in datasets_table.splitlines() if line.count("│") > 3}
-    assert "yes" in rows["horse2zebra"] and "kB" in rows["horse2zebra"]
+    assert "yes" in rows["horse2zebra"] and "KiB" in rows["horse2zebra"]
     assert "home/datasets/horse2zebra" in re.sub(r"[│\s]", "", datasets_table)
     assert "no" in rows["monet2photo"]
     assert "style_monet" in models_table

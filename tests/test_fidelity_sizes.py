@@ -13,12 +13,13 @@ from PIL import Image
 
 from cgdistill.compare import compare
 from cgdistill.data.toy import make_toy_dataset
+from cgdistill.forward import prepare_generator, shrink_to_max_side, translate_batch
 from cgdistill.metrics import fidelity, psnr, ssim, ssim_per_image, to_unit
 from cgdistill.nets import ResnetGenerator
+from cgdistill.options import DEFAULT_MAX_SIDE
 from cgdistill.testset import load_images, load_test_set, run_model
 from cgdistill.train.config import DistillConfig
 from cgdistill.train.distill import distill, sample_images
-from cgdistill.translate import DEFAULT_MAX_SIDE, prepare_generator, shrink_to_max_side, translate_batch
 from cgdistill.weights import save_generator
 
 CPU = torch.device("cpu")

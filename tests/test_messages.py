@@ -17,12 +17,11 @@ def test_an_error_naming_a_path_with_markup_prints_it_verbatim(cli, tmp_path):
 
 
 def test_bracketed_words_in_an_error_survive(cli, monkeypatch):
-    from cgdistill import runs
 
     def refuse(*_args, **_kwargs):
         raise CgdistillError("install it with `pip install 'cgdistill[tensorboard]'` and [bold]retry[/bold].")
 
-    monkeypatch.setattr(runs, "resolve_generator", refuse)
+    monkeypatch.setattr("cgdistill.translate.resolve_generator", refuse)
     result = cli("translate", "x.png")
     assert result.code == 2
     assert "pip install 'cgdistill[tensorboard]'" in result.err

@@ -9,11 +9,11 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from cgdistill import translate as tr
 from cgdistill.errors import CgdistillError
 from cgdistill.metadata import GENERATOR_FIELDS
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.weights import load_generator, read_info, save_generator
+from cgdistill.worklist import plan_outputs
 
 
 def model_file(path: Path, **changes: str | None) -> Path:
@@ -133,10 +133,10 @@ def test_weights_larger_than_the_file_holds_are_refused_before_building(tmp_path
 
 
 def test_output_names_stay_inside_the_output_folder(tmp_path):
-    outputs, _ = tr.plan_outputs([tmp_path / "in.png"], tmp_path / "out", "B2A")
+    outputs, _ = plan_outputs([tmp_path / "in.png"], tmp_path / "out", "B2A")
     assert outputs == [tmp_path / "out" / "in_B2A.png"]
     with pytest.raises(CgdistillError, match="Direction .* is not valid"):
-        tr.plan_outputs([tmp_path / "in.png"], tmp_path / "out", "/../../x")
+        plan_outputs([tmp_path / "in.png"], tmp_path / "out", "/../../x")
 
 
 def test_a_file_reading_would_refuse_is_never_written(tmp_path):

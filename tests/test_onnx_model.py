@@ -12,11 +12,12 @@ import torch
 from PIL import Image
 
 from cgdistill import engines, export, paths
-from cgdistill import translate as tr
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, init_weights
 from cgdistill.runs import resolve_generator
 from cgdistill.weights import load_generator, save_generator
+from cgdistill.worklist import collect_inputs
+from translating import translate_folder
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed")
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
@@ -118,10 +119,8 @@ def test_translate_with_the_onnx_file_matches_the_torch_model_through_the_whole_
 
     # The same pipeline in fp32 PyTorch with the weights the file was exported from.
     generator, _ = load_generator(paths.run_path("stud") / "G.safetensors")
-    files = tr.collect_inputs([photos], recursive=True)
-    expected = tr.translate_files(
-        generator, files, tmp_path / "torch", "A2B", device=torch.device("cpu"), max_side=64, batch_size=2
-    )
+    files = collect_inputs([photos], recursive=True)
+    expected = translate_folder(generator, files, tmp_path / "torch", max_side=64, batch_size=2)
     names = sorted(p.name for p in (tmp_path / "ort").iterdir())
     assert names == sorted(out.name for _, out in expected.written) and len(names) == 4
     assert Image.open(tmp_path / "ort" / "c_A2B.png").size == (43, 64)
@@ -148,7 +147,7 @@ def test_engine_torch_with_an_onnx_file_is_refused_before_any_work(cli, student_
 
 
 def test_an_onnx_file_runs_on_the_cpu_and_auto_means_the_cpu_for_it(student_onnx, monkeypatch):
-    monkeypatch.setattr(engines, "pick_device", lambda spec: torch.device("cuda", 0))  # as on a GPU machine
+    monkeypatch.setattr(engines, "process_device", lambda spec: torch.device("cuda", 0))  # as on a GPU machine
     assert engines.device_for_model(student_onnx, "auto") == torch.device("cpu")
     assert engines.device_for_model(Path("G.safetensors"), "auto") == torch.device("cuda", 0)
     with pytest.raises(CgdistillError, match="onnxruntime runs on the CPU, not cuda:0; pass --device cpu"):

@@ -46,16 +46,16 @@ def _images(folder: Path, count: int) -> list[Path]:
 
 
 def _count_translations(monkeypatch) -> list[int]:
-    from cgdistill import translate as tr
+    from cgdistill import policy
 
     calls: list[int] = []
-    real = tr.translate_batch
+    real = policy.translate_batch
 
     def counting(model, images, device):
         calls.append(images.shape[0])
         return real(model, images, device)
 
-    monkeypatch.setattr(tr, "translate_batch", counting)
+    monkeypatch.setattr(policy, "translate_batch", counting)
     return calls
 
 

@@ -257,7 +257,7 @@ def test_translate_checks_the_load_before_every_batch(tmp_path: Path, monkeypatc
     from PIL import Image
 
     from cgdistill.nets import GeneratorConfig, ResnetGenerator
-    from cgdistill.translate import translate_files
+    from translating import translate_folder
 
     files = []
     for index, size in enumerate([(32, 32), (32, 32), (40, 32)]):
@@ -266,6 +266,6 @@ def test_translate_checks_the_load_before_every_batch(tmp_path: Path, monkeypatc
     ticks = []
     monkeypatch.setattr(threads, "tick", lambda: ticks.append(1))
     generator = ResnetGenerator(GeneratorConfig(blocks=1, ngf=4))
-    result = translate_files(generator, files, tmp_path / "out", "A2B", device=torch.device("cpu"), batch_size=2)
+    result = translate_folder(generator, files, tmp_path / "out", batch_size=2)
     assert len(result.written) == 3
     assert len(ticks) == 2  # one batch of the two 32x32 images, one of the 40x32 image

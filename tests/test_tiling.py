@@ -12,22 +12,14 @@ from PIL import Image
 from cgdistill import engines, paths
 from cgdistill.engines import CpuBf16
 from cgdistill.errors import CgdistillError
+from cgdistill.forward import prepare_generator, translate_batch
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, norm
 from cgdistill.nets.init import init_weights
-from cgdistill.tiling import (
-    MAX_TILE,
-    MIN_AUTO_TILE,
-    MIN_TILE,
-    TileDecider,
-    TiledGenerator,
-    TilePlan,
-    parse_size,
-    parse_tile,
-    plan_tiles,
-    tiled_bytes,
-)
-from cgdistill.translate import prepare_generator, translate_batch, translate_files
+from cgdistill.policy import TileDecider, parse_size, parse_tile
+from cgdistill.tiling.plan import MAX_TILE, MIN_AUTO_TILE, MIN_TILE, TilePlan, plan_tiles, tiled_bytes
+from cgdistill.tiling.run import TiledGenerator
 from cgdistill.weights import save_generator
+from translating import translate_folder
 
 CPU = torch.device("cpu")
 TEACHER = GeneratorConfig()  # 9 blocks, ngf 64
@@ -275,10 +267,10 @@ def test_translate_files_tiles_an_image_over_the_budget_and_matches_one_pass(tmp
     source.parent.mkdir()
     Image.fromarray(_pixels(50, 70, seed=3).numpy()).save(source)
     ticks: list[int] = []
-    tiled = translate_files(
-        model, [source], tmp_path / "tiled", "A2B", device=CPU, max_memory=1, tile_progress=lambda d, t: ticks.append(t)
+    tiled = translate_folder(
+        model, [source], tmp_path / "tiled", max_memory=1, tile_progress=lambda d, t: ticks.append(t)
     )
-    whole = translate_files(model, [source], tmp_path / "whole", "A2B", device=CPU, tile="off")
+    whole = translate_folder(model, [source], tmp_path / "whole", tile="off")
     assert ticks, "the image ran in one pass"
     a = np.asarray(Image.open(tiled.written[0][1])).astype(int)
     b = np.asarray(Image.open(whole.written[0][1])).astype(int)

@@ -12,9 +12,10 @@ from PIL import Image
 from cgdistill import paths
 from cgdistill.device import pick_device
 from cgdistill.errors import CgdistillError
+from cgdistill.forward import pad_to_multiple, translate_batch
 from cgdistill.nets import ResnetGenerator
-from cgdistill.translate import pad_to_multiple, plan_outputs, translate_batch
 from cgdistill.weights import save_generator
+from cgdistill.worklist import plan_outputs
 
 
 def _save_run(run: str, filename: str, direction: str, teacher: str | None = None, blocks: int = 1) -> Path:

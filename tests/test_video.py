@@ -16,11 +16,14 @@ from torch import nn
 
 from cgdistill import paths
 from cgdistill.errors import CgdistillError
+from cgdistill.flicker import FlickerMeter
+from cgdistill.forward import translate_batch
 from cgdistill.metrics import psnr
 from cgdistill.nets import ResnetGenerator
-from cgdistill.translate import translate_batch
-from cgdistill.video import FlickerMeter, Interrupted, is_video_file, translate_video
+from cgdistill.video import Interrupted
+from cgdistill.videoio import is_video_file
 from cgdistill.weights import save_generator
+from translating import translate_clip
 
 av = pytest.importorskip("av")
 CPU = torch.device("cpu")
@@ -118,7 +121,7 @@ def test_frames_match_translating_the_decoded_frames_as_images(tmp_path):
     # separates codec loss from a pipeline that hands the encoder the wrong pixels.
     clip = make_clip(tmp_path / "clip.mp4")
     model = Smooth()
-    result = translate_video(model, clip, tmp_path / "out", "A2B", device=CPU)
+    result = translate_clip(model, clip, tmp_path / "out")
     source = np.stack([f.to_ndarray(format="rgb24") for f in decoded(clip)])
     expected = translate_batch(model, torch.from_numpy(source), CPU).float() / 255
     written = [torch.from_numpy(f.to_ndarray(format="rgb24")).float() / 255 for f in decoded(result.output)]
@@ -129,21 +132,21 @@ def test_frames_match_translating_the_decoded_frames_as_images(tmp_path):
 def test_variable_frame_rate_timestamps_are_kept(tiny, tmp_path):
     pts_ms = [0, 40, 140, 180, 400, 440]
     clip = make_clip(tmp_path / "vfr.mp4", pts_ms=pts_ms)
-    result = translate_video(tiny, clip, tmp_path / "out", "A2B", device=CPU)
+    result = translate_clip(tiny, clip, tmp_path / "out")
     times = [round(float(f.pts * f.time_base) * 1000) for f in decoded(result.output)]
     assert times == pts_ms == [round(float(f.pts * f.time_base) * 1000) for f in decoded(clip)]
 
 
 def test_audio_packets_are_copied_unchanged(tiny, tmp_path):
     clip = make_clip(tmp_path / "talk.mp4", audio="aac")
-    result = translate_video(tiny, clip, tmp_path / "out", "A2B", device=CPU)
+    result = translate_clip(tiny, clip, tmp_path / "out")
     assert result.audio_streams == 1
     assert audio_packets(result.output) == audio_packets(clip)
 
 
 def test_audio_mp4_cannot_hold_is_copied_into_matroska(tiny, tmp_path):
     clip = make_clip(tmp_path / "raw.mkv", audio="pcm_s16le", container_format="matroska")
-    result = translate_video(tiny, clip, tmp_path / "out", "A2B", device=CPU)
+    result = translate_clip(tiny, clip, tmp_path / "out")
     assert result.output.name == "raw_A2B.mkv"
     assert audio_packets(result.output) == audio_packets(clip)
 
@@ -152,7 +155,7 @@ def test_audio_mp4_cannot_hold_is_copied_into_matroska(tiny, tmp_path):
 def test_rotation_metadata_turns_the_frames_upright(tmp_path, rotation):
     clip = make_clip(tmp_path / "phone.mp4", rotation=rotation)  # stored 64x48
     model = Smooth()
-    result = translate_video(model, clip, tmp_path / "out", "A2B", device=CPU)
+    result = translate_clip(model, clip, tmp_path / "out")
     frames = decoded(result.output)
     # The display matrix turns counter-clockwise by `rotation` degrees, as np.rot90 does.
     upright = np.rot90(decoded(clip)[0].to_ndarray(format="rgb24"), rotation // 90).copy()
@@ -163,14 +166,14 @@ def test_rotation_metadata_turns_the_frames_upright(tmp_path, rotation):
 
 def test_odd_sizes_become_even_for_h264(tiny, tmp_path):
     clip = make_clip(tmp_path / "odd.mkv", size=(38, 26), container_format="matroska")  # x264 needs even input too
-    result = translate_video(tiny, clip, tmp_path / "out", "A2B", device=CPU, max_side=25)
+    result = translate_clip(tiny, clip, tmp_path / "out", max_side=25)
     frame = decoded(result.output)[0]
     assert (frame.width, frame.height) == result.size == (24, 16)  # 25x17 fitted, then rounded down to even
 
 
 def test_max_side_shrinks_the_frames(tiny, tmp_path):
     clip = make_clip(tmp_path / "big.mp4")
-    result = translate_video(tiny, clip, tmp_path / "out", "A2B", device=CPU, max_side=32)
+    result = translate_clip(tiny, clip, tmp_path / "out", max_side=32)
     assert (decoded(result.output)[0].width, decoded(result.output)[0].height) == (32, 24)
 
 
@@ -182,7 +185,7 @@ def test_ctrl_c_leaves_a_playable_partial_file(tiny, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(Interrupted) as stop:
-        translate_video(tiny, clip, tmp_path / "out", "A2B", device=CPU, batch_size=2, progress=press_ctrl_c)
+        translate_clip(tiny, clip, tmp_path / "out", batch_size=2, progress=press_ctrl_c)
     assert stop.value.partial == tmp_path / "out" / "long_A2B.partial.mp4"
     assert len(decoded(stop.value.partial)) == stop.value.frames == 4
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["long_A2B.partial.mp4"]
@@ -192,7 +195,7 @@ def test_truncated_input_translates_every_frame_that_decodes(tiny, tmp_path):
     clip = make_clip(tmp_path / "cut.mkv", frames=30, container_format="matroska")
     data = clip.read_bytes()
     clip.write_bytes(data[: len(data) // 2])
-    result = translate_video(tiny, clip, tmp_path / "out", "A2B", device=CPU)
+    result = translate_clip(tiny, clip, tmp_path / "out")
     assert 0 < result.frames < 30
     assert len(decoded(result.output)) == result.frames
     assert result.stopped is not None
@@ -239,7 +242,7 @@ def test_input_without_a_video_stream_is_refused_in_one_sentence(cli, student, t
 def test_unknown_video_codec_is_refused(tiny, tmp_path):
     clip = make_clip(tmp_path / "clip.mp4")
     with pytest.raises(CgdistillError, match="--video-codec nope"):
-        translate_video(tiny, clip, tmp_path / "out", "A2B", device=CPU, codec="nope")
+        translate_clip(tiny, clip, tmp_path / "out", codec="nope")
 
 
 def test_video_quality_outside_the_crf_scale_is_refused_before_any_work(cli, student, tmp_path):
@@ -271,7 +274,7 @@ def test_animated_gif_translates_to_mp4_with_every_frame(tiny, tmp_path):
 
     frames = [Image.new("RGB", (20, 16), (i * 40, 90, 0)) for i in range(3)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
-    result = translate_video(tiny, tmp_path / "anim.gif", tmp_path / "out", "A2B", device=CPU)
+    result = translate_clip(tiny, tmp_path / "anim.gif", tmp_path / "out")
     assert result.output.name == "anim_A2B.mp4" and len(decoded(result.output)) == 3
 
 

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cgdistill.forward import use_channels_last
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
-from cgdistill.translate import use_channels_last
 
 
 def _meta_generator(config: GeneratorConfig) -> ResnetGenerator:

@@ -25,10 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cgdistill import compare, fid_inception, paths, report, runs
-from cgdistill import translate as tr
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.device import pick_device
-from cgdistill.engines import torch_model
 from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.fsutil import atomic_write_text
 from cgdistill.options import DEMO_OUTPUT
@@ -38,7 +36,8 @@ from cgdistill.train.distill import distill
 from cgdistill.train.loop import Observer
 from cgdistill.train.teacher import train_teacher
 from cgdistill.train.timeline import steps_per_epoch
-from cgdistill.weights import load_generator
+from cgdistill.translate import TranslateRequest, translate
+from cgdistill.worklist import collect_inputs
 
 MARKER_FILE = ".cgdistill-demo"  # says "a demo made this folder", so a later demo may replace it
 SUMMARY_FILE = "summary.json"
@@ -352,13 +351,11 @@ def _last_fidelity(run: Path) -> str:
 
 
 def _translate(settings: DemoSettings, data_dir: Path, folder: Path) -> list[Path]:
-    """The student translates the first test images of its source domain, as `cgdistill translate` does."""
-    resolved = runs.resolve_generator(STUDENT_RUN, settings.direction, role="student")
-    direction = resolved.direction
-    files = tr.collect_inputs([data_dir / f"test{direction[0]}"])[: settings.translate_count]
-    generator, _ = load_generator(resolved.path)
-    device = pick_device(settings.device)
-    result = tr.translate_files(torch_model(generator, device), files, folder, direction, device=device)
+    """The student translates the first test images of its source domain: `cgdistill translate`'s own entry."""
+    direction = runs.resolve_generator(STUDENT_RUN, settings.direction, role="student").direction
+    files = collect_inputs([data_dir / f"test{direction[0]}"])[: settings.translate_count]
+    request = TranslateRequest(files, direction, STUDENT_RUN, folder, device=settings.device, threads=settings.threads)
+    result = translate(request).images
     if result.failures:
         path, reason = result.failures[0]
         raise WorkFailed(f"Translating the demo's test images failed on {path}: {reason}")

@@ -44,13 +44,19 @@ from torch import nn
 
 from cgdistill import paths
 from cgdistill.cost import interleaved_median_ms
-from cgdistill.device import native_amp_dtype, pick_device
+from cgdistill.device import native_amp_dtype
 from cgdistill.errors import CgdistillError
+from cgdistill.export import make_session, to_onnx_bytes
+from cgdistill.forward import generator_multiple, prepare_generator
 from cgdistill.fsutil import atomic_write_text
+from cgdistill.metrics import psnr
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.nets.norm import float64_statistics
+from cgdistill.onnxfile import INPUT_NAME, OUTPUT_NAME, is_onnx_file, load_onnx, onnx_available, require_onnx
+from cgdistill.options import ENGINES
+from cgdistill.processes import process_device
+from cgdistill.weights import load_generator
 
-ENGINES = ("auto", "torch", "onnxruntime")
 BF16_MIN_PSNR_DB = 40.0
 PROBE_SIDE = 128  # the bf16 fidelity probe
 TIMING_SIDE = 256  # where auto compares engines: the published training and test size
@@ -76,7 +82,7 @@ class Autocast(nn.Module):
         self.device_type = device_type
         self.dtype = dtype
         self.config = getattr(generator, "config", None)
-        self.multiple = getattr(generator, "multiple", 4)
+        self.multiple = generator_multiple(generator)
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device_type, dtype=self.dtype)
@@ -113,10 +119,8 @@ def at_inference_precision(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def torch_model(generator: nn.Module, device: torch.device) -> nn.Module:
-    """``generator`` prepared for ``device`` (``translate.prepare_generator``) at :func:`at_inference_precision`:
+    """``generator`` prepared for ``device`` (``forward.prepare_generator``) at :func:`at_inference_precision`:
     the model ``compare`` measures and the ``torch`` engine runs on a GPU."""
-    from cgdistill.translate import prepare_generator
-
     return at_inference_precision(prepare_generator(generator, device), device)
 
 
@@ -125,8 +129,6 @@ class OnnxRuntimeGenerator(nn.Module):
 
     def __init__(self, model_bytes: bytes, config: GeneratorConfig, multiple: int, threads: int | None = None) -> None:
         super().__init__()
-        from cgdistill.export import make_session
-
         self.config = config
         self.multiple = multiple
         self.session = make_session(model_bytes, threads)
@@ -134,15 +136,11 @@ class OnnxRuntimeGenerator(nn.Module):
     @classmethod
     def from_generator(cls, generator: nn.Module, threads: int | None = None) -> OnnxRuntimeGenerator:
         """The generator exported in memory, as ``cgdistill export`` would write it."""
-        from cgdistill.export import to_onnx_bytes
-
-        return cls(to_onnx_bytes(generator), generator.config, getattr(generator, "multiple", 4), threads)
+        return cls(to_onnx_bytes(generator), generator.config, generator_multiple(generator), threads)
 
     @classmethod
     def from_file(cls, path: Path | str, threads: int | None = None) -> OnnxRuntimeGenerator:
         """An ONNX file ``cgdistill export`` wrote; refused in one sentence when onnxruntime cannot load it."""
-        from cgdistill.onnxfile import load_onnx
-
         model_bytes, info = load_onnx(path)
         config = GeneratorConfig(**info.config)
         with torch.device("meta"):  # the architecture's multiple, without allocating its weights
@@ -156,8 +154,6 @@ class OnnxRuntimeGenerator(nn.Module):
             ) from None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from cgdistill.onnxfile import INPUT_NAME, OUTPUT_NAME
-
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0]).to(x.device)
 
@@ -174,8 +170,6 @@ def probe_image(side: int = PROBE_SIDE, seed: int = 0) -> torch.Tensor:
 
 def bf16_psnr(generator: nn.Module, image: torch.Tensor | None = None) -> float:
     """PSNR (dB, on [0, 1]) of the generator's bf16-autocast output against its fp32 output."""
-    from cgdistill.metrics import psnr
-
     x = probe_image() if image is None else image
     with torch.inference_mode():
         reference = generator(x).float()
@@ -245,8 +239,6 @@ def _write_cache(cache: dict) -> None:
 
 def check_engine(engine: str) -> None:
     """Refuse an unknown ``--engine``, or onnxruntime without the extra, before any work is done."""
-    from cgdistill.onnxfile import require_onnx
-
     if engine not in ENGINES:
         raise CgdistillError(f"--engine {engine!r} is not valid; use one of {', '.join(ENGINES)}.")
     if engine == "onnxruntime":
@@ -255,8 +247,6 @@ def check_engine(engine: str) -> None:
 
 def choose_engine(generator: nn.Module, device: torch.device, engine: str = "auto") -> Engine:
     """The engine ``--engine`` names; ``auto`` picks the faster available one (see the module docstring)."""
-    from cgdistill.onnxfile import onnx_available
-
     check_engine(engine)
     if engine == "onnxruntime":
         return onnxruntime_engine(generator, device)
@@ -285,12 +275,11 @@ def choose_engine(generator: nn.Module, device: torch.device, engine: str = "aut
 
 
 def device_for_model(path: Path | str, spec: str | None) -> torch.device:
-    """``--device`` for the model file ``path``: ``auto`` is the CPU for an ONNX file, where onnxruntime runs it."""
-    from cgdistill.onnxfile import is_onnx_file
-
+    """``--device`` for the model file ``path``: ``auto`` is the CPU for an ONNX file, where onnxruntime runs it;
+    under torchrun, ``auto`` and ``cuda`` give each process its own GPU (``processes.process_device``)."""
     if is_onnx_file(path) and (spec or "auto").strip().lower() == "auto":
         return torch.device("cpu")
-    return pick_device(spec)
+    return process_device(spec or "auto")
 
 
 def check_model_engine(engine: str, path: Path | str, device: torch.device) -> None:
@@ -298,8 +287,6 @@ def check_model_engine(engine: str, path: Path | str, device: torch.device) -> N
 
     An ONNX file holds no PyTorch module: only onnxruntime, on the CPU, runs it.
     """
-    from cgdistill.onnxfile import is_onnx_file
-
     check_engine(engine)
     if not is_onnx_file(path):
         return
@@ -318,9 +305,6 @@ def check_model_engine(engine: str, path: Path | str, device: torch.device) -> N
 def engine_for_file(path: Path | str, device: torch.device, engine: str = "auto") -> Engine:
     """The engine that runs the model file ``path``: a ``.safetensors`` generator as :func:`choose_engine`
     picks, an ONNX file ``cgdistill export`` wrote on onnxruntime (the only engine that can)."""
-    from cgdistill.onnxfile import is_onnx_file
-    from cgdistill.weights import load_generator
-
     check_model_engine(engine, path, device)
     if is_onnx_file(path):
         reason = "an ONNX file runs on onnxruntime" if engine == "auto" else "CPU execution provider"
@@ -331,8 +315,6 @@ def engine_for_file(path: Path | str, device: torch.device, engine: str = "auto"
 
 def available_engines(generator: nn.Module, device: torch.device) -> dict[str, nn.Module]:
     """Every engine that can run ``generator`` on ``device``, for timing side by side (``compare``)."""
-    from cgdistill.onnxfile import onnx_available
-
     model = torch_model(generator, device)
     if device.type != "cpu":
         return {"torch": model}

@@ -23,6 +23,7 @@ from torch import nn
 
 from cgdistill import __version__
 from cgdistill.errors import CgdistillError, WorkFailed
+from cgdistill.forward import DEFAULT_MULTIPLE, prepare_generator
 from cgdistill.fsutil import atomic_write_bytes
 from cgdistill.metadata import FORMAT_VERSION
 from cgdistill.nets import ResnetGenerator
@@ -32,13 +33,12 @@ from cgdistill.weights import FORMAT, ModelInfo
 OPSET = 17
 PARITY_TOLERANCE = 1e-4  # max abs difference on outputs in [-1, 1]: fp32 rounding is ~1e-6
 PARITY_SHAPES = ((1, 64, 64), (2, 96, 160), (1, 256, 256))  # (batch, height, width)
-FORMATS = ("onnx",)
 
 
 def to_onnx_bytes(generator: ResnetGenerator) -> bytes:
     """The generator as an ONNX graph (fp32, opset 17) with dynamic batch, height and width."""
     require_onnx()
-    model = copy.deepcopy(generator).float().eval().requires_grad_(False).to("cpu")
+    model = prepare_generator(copy.deepcopy(generator).float(), torch.device("cpu"))
     dummy = torch.zeros(1, model.config.in_channels, 64, 64)
     dynamic = {0: "batch", 2: "height", 3: "width"}
     buffer = io.BytesIO()
@@ -71,7 +71,7 @@ def metadata_props(info: ModelInfo | None, config: dict, direction: str | None) 
         "config": json.dumps(config, sort_keys=True),
         "input": f"{INPUT_NAME}: N x 3 x H x W float32 RGB in [-1, 1], H and W multiples of 4",
         "output": f"{OUTPUT_NAME}: N x 3 x H x W float32 RGB in [-1, 1]",
-        "multiple": "4",
+        "multiple": str(DEFAULT_MULTIPLE),
     }
     props.update({key: str(value) for key, value in config.items()})
     if direction:
@@ -133,7 +133,7 @@ def parity_check(generator: ResnetGenerator, model_bytes: bytes, seed: int = 0) 
     """Max abs difference between PyTorch (fp32, CPU) and onnxruntime on ``PARITY_SHAPES``."""
     session = make_session(model_bytes)
     gen = torch.Generator().manual_seed(seed)
-    model = copy.deepcopy(generator).float().eval().to("cpu")
+    model = prepare_generator(copy.deepcopy(generator).float(), torch.device("cpu"))
     results = []
     for batch, height, width in PARITY_SHAPES:
         x = torch.rand(batch, model.config.in_channels, height, width, generator=gen) * 2 - 1

@@ -91,11 +91,17 @@ def free_bytes(path: Path | str) -> int | None:
 
 
 def format_bytes(count: int) -> str:
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:,} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
-        count /= 1000
-    raise AssertionError("unreachable")
+    """Bytes for a person, in binary units labelled as such (``812 bytes``, ``97.7 KiB``, ``1.5 GiB``).
+
+    The one byte formatter: binary, because the sizes a user writes (``--max-memory 1.5G``) are read
+    in powers of 1024.
+    """
+    value = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{count:,} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 def no_space(path: Path | str, code: int = errno.ENOSPC, needed: int | None = None) -> NoSpace:

@@ -38,11 +38,6 @@ def onnx_available() -> bool:
     return True
 
 
-def read_metadata(model_bytes: bytes) -> dict[str, str]:
-    onnx, _ = require_onnx()
-    return {entry.key: entry.value for entry in onnx.load_from_string(model_bytes).metadata_props}
-
-
 def is_onnx_file(path: Path | str) -> bool:
     """Whether ``path`` names an ONNX model, by its suffix (``cgdistill export`` writes only ``.onnx``)."""
     return Path(path).suffix.lower() == ONNX_SUFFIX

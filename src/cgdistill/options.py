@@ -29,9 +29,28 @@ THREADS_HELP = (
     "CPU threads (default: the cores free of other work, re-chosen every few seconds; OMP_NUM_THREADS also fixes it)."
 )
 
-# translate.py
+# translate (translate.py, policy.py, engines.py): the choices, and the help generated from them.
 DEFAULT_MAX_SIDE = 1024
 DEFAULT_BATCH_SIZE = 4
+DEFAULT_TRANSLATE_OUTPUT = Path("translated")
+ENGINES = ("auto", "torch", "onnxruntime")  # engines.py
+ENGINE_HELP = (
+    f"{' | '.join(ENGINES)}: auto is the faster of torch and onnxruntime for this model here (onnxruntime for an "
+    ".onnx model); onnxruntime runs on the CPU and needs the onnx extra."
+)
+TILE_CHOICES = ("auto", "off")  # policy.py; or a tile side in pixels
+TILE_HELP = (
+    f"{' | '.join(TILE_CHOICES)} | a tile side in pixels: auto tiles, exactly, only images (and video frames) whose "
+    "one pass would exceed --max-memory; off always runs one pass."
+)
+MAX_MEMORY_HELP = (
+    "Peak memory while translating an image or a video frame, e.g. 1.5G or 800M (powers of 1024; default: what "
+    "is in use plus 60% of the free RAM, or of the GPU's free memory)."
+)
+
+# export.py
+EXPORT_FORMATS = ("onnx",)
+EXPORT_FORMAT_HELP = f"Deployment format: {' | '.join(EXPORT_FORMATS)}."
 
 # video.py: H.264 plays everywhere; CRF 18 is x264's "visually lossless" end of the usual range.
 DEFAULT_VIDEO_CODEC = "libx264"

@@ -19,8 +19,9 @@ from torch import nn
 from cgdistill.data.images import list_images, read_image
 from cgdistill.engines import at_inference_precision
 from cgdistill.errors import CgdistillError
+from cgdistill.forward import MIN_SIDE, shrink_to_max_side, translate_batch
 from cgdistill.metrics import shape_groups
-from cgdistill.translate import DEFAULT_MAX_SIDE, MIN_SIDE, shrink_to_max_side, translate_batch
+from cgdistill.options import DEFAULT_MAX_SIDE
 
 Images = list[torch.Tensor]  # uint8 H x W x 3 images, each at its own size
 

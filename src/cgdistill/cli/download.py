@@ -12,6 +12,7 @@ from rich.text import Text
 from cgdistill import paths
 from cgdistill.cli.app import app, console, note, show, styled
 from cgdistill.errors import CgdistillError
+from cgdistill.fsutil import format_bytes
 
 
 @app.command("download")
@@ -182,7 +183,7 @@ def _print_lists() -> None:
             where = {"generated locally": "generated locally", "manual (see docs)": "manual: see docs/datasets.md"}.get(
                 row.source, ""
             )
-        size = human_size(row.size_bytes) if exists else ""
+        size = format_bytes(row.size_bytes) if exists else ""
         table.add_row(Text(row.name), Text(row.domain_a or ""), Text(row.domain_b or ""), here, size, Text(where))
     console.print(table)
 
@@ -202,13 +203,3 @@ def _print_lists() -> None:
         mapping = f"{entry.input_domain} -> {entry.output_domain}"
         models.add_row(entry.name, entry.dataset, entry.direction, mapping, imported)
     console.print(models)
-
-
-def human_size(size: int) -> str:
-    """Bytes as a short human string (1.2 GB); decimal units, like the download progress bar."""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"

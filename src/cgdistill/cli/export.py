@@ -9,7 +9,8 @@ import typer
 
 from cgdistill.cli.app import app, note, show
 from cgdistill.errors import CgdistillError
-from cgdistill.options import THREADS_HELP
+from cgdistill.fsutil import format_bytes
+from cgdistill.options import EXPORT_FORMAT_HELP, EXPORT_FORMATS, THREADS_HELP
 
 
 @app.command("export")
@@ -21,7 +22,7 @@ def export(
             show_default=False,
         ),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Deployment format: onnx.")] = "onnx",
+    fmt: Annotated[str, typer.Option("--format", help=EXPORT_FORMAT_HELP)] = "onnx",
     output: Annotated[
         Path | None,
         typer.Option(
@@ -42,8 +43,8 @@ def export(
     from cgdistill.runs import require_weights, resolve_generator
     from cgdistill.weights import load_generator
 
-    if fmt not in ex.FORMATS:
-        raise CgdistillError(f"--format {fmt!r} is not supported; use one of {', '.join(ex.FORMATS)}.")
+    if fmt not in EXPORT_FORMATS:
+        raise CgdistillError(f"--format {fmt!r} is not supported; use one of {', '.join(EXPORT_FORMATS)}.")
     resolved = resolve_generator(model, direction, role="any")
     require_weights(resolved, "export needs a .safetensors model to export")
     chosen = resolved.direction
@@ -61,4 +62,4 @@ def export(
         note(
             f"Parity with PyTorch on {shape}: max abs difference {check.max_abs:.1e} (limit {ex.PARITY_TOLERANCE:.0e})."
         )
-    show(f"Wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, ONNX opset {ex.OPSET}, dynamic batch/height/width).")
+    show(f"Wrote {result.path} ({format_bytes(result.size_bytes)}, ONNX opset {ex.OPSET}, dynamic batch/height/width).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -9,15 +10,19 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cgdistill.cli.app import app, err_console, note, show, styled
+from cgdistill.cli.video import show_video_result, video_bar
 from cgdistill.errors import WorkFailed
-from cgdistill.fsutil import prepare_output_dir
 from cgdistill.options import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_SIDE,
+    DEFAULT_TRANSLATE_OUTPUT,
     DEFAULT_VIDEO_CODEC,
     DEFAULT_VIDEO_QUALITY,
     DEVICE_HELP,
+    ENGINE_HELP,
+    MAX_MEMORY_HELP,
     THREADS_HELP,
+    TILE_HELP,
 )
 
 PROGRESS_FROM = 8  # fewer files finish before a bar would tell anyone anything
@@ -47,9 +52,9 @@ def translate(
             show_default=False,
         ),
     ] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for <stem>_<direction>.png.")] = Path(
-        "translated"
-    ),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for <stem>_<direction>.png (and .mp4 for videos).")
+    ] = DEFAULT_TRANSLATE_OUTPUT,
     max_side: Annotated[
         int, typer.Option("--max-side", help="Shrink larger images to this longest side (0: keep every size).")
     ] = DEFAULT_MAX_SIDE,
@@ -58,14 +63,7 @@ def translate(
     ] = DEFAULT_BATCH_SIZE,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include images in subfolders.")] = False,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
-    engine: Annotated[
-        str,
-        typer.Option(
-            "--engine",
-            help="auto (the faster of torch and onnxruntime for this model here; onnxruntime for an .onnx model), "
-            "torch or onnxruntime (CPU, needs the onnx extra).",
-        ),
-    ] = "auto",
+    engine: Annotated[str, typer.Option("--engine", help=ENGINE_HELP)] = "auto",
     video_codec: Annotated[
         str, typer.Option("--video-codec", help="Encoder for translated videos (FFmpeg name: libx264, libx265, ...).")
     ] = DEFAULT_VIDEO_CODEC,
@@ -77,104 +75,106 @@ def translate(
         bool, typer.Option("--stats", help="Print each video's flicker (frame-to-frame change the model adds).")
     ] = False,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help=THREADS_HELP, show_default=False)] = None,
-    tile: Annotated[
-        str,
-        typer.Option(
-            "--tile",
-            help="auto (tile, exactly, only images whose one pass would exceed --max-memory), off (one pass) "
-            "or a tile side in pixels.",
-        ),
-    ] = "auto",
-    max_memory: Annotated[
-        str | None,
-        typer.Option(
-            "--max-memory",
-            help="Peak memory while translating an image, e.g. 1.5G or 800M (default: what is in use plus 60% of "
-            "the free RAM, or of the GPU's free memory).",
-            show_default=False,
-        ),
-    ] = None,
+    tile: Annotated[str, typer.Option("--tile", help=TILE_HELP)] = "auto",
+    max_memory: Annotated[str | None, typer.Option("--max-memory", help=MAX_MEMORY_HELP, show_default=False)] = None,
 ) -> None:
     """Translate images and videos with a teacher or student generator; writes PNGs of the same size (alpha
-    kept) and videos with the same frames, timing and sound."""
-    from cgdistill import threads as cpu_threads
+    kept) and videos with the same frames, timing and sound. Under `torchrun --nproc_per_node N -m cgdistill
+    translate ...` each process takes its own share of the files."""
     from cgdistill import translate as tr
-    from cgdistill.device import describe
-    from cgdistill.engines import check_engine, check_model_engine, device_for_model, engine_for_file
-    from cgdistill.runs import resolve_generator
-    from cgdistill.tiling import parse_size, parse_tile
-    from cgdistill.video import check_video_options, is_video_file, probe_video
+    from cgdistill.video import Interrupted
 
-    check_engine(engine)
-    tile_choice = parse_tile(tile)
-    budget = parse_size(max_memory) if max_memory is not None else None
-    videos = [path for path in inputs if is_video_file(path)]
-    inputs = [path for path in inputs if path not in videos]
-    if videos:
-        check_video_options(video_codec, video_quality)
-        for video in videos:
-            probe_video(video)
-    resolved = resolve_generator(model, direction, role="any")
-    target = device_for_model(resolved.path, device)
-    if target.type == "cpu":
-        cpu_threads.configure(threads)
-    check_model_engine(engine, resolved.path, target)
-    chosen = resolved.direction
-    files = tr.collect_inputs(inputs, recursive=recursive, output_dir=output)
-    if not files and not videos:
-        raise WorkFailed("No image files found in the given inputs" + ("" if recursive else " (try --recursive)") + ".")
-    prepare_output_dir(output, "--output")  # before the model is loaded and anything is translated
-    runner = engine_for_file(resolved.path, target, engine)
-    config = runner.model.config
-    note(
-        f"Model: {resolved.label} ({resolved.role}, {config.blocks} {config.block} blocks, ngf {config.ngf}), "
-        f"{chosen}, on {describe(target)} with {runner.name} ({runner.reason})."
+    request = tr.TranslateRequest(
+        inputs=inputs,
+        direction=direction,
+        model=model,
+        output=output,
+        max_side=max_side,
+        batch_size=batch_size,
+        recursive=recursive,
+        device=device,
+        engine=engine,
+        threads=threads,
+        tile=tile,
+        max_memory=max_memory,
+        video_codec=video_codec,
+        video_quality=video_quality,
+        stats=stats,
     )
-    video_failures = []
-    if videos:
-        from cgdistill.cli.video import translate_videos
+    try:
+        outcome = tr.translate(request, _TerminalDisplay(stats))
+    except Interrupted as stop:
+        note(f"Stopped: {stop.partial} holds the first {stop.frames} translated frames and plays.")
+        raise
+    if outcome.rank != 0:  # one display: the first process speaks for all of them
+        if outcome.failed:
+            raise typer.Exit(1)
+        return
+    _report(outcome, output)
 
-        video_failures = translate_videos(
-            runner.model, videos, output, chosen, target, max_side, batch_size, video_codec, video_quality, stats
-        )
-        if not files:
-            if video_failures:
-                raise WorkFailed(
-                    video_failures[0]
-                    if len(video_failures) == 1
-                    else f"{len(video_failures)} videos failed (listed above)."
-                )
-            return
-    with _Bars(len(files)) as bars:
-        result = tr.translate_files(
-            runner.model,
-            files,
-            output,
-            chosen,
-            device=target,
-            max_side=max_side,
-            batch_size=batch_size,
-            progress=bars.files,
-            tile=tile_choice,
-            max_memory=budget,
-            tiled_model=runner.tiled,
-            tile_progress=bars.tiles,
-        )
-    for line in result.notes:
+
+def _report(outcome, output: Path) -> None:
+    """The notes, renames, failures and the one summary line; exit 1 when anything failed."""
+    for line in outcome.notes:
         note(line)
-    for source, renamed in result.renamed:
+    for source, renamed in outcome.renamed:
         note(f"{renamed.name}: the usual name for {source} would overwrite an input or another output.")
+    result = outcome.images
     for _source, reason in result.failures:
         note(styled("[red]Failed:[/] {}", reason))
-    if len(files) == 1 and result.written:
+    if not outcome.image_count:
+        failures = outcome.video_failures
+        if failures:
+            raise WorkFailed(failures[0] if len(failures) == 1 else f"{len(failures)} videos failed (listed above).")
+        return
+    if outcome.image_count == 1 and result.written:
         show(f"Wrote {result.written[0][1]}")
     summary = (
-        f"Translated {len(result.written)} of {len(files)} images into {output} "
+        f"Translated {len(result.written)} of {outcome.image_count} images into {output} "
         f"in {result.seconds:.1f} s ({result.images_per_s:.2f} images/s)"
     )
-    if result.failures or video_failures:
-        raise WorkFailed(f"{summary}; {len(result.failures) + len(video_failures)} failed (listed above).")
+    if outcome.failed:
+        raise WorkFailed(f"{summary}; {outcome.failed} failed (listed above).")
     show(summary + ".")
+
+
+class _TerminalDisplay:
+    """What translate shows in the terminal (``cgdistill.translate.Display``'s methods): the model line,
+    bars for files, tiles and frames, each video's outcome."""
+
+    def __init__(self, stats: bool) -> None:
+        self.stats = stats
+
+    def started(self, setup) -> None:
+        from cgdistill.device import describe
+
+        config = setup.engine.model.config
+        processes = f", {setup.processes} processes" if setup.processes > 1 else ""
+        note(
+            f"Model: {setup.model.label} ({setup.model.role}, {config.blocks} {config.block} blocks, ngf "
+            f"{config.ngf}), {setup.direction}, on {describe(setup.device)}{processes} with {setup.engine.name} "
+            f"({setup.engine.reason})."
+        )
+
+    @contextlib.contextmanager
+    def images(self, count: int):
+        from cgdistill.translate import Progress
+
+        with _Bars(count) as bars:
+            yield Progress(bars.files, bars.tiles)
+
+    @contextlib.contextmanager
+    def video(self, source: Path):
+        from cgdistill.translate import Progress
+
+        with video_bar(source) as (frames, tiles):
+            yield Progress(frames, tiles)
+
+    def video_done(self, result, alone: bool) -> None:
+        show_video_result(result, stats=self.stats, alone=alone)
+
+    def video_failed(self, source: Path, message: str) -> None:
+        note(styled("[red]Failed:[/] {}", message))
 
 
 class _Bars:

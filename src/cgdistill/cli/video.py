@@ -1,97 +1,69 @@
-"""Videos for `cgdistill translate`: a progress bar in frames, the outcome, Ctrl-C (logic in cgdistill.video)."""
+"""How a video shows in the terminal: a bar in frames (and tiles, for frames that tile), then its outcome."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cgdistill.cli.app import err_console, note, show, styled
-from cgdistill.errors import CgdistillError
 
 
-def translate_videos(
-    model,
-    videos: list[Path],
-    output: Path,
-    direction: str,
-    device,
-    max_side: int,
-    batch_size: int,
-    codec: str,
-    quality: int,
-    stats: bool,
-) -> list[str]:
-    """Translate each video with its own bar; return one sentence per video that failed or stopped early.
+@contextlib.contextmanager
+def video_bar(
+    source: Path,
+) -> Iterator[tuple[Callable[[int, int | None], None], Callable[[int, int], None]]]:
+    """A transient bar for ``source``'s frames with their rate; yields the frame and tile counters."""
+    with Progress(
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[fps]}"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        frames = bar.add_task(f"Translating {source.name}", total=None, fps="")
+        tiles = None
 
-    A lone video's error is raised as it is (one sentence); with several, each is listed and the rest go on.
-    """
-    from cgdistill.video import Interrupted, translate_video
+        def advance(done: int, total: int | None) -> None:
+            elapsed = bar.tasks[frames].elapsed or 0.0
+            fps = f"frames {done / elapsed:.1f}/s" if elapsed > 0 else ""
+            bar.update(frames, completed=done, total=total, fps=fps)
 
-    failures: list[str] = []
-    taken: set[Path] = set()  # outputs so far: two clips with one stem must not share a name
-    for source in videos:
-        with Progress(
-            TextColumn(f"Translating {source.name}", markup=False),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("frames {task.fields[fps]}"),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("video", total=None, fps="")
+        def tile(done: int, total: int) -> None:
+            nonlocal tiles
+            if tiles is None:
+                tiles = bar.add_task("Tiles of a frame", total=total, fps="")
+            if done == 1:
+                bar.reset(tiles, total=total)
+            bar.update(tiles, completed=done)
 
-            def advance(done: int, total: int | None, bar=bar, task=task) -> None:
-                elapsed = bar.tasks[0].elapsed or 0.0
-                fps = f"{done / elapsed:.1f}/s" if elapsed > 0 else ""
-                bar.update(task, completed=done, total=total, fps=fps)
+        yield advance, tile
 
-            try:
-                result = translate_video(
-                    model,
-                    source,
-                    output,
-                    direction,
-                    device=device,
-                    max_side=max_side,
-                    batch_size=batch_size,
-                    codec=codec,
-                    quality=quality,
-                    stats=stats,
-                    progress=advance,
-                    taken=taken,
-                )
-            except Interrupted as stop:
-                bar.stop()
-                note(f"Stopped: {stop.partial} holds the first {stop.frames} translated frames and plays.")
-                raise
-            except CgdistillError as exc:
-                if len(videos) == 1:
-                    raise
-                note(styled("[red]Failed:[/] {}", exc.message))
-                failures.append(exc.message)
-                continue
-        width, height = result.size
-        audio = f", {result.audio_streams} audio stream{'s' if result.audio_streams != 1 else ''} copied"
+
+def show_video_result(result, *, stats: bool, alone: bool) -> None:
+    """Where a video went, its size, sound and speed; flicker when asked (``stats``); damage; an early end
+    when it is one of several (a lone video's early end is the command's failure sentence)."""
+    width, height = result.size
+    audio = f", {result.audio_streams} audio stream{'s' if result.audio_streams != 1 else ''} copied"
+    show(
+        f"Wrote {result.output}: {result.frames} frame{'s' if result.frames != 1 else ''} at {width}x{height}"
+        f"{audio if result.audio_streams else ''}, in {result.seconds:.1f} s ({result.frames_per_s:.1f} frames/s)."
+    )
+    if result.flicker is not None:
+        f = result.flicker
         show(
-            f"Wrote {result.output}: {result.frames} frame{'s' if result.frames != 1 else ''} at {width}x{height}{audio if result.audio_streams else ''}, "
-            f"in {result.seconds:.1f} s ({result.frames_per_s:.1f} frames/s)."
+            f"Flicker of {result.output.name}: {f.value:+.2f} levels (consecutive frames differ by {f.output_change:.2f} "
+            f"of 255 on average, the input's by {f.input_change:.2f}; {f.pairs} pairs)."
         )
-        if result.flicker is not None:
-            f = result.flicker
-            show(
-                f"Flicker of {result.output.name}: {f.value:+.2f} levels (consecutive frames differ by {f.output_change:.2f} "
-                f"of 255 on average, the input's by {f.input_change:.2f}; {f.pairs} pairs)."
-            )
-        elif stats:
-            show(f"Flicker of {result.output.name}: needs at least two frames.")
-        if result.skipped is not None:
-            note(f"{source}: {result.skipped} could not be decoded; the frames around them were translated.")
-        if result.stopped is not None:
-            held = f"{result.frames} frame{'s' if result.frames != 1 else ''}"
-            message = f"{source} stopped decoding {result.stopped}; {result.output} holds the {held} before it."
-            if len(videos) > 1:
-                note(styled("[red]Incomplete:[/] {}", message))
-            failures.append(message)
-    return failures
+    elif stats:
+        show(f"Flicker of {result.output.name}: needs at least two frames.")
+    if result.skipped is not None:
+        note(f"{result.source}: {result.skipped} could not be decoded; the frames around them were translated.")
+    if result.stopped is not None and not alone:
+        held = f"{result.frames} frame{'s' if result.frames != 1 else ''}"
+        message = f"{result.source} stopped decoding {result.stopped}; {result.output} holds the {held} before it."
+        note(styled("[red]Incomplete:[/] {}", message))

@@ -258,7 +258,7 @@ def _progress_bar(enabled: bool, description: str) -> Iterator[_Bar]:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
-        DownloadColumn(),
+        DownloadColumn(binary_units=True),  # as fsutil.format_bytes: one rule for sizes
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )

@@ -15,9 +15,10 @@ import torch.distributed as dist
 from torch import nn
 
 from cgdistill import threads
-from cgdistill.device import describe, native_amp_dtype, pick_device
+from cgdistill.device import describe, native_amp_dtype
 from cgdistill.errors import CgdistillError
 from cgdistill.options import AMP_DTYPES
+from cgdistill.processes import join_process_group, process_device
 from cgdistill.train.config import TrainConfig
 
 # --amp-dtype's choices (options.AMP_DTYPES) as torch dtypes.
@@ -148,43 +149,6 @@ class Runtime:
         values = packed.tolist()
         width = history.shape[1]
         return [values[i * width : (i + 1) * width] for i in range(len(pending))], values[-1] > 0
-
-
-def torchrun_ranks() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without torchrun."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return 0, 1, 0
-    return int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def process_device(device_spec: str) -> torch.device:
-    """This process's device: under torchrun, ``auto`` and ``cuda`` give each rank ``cuda:<LOCAL_RANK>``."""
-    _, world_size, local_rank = torchrun_ranks()
-    if world_size <= 1:
-        return pick_device(device_spec)
-    device = pick_device(device_spec, local_rank=local_rank)
-    on_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    if device.type == "cuda" and ":" in device_spec and on_node > 1:
-        raise CgdistillError(
-            f"--device {device_spec} would put all {on_node} processes torchrun started on this machine on one GPU; "
-            "use --device cuda (each process then takes cuda:<LOCAL_RANK>)."
-        )
-    return device
-
-
-def join_process_group(device_spec: str) -> tuple[int, int, int]:
-    """Join torchrun's process group (once; later calls only read it); returns (rank, world size, local rank).
-
-    NCCL for CUDA, gloo otherwise. Launched without torchrun this is a single process: (0, 1, 0).
-    """
-    rank, world_size, local_rank = torchrun_ranks()
-    if world_size > 1 and not dist.is_initialized():
-        device = process_device(device_spec)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)  # NCCL collectives run on the current device
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return rank, world_size, local_rank
 
 
 def broadcast_from_main(value: bool) -> bool:

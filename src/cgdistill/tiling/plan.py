@@ -1,0 +1,119 @@
+"""The tile plan: a pure function of image size, generator config, bytes per element and budget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cgdistill.forward import padded_size
+from cgdistill.nets import GeneratorConfig
+
+MAX_TILE = 256  # output pixels a side; larger tiles save little recomputation (halo ~20 px) for more memory
+MIN_TILE = 4  # one bottleneck position
+MIN_AUTO_TILE = 32  # below this per-tile overhead dominates and the memory saved is small
+HALO = 24  # full-resolution pixels around a tile, generously: 7x7 head + stem, stride-2 and 3x3 convs
+# Bytes a tile keeps alive per full-resolution position and ngf channel (fp32): the layer input,
+# its padded copy, the conv output and the normalised output, plus slack for convolution scratch.
+TILE_WORK_FACTOR = 6 * 4
+STRIP_WORK_FACTOR = 4 * 4  # the same for a strip of residual-block rows at 4*ngf channels
+# One pass keeps a few full-resolution ngf-channel activations alive at once (measured: 9.2 GB for
+# the teacher at 12 MP under bf16, docs/benchmarks.md), plus the float image in and out.
+ONE_PASS_ACTIVATIONS = 6
+STRIP_TARGET_BYTES = 32 * 2**20
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How one image runs: ``tile`` output pixels a side (0: one pass) and residual-block row ``strip``."""
+
+    tile: int
+    strip: int
+    one_pass_bytes: int
+    tiled_bytes: int
+    budget: int
+    spill: bool = False  # keep the 1/4-resolution activations in temporary files, not in memory
+
+    @property
+    def tiled(self) -> bool:
+        return self.tile > 0
+
+    @property
+    def fits(self) -> bool:
+        return (self.tiled_bytes if self.tiled else self.one_pass_bytes) <= self.budget
+
+
+def round_tile(side: int) -> int:
+    """A forced tile side rounded up to whole bottleneck positions (``MIN_TILE`` pixels, the generator's stride)."""
+    return -(-int(side) // MIN_TILE) * MIN_TILE
+
+
+def one_pass_bytes(height: int, width: int, config: GeneratorConfig, bytes_per_element: int) -> int:
+    """Estimated tensor memory of translating one image in one pass (a few full-resolution activations)."""
+    h, w = padded_size(height, width)
+    return h * w * (ONE_PASS_ACTIVATIONS * config.ngf * bytes_per_element + 2 * config.in_channels * 4)
+
+
+def tiled_bytes(
+    height: int,
+    width: int,
+    config: GeneratorConfig,
+    bytes_per_element: int,
+    tile: int,
+    strip: int,
+    spill: bool = False,
+) -> int:
+    """Estimated tensor memory of the tiled run: the two bottleneck buffers (unless spilled to files),
+    the 8-bit image in and out, one tile's and one strip's working set, and a band of bottleneck rows."""
+    h, w = padded_size(height, width)
+    channels, row = 4 * config.ngf, 4 * config.ngf * (w // 4) * bytes_per_element
+    bottleneck = 0 if spill else 2 * row * (h // 4)
+    images = h * w * (config.in_channels + config.out_channels)
+    side = min(tile, max(h, w)) + 2 * HALO
+    tile_work = TILE_WORK_FACTOR * config.ngf * side * side
+    strip_work = STRIP_WORK_FACTOR * channels * (strip + 2) * (w // 4)
+    band = 2 * row * (min(tile, h) // 4 + 2 * HALO // 4) if spill else 0  # a band being stored, one being read
+    return bottleneck + images + tile_work + strip_work + band
+
+
+def _strip_rows(width: int, config: GeneratorConfig) -> int:
+    """Residual-block rows per strip: about ``STRIP_TARGET_BYTES`` of fp32 a strip."""
+    row = 4 * config.ngf * max(1, padded_size(8, width)[1] // 4) * 4
+    return max(1, STRIP_TARGET_BYTES // row)
+
+
+def plan_tiles(
+    height: int,
+    width: int,
+    config: GeneratorConfig,
+    bytes_per_element: int,
+    budget: int,
+    tile: str | int = "auto",
+) -> TilePlan:
+    """The plan for one image of ``height`` x ``width`` under ``budget`` bytes of tensor memory.
+
+    ``auto`` runs one pass when its estimate fits the budget; else tiles with the 1/4-resolution
+    activations in memory (the largest tile up to ``MAX_TILE`` that fits); else the same with those
+    activations spilled to temporary files; else tiles of ``MIN_AUTO_TILE`` and the thinnest strips,
+    spilled (``fits`` is then False). ``off`` is one pass; an int forces that tile side, spilled only when needed.
+    """
+    single = one_pass_bytes(height, width, config, bytes_per_element)
+    strip = _strip_rows(width, config)
+    if tile == "off" or (tile == "auto" and single <= budget):
+        return TilePlan(0, strip, single, 0, budget)
+
+    def estimate(side: int, rows: int, spill: bool) -> int:
+        return tiled_bytes(height, width, config, bytes_per_element, side, rows, spill)
+
+    if tile != "auto":
+        side = round_tile(tile)
+        spill = estimate(side, strip, False) > budget
+        return TilePlan(side, strip, single, estimate(side, strip, spill), budget, spill)
+    for spill in (False, True):
+        side = MAX_TILE
+        while side > MIN_AUTO_TILE and estimate(side, strip, spill) > budget:
+            side //= 2
+        if estimate(side, strip, spill) <= budget:
+            return TilePlan(side, strip, single, estimate(side, strip, spill), budget, spill)
+    side = MIN_AUTO_TILE
+    while strip > 1 and estimate(side, strip, True) > budget:
+        strip //= 2
+    return TilePlan(side, strip, single, estimate(side, strip, True), budget, True)
