@@ -7,6 +7,7 @@ one ``nn.Sequential`` named ``model``), so the test needs no download.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -288,6 +289,17 @@ def test_a_pickle_with_arbitrary_objects_is_refused_and_its_code_never_runs(tmp_
     # The payload is real: an unsafe load would have run it.
     torch.load(path, weights_only=False)
     assert marker.exists()
+
+
+def test_a_plain_pickle_is_refused_without_a_library_warning(tmp_path: Path, recwarn):
+    """torch warns about any pickle protocol but its own before refusing; the refusal is all a user needs."""
+    marker = tmp_path / "pwned.txt"
+    path = tmp_path / "pickled.pth"
+    path.write_bytes(pickle.dumps({"model.1.weight": Payload(marker)}, protocol=4))
+    with pytest.raises(CgdistillError, match=r"pickled\.pth contains pickled Python objects other than tensors"):
+        load_official_state_dict(path)
+    assert not marker.exists()
+    assert [str(w.message) for w in recwarn] == []
 
 
 def test_a_checkpoint_that_is_not_a_dict_of_tensors_is_refused(tmp_path: Path):

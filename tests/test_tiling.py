@@ -277,6 +277,16 @@ def test_translate_files_tiles_an_image_over_the_budget_and_matches_one_pass(tmp
     assert np.abs(a - b).max() <= 1
 
 
+def test_a_decoded_image_tiles_without_a_library_warning(tmp_path, recwarn):
+    """A decoded image is a read-only array (numpy over PIL's buffer); torch warns when it wraps one."""
+    model = _generator()
+    source = tmp_path / "photo.png"
+    Image.fromarray(_pixels(48, 64, seed=5).numpy()).save(source)  # multiples of 4: no padding copies it
+    result = translate_folder(model, [source], tmp_path / "out", max_memory=1)
+    assert len(result.written) == 1
+    assert [str(w.message) for w in recwarn] == []
+
+
 def test_an_engine_that_cannot_tile_runs_in_one_pass_and_says_so(tmp_path):
     class Opaque(torch.nn.Module):  # like onnxruntime: a config, but no torch layers to tile
         def __init__(self, inner):

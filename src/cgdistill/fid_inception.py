@@ -38,6 +38,7 @@ from torchvision.models.inception import (
 from cgdistill import paths
 from cgdistill.errors import CgdistillError
 from cgdistill.fsutil import not_a_file_reason
+from cgdistill.layouts.reading import load_weights_only
 from cgdistill.options import INCEPTION_FILE
 
 INCEPTION_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{INCEPTION_FILE}"
@@ -263,7 +264,7 @@ def load_fid_inception(source: InceptionSource | Path | str) -> FIDInceptionV3:
         state = _fid_helper_state_dict(source.path)
     else:
         try:
-            loaded = torch.load(source.path, map_location="cpu", weights_only=True)
+            loaded = load_weights_only(source.path)
         except Exception as exc:  # truncated zip, pickle with code in it, ...
             raise CgdistillError(
                 f"Cannot read Inception weights {source.path} ({type(exc).__name__}); delete it and download it again."

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +38,23 @@ class WeightsFile:
     skipped: list[str] = field(default_factory=list)  # optimizer states and tensor lists, not networks
 
 
+def load_weights_only(path: Path) -> object:
+    """``torch.load(weights_only=True)`` on the CPU, without torch's warning about the pickle protocol.
+
+    Torch warns when a file was pickled with another protocol than its own (any plain ``pickle.dump``)
+    and then loads or refuses it all the same; the caller's outcome says all a user can act on.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_pth(path: Path) -> object:
     """``torch.load`` with ``weights_only=True``: arbitrary pickled objects are refused, never run."""
     if not os.path.isfile(path):
         raise CgdistillError(f"Checkpoint file {path} {not_a_file_reason(path)}.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_weights_only(path)
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower():
             raise CgdistillError(
