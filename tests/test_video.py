@@ -21,7 +21,7 @@ from cgdistill.forward import translate_batch
 from cgdistill.metrics import psnr
 from cgdistill.nets import ResnetGenerator
 from cgdistill.video import Interrupted
-from cgdistill.videoio import is_video_file
+from cgdistill.videoio import END, is_video_file
 from cgdistill.weights import save_generator
 from translating import translate_clip
 
@@ -314,3 +314,30 @@ def test_two_clips_with_one_stem_get_two_outputs(cli, student, tmp_path):
     assert (
         len(decoded(tmp_path / "out" / "clip_A2B.mp4")) == 6 and len(decoded(tmp_path / "out" / "clip_A2B-2.mp4")) == 4
     )
+
+
+def test_frames_over_the_memory_budget_run_in_exact_tiles_equal_to_one_pass(tmp_path, tiny, monkeypatch):
+    """A frame too large for the budget tiles as a photo does, within the photos' bound: fp32 tiles
+    differ from one pass by float rounding only, far below half a grey level, so at most one level."""
+    from cgdistill.videoio import Writer
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=3)
+    written: list[np.ndarray] = []
+    real_put = Writer.put
+
+    def keep(self, item) -> None:  # the translated frames, before the codec rounds them
+        if item is not END:
+            written.append(item[1])
+        real_put(self, item)
+
+    monkeypatch.setattr(Writer, "put", keep)
+    tiles: list[int] = []
+    tiled = translate_clip(
+        tiny, clip, tmp_path / "tiled", max_memory=1, tile="auto", tile_progress=lambda d, t: tiles.append(d)
+    )
+    tiled_frames, written[:] = list(written), []
+    whole = translate_clip(tiny, clip, tmp_path / "whole", tile="off")
+    assert tiles, "no frame ran in tiles"
+    assert tiled.frames == whole.frames == len(tiled_frames) == len(written) == 3
+    for a, b in zip(tiled_frames, written, strict=True):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1

@@ -38,8 +38,17 @@ def translate_folder(
 
 
 def translate_clip(
-    model: nn.Module, clip: Path, output_dir: Path, direction: str = "A2B", *, device: torch.device = CPU, **options
+    model: nn.Module,
+    clip: Path,
+    output_dir: Path,
+    direction: str = "A2B",
+    *,
+    device: torch.device = CPU,
+    tile: str | int = "auto",
+    max_memory: int | None = None,
+    **options,
 ) -> VideoResult:
     """The video ``clip`` into ``output_dir`` under the name `cgdistill translate` gives it."""
     work = plan_work([clip], find_videos([clip]), output_dir, direction)
-    return translate_video(Runner.for_model(model, device), clip, work.videos[0].output, **options)
+    runner = Runner.for_model(model, device, tile=tile, max_memory=max_memory)
+    return translate_video(runner, clip, work.videos[0].output, **options)
