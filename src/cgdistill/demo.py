@@ -24,9 +24,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cgdistill import compare, fid_inception, paths, report, runs
+from cgdistill import compare, paths, runs
+from cgdistill.compare_command import CompareRequest, CompareRun, run_compare
 from cgdistill.data.toy import make_toy_dataset
-from cgdistill.device import pick_device
 from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.fsutil import atomic_write_text
 from cgdistill.options import DEMO_OUTPUT
@@ -280,8 +280,8 @@ def run_demo(
             translated = _translate(settings, data_dir, output / "translated")
             done.detail = f"{len(translated)} day scenes turned to night by the student, in {output / 'translated'}"
         with stages.run(5, "compare") as done:
-            outputs = _compare(settings, data_dir, observer)
-            page = report.write_report(outputs, output / "report", rows=settings.grid_rows)
+            compared = _compare(settings, data_dir, output / "report", observer)
+            outputs, page = compared.outputs, compared.page
             done.detail = f"report in {page}"
 
     seconds = {**stages.seconds, "total": round(time.perf_counter() - started, 2)}
@@ -362,23 +362,15 @@ def _translate(settings: DemoSettings, data_dir: Path, folder: Path) -> list[Pat
     return [target for _source, target in result.written]
 
 
-def _compare(settings: DemoSettings, data_dir: Path, observer: DemoObserver) -> compare.CompareOutputs:
-    """`cgdistill compare --teacher teacher --student student --report ...`, through the same functions."""
-    teacher, student = runs.resolve_pair(TEACHER_RUN, STUDENT_RUN, settings.direction)
-    direction = student.direction
-    source = fid_inception.find_weights(None, download=False)  # never the network: FID only if already here
-    feature_network = fid_inception.load_fid_inception(source) if source is not None else None
-    return compare.compare_models(
-        teacher,
-        student,
-        data_dir,
-        direction=direction,
-        device=pick_device(settings.device),
-        image_size=settings.scene_size,
-        feature_network=feature_network,
-        inception_origin=source.origin if source else None,
-        log=observer.message,
-    )
+def _compare(settings: DemoSettings, data_dir: Path, folder: Path, observer: DemoObserver) -> CompareRun:
+    """`cgdistill compare --teacher teacher --student student --report FOLDER`: the command's own entry.
+
+    FID only when its weights are already here: the demo never downloads."""
+    request = CompareRequest(
+        TEACHER_RUN, STUDENT_RUN, settings.direction, str(data_dir), image_size=settings.scene_size,
+        report_dir=folder, grid=settings.grid_rows, device=settings.device, threads=settings.threads,
+    )  # fmt: skip
+    return run_compare(request, log=observer.message)
 
 
 def _summary(

@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from cgdistill import paths
 from cgdistill.cli.app import app, console, note, show
 from cgdistill.options import DEFAULT_GRID_ROWS, DEVICE_HELP, INCEPTION_FILE, THREADS_HELP
 
@@ -76,58 +75,21 @@ def compare(
     threads: Annotated[int | None, typer.Option("--threads", min=1, help=THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Measure teacher and student on the same test images: size, MACs, speed, fidelity, FID/KID."""
-    from cgdistill import fid_inception, report, runs
-    from cgdistill import threads as cpu_threads
-    from cgdistill.compare import check_compare_options, compare_models
-    from cgdistill.device import pick_device
+    from cgdistill import report
+    from cgdistill.compare_command import CompareRequest, run_compare
 
-    check_compare_options(image_size, limit)
-    report.check_report_options(report_dir, grid)
-    target = pick_device(device)
-    if target.type == "cpu":
-        # Chosen once: teacher and student are timed on the same number of threads.
-        cpu_threads.configure(threads)
-    teacher_model, student_model = runs.resolve_pair(teacher, student, direction)
-    chosen = student_model.direction
-    dataset = paths.choose_data(
-        data,
-        [
-            (student_model.info.dataset, f"student {student_model.source}"),
-            (teacher_model.info.dataset, f"teacher {teacher_model.source}"),
-        ],
-    )
-    note(f"Teacher: {teacher_model.label}")
-    note(f"Student: {student_model.label}")
-    note(f"Data: {dataset.folder}" + (f" ({dataset.reason})" if dataset.reason else ""))
-    if student_model.role == "teacher":
-        note(f"Note: the student {student_model.label} is a teacher (it records no teacher of its own).")
-
-    source = fid_inception.find_weights(inception, download=download_inception)
-    feature_network = None
-    if source is not None:
-        note(f"FID Inception weights: {source.path} ({source.origin})")
-        feature_network = fid_inception.load_fid_inception(source)
-    outputs = compare_models(
-        teacher_model,
-        student_model,
-        dataset.folder,
-        direction=chosen,
-        device=target,
-        image_size=image_size,
-        limit=limit,
-        feature_network=feature_network,
-        inception_origin=source.origin if source else None,
-        log=note,
-    )
-    result = outputs.result
-    if report_dir is not None:
-        page = report.write_report(outputs, report_dir, rows=grid)
-        note(f"Report: {page}")
+    request = CompareRequest(
+        teacher, student, direction, data, limit, image_size, inception, download_inception, report_dir, grid,
+        device, threads,
+    )  # fmt: skip
+    result = run_compare(request, log=note).outputs.result
     if as_json:
         print(json.dumps(result.to_json()))  # plain print: no rich markup or wrapping in machine output
         return
     table = Table(
-        title=Text(f"Teacher vs student, {chosen} (MACs and speed at {result.image_size}x{result.image_size})")
+        title=Text(
+            f"Teacher vs student, {result.direction} (MACs and speed at {result.image_size}x{result.image_size})"
+        )
     )
     table.add_column("Measure")
     table.add_column("Teacher", justify="right")
