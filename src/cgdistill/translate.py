@@ -33,7 +33,7 @@ from cgdistill.options import (
 from cgdistill.policy import Runner, check_sizes, parse_size, parse_tile, runner_for_file
 from cgdistill.processes import gather, join_process_group, torchrun_ranks
 from cgdistill.runs import ResolvedModel, resolve_generator
-from cgdistill.video import Interrupted, VideoResult, check_video_options, translate_video
+from cgdistill.video import VideoResult, check_video_options, translate_video
 from cgdistill.worklist import Worklist, find_videos, plan_work
 
 
@@ -146,7 +146,7 @@ def translate(request: TranslateRequest, display: Display | None = None) -> Tran
     mine = TranslateOutcome(
         images, len(share.images), videos, video_failures, len(share.videos), work.renamed, runner.notes, rank
     )
-    return _merged(gather(mine), rank)
+    return _merged(gather(mine), rank, work)
 
 
 def _prepare(request: TranslateRequest, world_size: int) -> tuple[Setup, Runner, Worklist]:
@@ -196,9 +196,7 @@ def _translate_videos(
                     progress=progress.done,
                     tile_progress=progress.tiles,
                 )
-        except Interrupted:
-            raise
-        except CgdistillError as exc:
+        except CgdistillError as exc:  # Ctrl-C (video.Interrupted) is no CgdistillError: it goes up as it is
             if alone:
                 raise
             display.video_failed(job.source, exc.message)
@@ -214,13 +212,18 @@ def _translate_videos(
     return results, failures
 
 
-def _merged(outcomes: list[TranslateOutcome], rank: int) -> TranslateOutcome:
-    """One outcome from every process's own (a single process's as it is), in input order."""
+def _merged(outcomes: list[TranslateOutcome], rank: int, work: Worklist) -> TranslateOutcome:
+    """One outcome from every process's own (a single process's as it is), images in input order."""
     if len(outcomes) == 1:
         return outcomes[0]
+    order = {job.source: index for index, job in enumerate(work.images)}
+
+    def in_order(pairs):
+        return sorted(pairs, key=lambda pair: order[pair[0]])
+
     images = TranslateResult(
-        written=[pair for o in outcomes for pair in o.images.written],
-        failures=[pair for o in outcomes for pair in o.images.failures],
+        written=in_order(pair for o in outcomes for pair in o.images.written),
+        failures=in_order(pair for o in outcomes for pair in o.images.failures),
         seconds=max(o.images.seconds for o in outcomes),
     )
     notes: list[str] = []
