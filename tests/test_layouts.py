@@ -22,8 +22,9 @@ from cgdistill.layouts.networks import direction_in_name
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.official import import_official, load_official_state_dict
 from cgdistill.train.config import DistillConfig
-from cgdistill.train.distill import build_student, distill
+from cgdistill.train.distill import distill
 from cgdistill.train.loop import Observer
+from cgdistill.train.student import build_student
 from cgdistill.weights import load_generator
 from layout_networks import (
     AitorzipGenerator,
