@@ -7,6 +7,10 @@ that ends inside the budget, with the lr decay, the weight average and the evalu
 The count is stored in the run's config.json (``max_steps``, ``budget_steps``), so ``--resume``
 finishes the run it continues (bit-exactly on the CPU with a fixed thread count, as any resume), however
 fast the machine is then.
+
+All of it is one object, :class:`StepBudget`: ``DistillConfig.step_budget`` makes it with what it needs
+of the run, the loop (train/loop.py) asks it whether and at what count to fix the run's length and
+tells it what it timed, and train/command.py stores the count it fixed (``stored_settings``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ These dataclasses are the one source of every ``train-teacher`` and ``distill`` 
 metadata (``flag(...)``, train/flags.py) gives its help, panel, bounds, choices and whether it may
 change on ``--resume``, and cli/train.py builds the commands from them. To add a flag, add a field
 here; the trainer reads it from the config (e.g. ``--blocks`` -> ``DistillConfig.blocks`` ->
-``build_student`` in train/distill.py). A setting without a flag says so with ``internal()``.
+``build_student`` in train/student.py). A setting without a flag says so with ``internal()``.
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 A recipe supplies its models, optimizers, pools and ``train_step``; the loop owns the data order,
 the learning-rate schedule, logging, samples, checkpoints, exact resume, stop signals
-(Ctrl-C, SIGTERM, SIGHUP: save and exit), checkpoints by the clock and the NaN stop.
+(Ctrl-C, SIGTERM, SIGHUP: save and exit; train/stopping.py), checkpoints by the clock and the NaN stop.
 :func:`fit` is a flat loop over the step index: the epoch, the place in its data order and the lr
 come from the step (train/timeline.py), what follows a step from :func:`_due_after`, and the work
-between steps (resume, log, sample, save) from :class:`_Job`.
+between steps (resume, log, sample, save) from :class:`_Job`, which also asks a time budget
+(train/budget.py) for the run's length while the budget is still deciding it.
 """
 
 from __future__ import annotations
