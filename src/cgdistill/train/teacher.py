@@ -42,7 +42,7 @@ from cgdistill.runs import discriminator_file, generator_file
 from cgdistill.train.command import Prepared, run_planned
 from cgdistill.train.config import TeacherConfig
 from cgdistill.train.loop import Observer, Recipe
-from cgdistill.train.plan import plan_teacher
+from cgdistill.train.plan import Plan, plan_teacher
 from cgdistill.train.pool import ImagePool
 from cgdistill.train.runtime import Runtime
 from cgdistill.train.session import Session, dataset_label, fixed_sample_batch
@@ -186,12 +186,12 @@ def train_teacher(
     plan = plan_teacher(config, resume=resume, given=given)
     for note in plan.notes:
         observer.message(note)
-    return run_planned(plan, "teacher", partial(_prepare, observer), observer=observer)
+    return run_planned(plan, "teacher", partial(_prepare, plan, observer), observer=observer)
 
 
-def _prepare(observer: Observer, session: Session) -> Prepared:
+def _prepare(plan: Plan[TeacherConfig], observer: Observer, session: Session) -> Prepared:
     """The CycleGAN recipe for the opened session, the run described to the user, and the sample batch."""
-    config, runtime = session.config, session.runtime
+    config, runtime = plan.config, session.runtime
     if runtime.is_main:
         observer.message(
             f"Training teacher {config.name} on {session.data_dir} "
