@@ -3,7 +3,7 @@
 Builds the student as ``distill --init copy`` does (``build_student``, with the blocks to copy
 overridden), runs it and the teacher on photos resized to SIDE x SIDE, and prints the PSNR of the
 student's output to the teacher's before any training. The figures behind ``copied_blocks``
-(train/distill.py) and docs/distillation.md ("Which teacher blocks").
+(train/student.py) and docs/distillation.md ("Which teacher blocks").
 
     python benchmarks/copy_init.py --teacher RUN_OR_FILE.safetensors --photos DIR [--count 20]
 """
@@ -20,7 +20,7 @@ from PIL import Image
 
 from cgdistill.data.images import list_images
 from cgdistill.metrics import psnr
-from cgdistill.train import distill as distill_module
+from cgdistill.train import student as student_module
 from cgdistill.train.config import DistillConfig
 from cgdistill.weights import load_generator
 
@@ -38,8 +38,8 @@ def start_psnr(
     teacher: torch.nn.Module, x: torch.Tensor, reference: torch.Tensor, chosen: list[int], ngf: int
 ) -> float:
     """PSNR (dB) to the teacher of a student copied from teacher blocks ``chosen`` (0-based)."""
-    with mock.patch.object(distill_module, "copied_blocks", lambda *_a, **_k: chosen):
-        student, _ = distill_module.build_student(
+    with mock.patch.object(student_module, "copied_blocks", lambda *_a, **_k: chosen):
+        student, _ = student_module.build_student(
             DistillConfig(blocks=len(chosen), ngf=ngf), teacher, torch.Generator().manual_seed(0)
         )
     with torch.no_grad():

@@ -27,7 +27,8 @@ from cgdistill.plots import read_metrics
 from cgdistill.runs import METRICS_FILE
 from cgdistill.testset import Images, load_test_set, run_model
 from cgdistill.train.config import DistillConfig
-from cgdistill.train.distill import distill, load_teacher
+from cgdistill.train.distill import distill
+from cgdistill.train.teacher_loading import load_teacher
 from cgdistill.weights import load_generator
 
 # Each variant: DistillConfig overrides on top of the command's defaults.

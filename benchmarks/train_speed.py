@@ -26,6 +26,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -50,7 +51,7 @@ SETTINGS: dict[str, dict] = {
 
 def teacher_step(size: int, device: str, overrides: dict) -> tuple[Callable[[], None], Runtime]:
     config = TeacherConfig(image_size=size, load_size=size, device=device, seed=0, **overrides)
-    runtime = setup_runtime(config, norm=config.norm)
+    runtime = setup_runtime(config)
     recipe = CycleGANRecipe(config, runtime, "random")
     batch = random_batch(size, runtime)
     return lambda: recipe.train_step(batch), runtime
@@ -58,12 +59,13 @@ def teacher_step(size: int, device: str, overrides: dict) -> tuple[Callable[[], 
 
 def student_step(size: int, device: str, overrides: dict) -> tuple[Callable[[], None], Runtime]:
     """The default distillation (3 of 9 blocks, copy init, every loss) of random teacher networks."""
-    from cgdistill.train.distill import DistillRecipe, Teacher
+    from cgdistill.train.distill import DistillRecipe
+    from cgdistill.train.teacher_loading import Teacher
 
     # All losses on (the domain objective), as the figures in docs/benchmarks.md were measured.
     config = DistillConfig(image_size=size, load_size=size, device=device, seed=0, objective="domain", **overrides)
-    config.resolve_objective()
-    runtime = setup_runtime(config, norm="instance")
+    config = replace(config, **config.objective_weights())
+    runtime = setup_runtime(config)
     seed = torch.Generator().manual_seed(0)
     nets = [
         ResnetGenerator(GeneratorConfig()),

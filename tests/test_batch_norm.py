@@ -17,7 +17,8 @@ from cgdistill import paths
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, evaluating
 from cgdistill.train.config import DistillConfig, TeacherConfig
-from cgdistill.train.distill import build_student, check_wiring, distill
+from cgdistill.train.distill import distill
+from cgdistill.train.student import build_student, check_wiring
 from cgdistill.train.teacher import train_teacher
 
 SETTINGS = dict(

@@ -25,7 +25,7 @@ import torch
 import float64_cli
 from cgdistill.nets import DiscriminatorConfig, GeneratorConfig, PatchDiscriminator, ResnetGenerator
 from cgdistill.train.config import DistillConfig, TeacherConfig
-from cgdistill.train.distill import build_student
+from cgdistill.train.student import build_student
 from cgdistill.train.teacher import train_teacher
 from cgdistill.weights import read_file
 

@@ -14,18 +14,12 @@ from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.train.config import DistillConfig, TeacherConfig
-from cgdistill.train.distill import (
-    Adapters,
-    DistillRecipe,
-    build_student,
-    check_wiring,
-    copied_blocks,
-    distill,
-    imitated_blocks,
-    load_teacher,
-)
-from cgdistill.train.loop import Observer, TrainingInterrupted
+from cgdistill.train.distill import DistillRecipe, distill
+from cgdistill.train.loop import Observer
+from cgdistill.train.stopping import TrainingInterrupted
+from cgdistill.train.student import Adapters, build_student, check_wiring, copied_blocks, imitated_blocks
 from cgdistill.train.teacher import train_teacher
+from cgdistill.train.teacher_loading import load_teacher
 from cgdistill.weights import load_generator, save_generator
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cgdistill.data.images import check_images, list_images, probe_image, read_image, read_image_with_alpha
+from cgdistill.data.images import list_images, probe_image, read_image, read_image_with_alpha
 from cgdistill.errors import CgdistillError
+from image_folder import check_images
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 

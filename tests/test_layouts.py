@@ -20,10 +20,11 @@ from cgdistill.errors import CgdistillError
 from cgdistill.layouts import inspect_weights
 from cgdistill.layouts.networks import direction_in_name
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
-from cgdistill.official import import_official, load_official_state_dict
+from cgdistill.official import import_official
 from cgdistill.train.config import DistillConfig
-from cgdistill.train.distill import build_student, distill
+from cgdistill.train.distill import distill
 from cgdistill.train.loop import Observer
+from cgdistill.train.student import build_student
 from cgdistill.weights import load_generator
 from layout_networks import (
     AitorzipGenerator,
@@ -35,6 +36,7 @@ from layout_networks import (
     UnetGenerator,
     randomised,
 )
+from official_state import load_official_state_dict
 from test_official import Payload, official_network
 
 TOLERANCE = 1e-5

@@ -17,9 +17,10 @@ from torch import nn
 from cgdistill import paths
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import ResnetGenerator, count_parameters
-from cgdistill.official import import_official, load_official_state_dict
+from cgdistill.official import import_official
 from cgdistill.runs import resolve_generator
 from cgdistill.weights import load_generator
+from official_state import load_official_state_dict
 
 
 def official_norm(kind: str, channels: int) -> nn.Module:

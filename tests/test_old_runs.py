@@ -22,11 +22,11 @@ from safetensors.torch import load_file
 
 from cgdistill.nets import unwrap
 from cgdistill.train.config import TeacherConfig
-from cgdistill.train.distill import load_teacher
 from cgdistill.train.plan import plan_teacher
 from cgdistill.train.runtime import setup_runtime
 from cgdistill.train.state import latest_checkpoint, load_state
 from cgdistill.train.teacher import CycleGANRecipe
+from cgdistill.train.teacher_loading import load_teacher
 from cgdistill.weights import load_generator, read_info
 
 FIXTURE = Path(__file__).parent / "data" / "run-before-issue-14"

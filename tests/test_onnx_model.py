@@ -230,7 +230,7 @@ def test_export_of_an_onnx_file_is_refused(cli, student_onnx, tmp_path):
 
 
 def test_distill_from_an_onnx_teacher_is_refused(student_onnx):
-    from cgdistill.train.distill import load_teacher
+    from cgdistill.train.teacher_loading import load_teacher
 
     with pytest.raises(CgdistillError, match="distill needs the teacher's .safetensors model"):
         load_teacher(str(student_onnx), None)

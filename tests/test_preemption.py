@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from cgdistill.train import loop
+from cgdistill.train import loop, stopping
 from cgdistill.train.config import TeacherConfig
 from cgdistill.train.teacher import train_teacher
 from cli_processes import latest_step, launch, wait_for_step
@@ -28,7 +28,7 @@ def test_a_stop_signal_saves_a_checkpoint_says_how_to_resume_and_exits_75(toy, h
     wait_for_step(process, run, 2)
     process.send_signal(signum)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == loop.RESUMABLE_EXIT == 75, err
+    assert process.returncode == stopping.RESUMABLE_EXIT == 75, err
     assert f"Stopped by {signal.Signals(signum).name} at step" in " ".join(err.split())
     assert "--name preempted --resume" in " ".join(err.split())
     state = json.loads((run / "state" / "latest.json").read_text())
@@ -74,7 +74,7 @@ def test_signals_at_random_moments_then_resume_end_bit_exactly_where_a_straight_
                 process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=120)
         latest = latest_step(run)
-        if process.returncode != loop.RESUMABLE_EXIT:
+        if process.returncode != stopping.RESUMABLE_EXIT:
             # A signal after the last step's save found the run complete (the default action ends it).
             assert process.returncode == 0 or latest == STEPS, f"seed {seed}: {err}"
             break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -10,9 +11,14 @@ from cgdistill import paths
 from cgdistill.data.toy import make_toy_dataset
 from cgdistill.options import PRESET_NAMES
 from cgdistill.train.config import DistillConfig, TeacherConfig
-from cgdistill.train.presets import PRESETS, apply_preset
+from cgdistill.train.presets import PRESETS, preset_values
 from cgdistill.train.teacher import train_teacher
 from cgdistill.weights import read_info
+
+
+def with_preset(config: DistillConfig, teacher_ngf: int, given: set[str] | None = None) -> DistillConfig:
+    """``config`` with its preset filled in, as ``plan_distill`` fills it in."""
+    return replace(config, **preset_values(config, teacher_ngf, given))
 
 
 def test_every_preset_flag_choice_has_a_preset_and_no_preset_is_unlisted():
@@ -21,26 +27,26 @@ def test_every_preset_flag_choice_has_a_preset_and_no_preset_is_unlisted():
 
 def test_fastest_is_three_blocks_at_a_quarter_of_the_teacher_width_with_its_recipe():
     config = DistillConfig(preset="fastest")
-    apply_preset(config, teacher_ngf=64)
+    config = with_preset(config, teacher_ngf=64)
     assert (config.blocks, config.ngf, config.block) == (3, 16, "standard")
     assert (config.lr, config.echo) == (1e-3, 2)
 
 
 def test_fast_is_three_blocks_at_half_the_teacher_width():
     config = DistillConfig(preset="fast")
-    apply_preset(config, teacher_ngf=64)
+    config = with_preset(config, teacher_ngf=64)
     assert (config.blocks, config.ngf, config.block, config.lr, config.echo) == (3, 32, "standard", 1e-3, 2)
 
 
 def test_a_given_lr_or_echo_overrides_the_preset_recipe():
     config = DistillConfig(preset="fast", lr=5e-4)
-    apply_preset(config, teacher_ngf=64, given={"echo"})
+    config = with_preset(config, teacher_ngf=64, given={"echo"})
     assert (config.lr, config.echo) == (5e-4, 1)
 
 
 def test_default_keeps_the_seed_student_with_its_recipe():
     config = DistillConfig()
-    apply_preset(config, teacher_ngf=64)
+    config = with_preset(config, teacher_ngf=64)
     assert (config.blocks, config.ngf, config.block) == (3, None, "standard")
     assert (config.lr, config.echo, config.lambda_feature) == (5e-4, 3, 20.0)
 
@@ -48,22 +54,22 @@ def test_default_keeps_the_seed_student_with_its_recipe():
 def test_every_preset_weighs_the_feature_loss_x20_and_a_given_weight_wins():
     for preset in ("fast", "fastest"):
         narrow = DistillConfig(preset=preset)
-        apply_preset(narrow, teacher_ngf=64)
+        narrow = with_preset(narrow, teacher_ngf=64)
         assert narrow.lambda_feature == 20.0
     chosen = DistillConfig(lambda_feature=0.5)
-    apply_preset(chosen, teacher_ngf=64)
+    chosen = with_preset(chosen, teacher_ngf=64)
     assert chosen.lambda_feature == 0.5
 
 
 def test_flags_given_on_the_command_line_override_the_preset():
     config = DistillConfig(preset="fast", blocks=3, block="separable")
-    apply_preset(config, teacher_ngf=64, given={"block"})
+    config = with_preset(config, teacher_ngf=64, given={"block"})
     assert (config.blocks, config.ngf, config.block) == (3, 32, "separable")
 
 
 def test_in_library_use_a_non_default_field_overrides_the_preset():
     config = DistillConfig(preset="fastest", ngf=24)
-    apply_preset(config, teacher_ngf=64, given={"max_steps"})  # as a resumed study passes it
+    config = with_preset(config, teacher_ngf=64, given={"max_steps"})  # as a resumed study passes it
     assert (config.ngf, config.block) == (24, "standard")
 
 

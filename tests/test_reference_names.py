@@ -19,11 +19,11 @@ from cgdistill.losses import cycle_loss, discriminator_loss, gan_loss, identity_
 from cgdistill.nets import unwrap
 from cgdistill.runs import discriminator_judging
 from cgdistill.train.config import TeacherConfig
-from cgdistill.train.distill import load_teacher
-from cgdistill.train.loop import TrainingInterrupted
 from cgdistill.train.runtime import setup_runtime
 from cgdistill.train.state import latest_checkpoint
+from cgdistill.train.stopping import TrainingInterrupted
 from cgdistill.train.teacher import CycleGANRecipe, train_teacher
+from cgdistill.train.teacher_loading import load_teacher
 from cgdistill.weights import read_info
 from teacher_runs import weights
 

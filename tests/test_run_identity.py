@@ -67,7 +67,7 @@ def test_resume_keeps_the_runs_length_unless_asked(cli, toy, home):
 
 def test_the_ctrl_c_hint_repeats_the_home_given_on_the_command_line(cli, toy, home, monkeypatch, tmp_path):
     from cgdistill.train import teacher
-    from cgdistill.train.loop import TrainingInterrupted
+    from cgdistill.train.stopping import TrainingInterrupted
 
     def stopped(config, **_kwargs):
         raise TrainingInterrupted(3, paths.run_path(config.name or "cc"))
@@ -130,13 +130,13 @@ def test_a_name_that_is_a_plain_file_in_runs_is_refused(cli, toy, home):
 
 
 def test_a_run_that_failed_before_its_first_checkpoint_can_be_started_again(cli, toy, home, monkeypatch):
-    from cgdistill.train import teacher
+    from cgdistill.train import command
 
     def broken(*_args, **_kwargs):
         raise CgdistillError("simulated failure before the first checkpoint")
 
     with monkeypatch.context() as patch:
-        patch.setattr(teacher, "fit", broken)
+        patch.setattr(command, "fit", broken)
         assert cli("train-teacher", *TINY, "--name", "early", "--max-steps", "1").code == 2
     assert (home / "runs" / "early" / "config.json").is_file()
     resumed = cli("train-teacher", *TINY, "--name", "early", "--max-steps", "1", "--resume")

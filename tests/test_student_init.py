@@ -7,7 +7,7 @@ import torch
 
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, init_weights
 from cgdistill.train.config import DistillConfig
-from cgdistill.train.distill import build_student
+from cgdistill.train.student import build_student
 from cgdistill.train.student_init import copy_narrow, select_channels, top_channels
 
 

@@ -15,7 +15,8 @@ from cgdistill.errors import CgdistillError
 from cgdistill.train import budget as budget_module
 from cgdistill.train.budget import StepBudget, parse_duration, steps_within
 from cgdistill.train.distill import distill
-from cgdistill.train.loop import Observer, TrainingInterrupted
+from cgdistill.train.loop import Observer
+from cgdistill.train.stopping import TrainingInterrupted
 from test_distill import teacher_run, tiny  # noqa: F401  (the fixture is used by name)
 
 

@@ -13,9 +13,10 @@ from torch.utils.data import Dataset
 from cgdistill import paths
 from cgdistill.data.unpaired import EpochSampler
 from cgdistill.train.config import TeacherConfig
-from cgdistill.train.loop import Observer, TrainingInterrupted, build_loader
+from cgdistill.train.loop import Observer, build_loader
 from cgdistill.train.runtime import Runtime
 from cgdistill.train.state import Position
+from cgdistill.train.stopping import TrainingInterrupted
 from cgdistill.train.teacher import train_teacher
 from cgdistill.train.timeline import Timeline
 from teacher_runs import weights

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from cgdistill.data import toy
-from cgdistill.data.toy import TOY_FOLDERS, make_toy_dataset, toy_a2b, toy_b2a
+from cgdistill.data.toy import TOY_FOLDERS, make_toy_dataset, toy_a2b
+from toy_truth import toy_b2a
 
 SMALL = {"size": 16, "n_train": 6, "n_test": 3}
 

@@ -13,7 +13,7 @@ import torch
 
 from cgdistill.errors import CgdistillError, WorkFailed
 from cgdistill.train.config import TeacherConfig
-from cgdistill.train.loop import TrainingInterrupted
+from cgdistill.train.stopping import TrainingInterrupted
 from cgdistill.train.teacher import train_teacher
 from cgdistill.weights import load_generator
 from teacher_runs import MODEL_FILES, weights

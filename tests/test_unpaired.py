@@ -13,14 +13,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from cgdistill.data.toy import make_toy_dataset
-from cgdistill.data.unpaired import (
-    DatasetWarning,
-    EpochSampler,
-    ImageFolderDataset,
-    UnpairedDataset,
-    epoch_order,
-)
+from cgdistill.data.unpaired import DatasetWarning, EpochSampler, UnpairedDataset, epoch_order
 from cgdistill.errors import CgdistillError
+from image_folder import ImageFolderDataset
 
 SIZES = {"load_size": 20, "image_size": 16}
 

@@ -13,8 +13,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from cgdistill import paths
 from cgdistill.data.download import downloads_dir, fetch, part_path
 from cgdistill.data.registry import PRETRAINED, PretrainedEntry, check_name, get_pretrained
@@ -25,21 +23,6 @@ from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.runlock import hold_run
 from cgdistill.runs import CONFIG_FILE, check_direction, generator_file, refuse_to_replace, replacing_run
 from cgdistill.weights import save_generator
-
-
-def load_official_state_dict(
-    pth_path: Path | str, key: str | None = None
-) -> tuple[GeneratorConfig, dict[str, torch.Tensor]]:
-    """Our config and a state dict in our names for the one generator in the file (or named ``key``).
-
-    The result loads into ``ResnetGenerator(config)`` with ``strict=True``.
-    """
-    report = inspect_weights(pth_path)
-    chosen = choose_generators(report, key)
-    if len(chosen) != 1:
-        labels = ", ".join(c.network.label for c in chosen)
-        raise CgdistillError(f"{report.path} holds {len(chosen)} generators ({labels}); pick one with --key NAME.")
-    return generator_state(report, chosen[0].network)
 
 
 @dataclass

@@ -21,7 +21,7 @@ BLOCKS = ("standard", "separable")
 AMP_DTYPES = ("bf16", "fp16")  # train/runtime.py
 COMPILE_MODES = ("default", "reduce-overhead")  # train/runtime.py
 PRESET_NAMES = ("default", "fast", "fastest")  # train/presets.py (PRESETS holds what each one sets)
-INITS = ("copy", "copy-outer", "random")  # train/distill.py (build_student)
+INITS = ("copy", "copy-outer", "random")  # train/student.py (build_student)
 
 DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."
 # threads.py: the CPU thread count of translate, compare, export and demo (the trainers' is a config field).

@@ -62,9 +62,9 @@ def run_training(
     ctx: typer.Context, job: Callable[..., Path], config: TrainConfig, *, resume: bool, command: str
 ) -> None:
     """Run a training function with the live display, turning a stop signal (Ctrl-C, TERM, HUP) into
-    a resume hint and the exit status the signal asks for (train/loop.py, ``TrainingInterrupted``)."""
+    a resume hint and the exit status the signal asks for (train/stopping.py, ``TrainingInterrupted``)."""
     from cgdistill.cli.progress import RichObserver
-    from cgdistill.train.loop import TrainingInterrupted, signal_name
+    from cgdistill.train.stopping import TrainingInterrupted, signal_name
 
     observer = RichObserver()
     try:

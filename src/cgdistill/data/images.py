@@ -164,15 +164,6 @@ def probe_images(paths: Iterable[Path]) -> tuple[dict[Path, tuple[int, int]], li
     return sizes, bad
 
 
-def check_images(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Split ``paths`` into (readable, [(unreadable path, reason), ...]) with a header-only check.
-
-    Run before training starts, so a bad file is reported once up front instead of crashing an epoch.
-    """
-    sizes, bad = probe_images(paths)
-    return list(sizes), bad
-
-
 def _short_reason(error: CgdistillError, path: Path) -> str:
     """The reason part of a probe error, without the file name (callers print the name themselves)."""
     message = error.message

@@ -55,11 +55,6 @@ def toy_a2b(pixels: np.ndarray) -> np.ndarray:
     return (255 - pixels[..., _A2B_CHANNELS]).astype(np.uint8)
 
 
-def toy_b2a(pixels: np.ndarray) -> np.ndarray:
-    """The true night -> day map, the exact inverse of :func:`toy_a2b` (the map is its own inverse)."""
-    return toy_a2b(pixels)
-
-
 def render_day_scene(rng: np.random.Generator, size: int = 64) -> np.ndarray:
     """Draw one random day scene as a uint8 RGB array [size, size, 3].
 

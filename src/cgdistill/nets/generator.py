@@ -191,6 +191,7 @@ class ResnetGenerator(nn.Module):
 
     @property
     def feature_channels(self) -> int:
+        """Channels of each residual block's output (the features distillation matches): 4 * ngf."""
         return self.config.ngf * 4
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

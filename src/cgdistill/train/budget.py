@@ -7,13 +7,19 @@ that ends inside the budget, with the lr decay, the weight average and the evalu
 The count is stored in the run's config.json (``max_steps``, ``budget_steps``), so ``--resume``
 finishes the run it continues (bit-exactly on the CPU with a fixed thread count, as any resume), however
 fast the machine is then.
+
+All of it is one object, :class:`StepBudget`: ``DistillConfig.step_budget`` makes it with what it needs
+of the run, the loop (train/loop.py) asks it whether and at what count to fix the run's length and
+tells it what it timed, and train/command.py stores the count it fixed (``stored_settings``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from cgdistill.errors import CgdistillError
@@ -67,17 +73,57 @@ def steps_within(remaining_s: float, step_s: float, evaluation_s: float, eval_ev
     return max(0, math.floor((remaining_s - final_evaluation) / per_step))
 
 
+def flat_share_of(epochs: int, epochs_decay: int) -> float:
+    """The part of a run the lr schedule keeps flat: ``epochs / (epochs + epochs_decay)`` (all of it
+    when either is 0, as the schedule then never decays or has no flat start to keep)."""
+    return epochs / (epochs + epochs_decay) if epochs and epochs_decay else 1.0
+
+
 @dataclass
 class StepBudget:
     """Times the first steps of a run and fixes its step count so the run ends within ``seconds``,
-    counted from ``started`` (the command's start: loading the teacher and the data count too)."""
+    counted from ``started`` (the command's start: loading the teacher and the data count too).
+
+    The loop asks it and tells it what it measured; nothing else changes it. What it needs of the
+    run is given when it is made: ``eval_every`` (the recipe's measurements, whose cost the count
+    leaves room for) and ``flat_share`` (see :func:`flat_share_of`). Once :meth:`fix` has run, ``total``
+    is the run's step count and the budget has nothing more to decide.
+    """
 
     seconds: float
     started: float = field(default_factory=now)
     eval_every: int = 0
+    flat_share: float = 0.5
+    text: str = ""  # the budget as the user wrote it (``--time-budget 15m``), for the sentence that reports the count
     mark: tuple[int, float] | None = None  # (steps done, time) where the timed stretch began
     evaluation_s: float = 0.0
     step_s: float = 0.0
+    total: int | None = None  # the step count, once fixed
+
+    @classmethod
+    def parse(cls, text: str, *, started: float, eval_every: int, epochs: int, epochs_decay: int) -> StepBudget:
+        """The budget ``--time-budget text`` gives a run with these settings."""
+        return cls(
+            parse_duration(text),
+            started=started,
+            eval_every=eval_every,
+            flat_share=flat_share_of(epochs, epochs_decay),
+            text=text,
+        )
+
+    @property
+    def pending(self) -> bool:
+        """Whether the count is still to be fixed (the loop asks nothing more once it is)."""
+        return self.total is None
+
+    @contextlib.contextmanager
+    def timing_log(self, evaluates: bool) -> Iterator[None]:
+        """Around a logged step's work: when it ``evaluates``, its duration is what one evaluation costs
+        (the most recent one counts)."""
+        started = now()
+        yield
+        if evaluates:
+            self.note_evaluation(now() - started)
 
     def note_evaluation(self, seconds: float) -> None:
         """The cost of one evaluation, as the loop measured it (the most recent one counts)."""
@@ -86,6 +132,11 @@ class StepBudget:
     def start_timing(self, done: int) -> None:
         """Begin the timed stretch after ``done`` steps (after the first step and its evaluation)."""
         self.mark = (done, now())
+
+    def start_timing_once(self, done: int) -> None:
+        """:meth:`start_timing` at the loop's first read of the losses, which ends the warm-up."""
+        if self.mark is None:
+            self.start_timing(done)
 
     def ready(self, done: int) -> bool:
         """Whether enough steps have been timed to fix the count."""
@@ -108,3 +159,23 @@ class StepBudget:
         fitting = done + steps_within(remaining, self.step_s, self.evaluation_s, self.eval_every)
         least = math.ceil(done / flat_share) if flat_share > 0 else done
         return max(fitting, least)
+
+    def fix(self, done: int, cap: int, agree: Callable[[int], int] = lambda count: count) -> int:
+        """Fix the run's step count after ``done`` steps: what the timed steps say fits, at most ``cap``
+        (``--max-steps`` or the schedule's end). ``agree`` turns this process's count into the one every
+        process uses (under DDP, rank 0's)."""
+        self.total = agree(min(self.fix_total(done, self.flat_share), cap))
+        return self.total
+
+    def stored_settings(self) -> dict[str, int]:
+        """What config.json records of the fixed count, so that ``--resume`` trains to it."""
+        assert self.total is not None, "fix() comes first"
+        return {"budget_steps": self.total, "max_steps": self.total}
+
+    def report(self) -> str:
+        """The sentence that tells the user the count and where it came from."""
+        return (
+            f"Time budget {self.text}: {self.step_s:.2f} s per step over the first steps "
+            f"and {self.evaluation_s:.1f} s per evaluation, so this run trains {self.total} steps "
+            f"(stored in config.json; --resume keeps it)."
+        )

@@ -4,7 +4,7 @@ These dataclasses are the one source of every ``train-teacher`` and ``distill`` 
 metadata (``flag(...)``, train/flags.py) gives its help, panel, bounds, choices and whether it may
 change on ``--resume``, and cli/train.py builds the commands from them. To add a flag, add a field
 here; the trainer reads it from the config (e.g. ``--blocks`` -> ``DistillConfig.blocks`` ->
-``build_student`` in train/distill.py). A setting without a flag says so with ``internal()``.
+``build_student`` in train/student.py). A setting without a flag says so with ``internal()``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from cgdistill.options import (
     PRESET_NAMES,
     UPSAMPLES,
 )
-from cgdistill.train.budget import parse_duration
+from cgdistill.train.budget import StepBudget, parse_duration
 from cgdistill.train.flags import PERF, RUN, TRAIN, check_choices, flag, internal
 
 C = TypeVar("C", bound="TrainConfig")
@@ -149,6 +149,19 @@ class TrainConfig:
                 f"--load-size {self.load_size} is smaller than --image-size {self.image_size}; raise --load-size."
             )
 
+    @property
+    def evaluation_interval(self) -> int:
+        """Steps between the recipe's measurements (``Recipe.evaluate``); 0: it has none. Only the
+        distiller measures (``--eval-every``)."""
+        return 0
+
+    @property
+    def fuse_passes_choice(self) -> bool | None:
+        """``--fuse-passes`` as it applies (None: the device decides); False where the recipe's step has
+        no passes through one network to batch (only the teacher's has) or batching them would not be
+        exact (batch norm)."""
+        return False
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -176,6 +189,11 @@ class TeacherConfig(TrainConfig):
         default=None,
         metadata=flag("Batch passes through one network (default: on for CUDA).", panel=PERF, resumable=True),
     )
+
+    @property
+    def fuse_passes_choice(self) -> bool | None:
+        # Batching passes through one network is exact only when every norm is per sample.
+        return self.fuse_passes if self.norm.startswith("instance") else False
 
 
 # What each distillation objective weighs, where the user gave no --lambda-* flag. ``fidelity``
@@ -254,7 +272,7 @@ class DistillConfig(TrainConfig):
         default=1.0,
         metadata=flag("Weight of the L2 between hidden states (the default preset: 20).", panel=TRAIN, min=0.0),
     )
-    # None: as the objective says (resolve_objective).
+    # None: as the objective says (objective_weights, filled in by the plan).
     lambda_gan: float | None = field(
         default=None,
         metadata=flag("Weight of the GAN loss (default: 0 for fidelity, 1 for domain).", panel=TRAIN, min=0.0),
@@ -327,12 +345,23 @@ class DistillConfig(TrainConfig):
         if self.time_budget is not None:
             parse_duration(self.time_budget)
 
+    @property
+    def evaluation_interval(self) -> int:
+        return self.eval_every
+
     def objective_weights(self) -> dict[str, float]:
-        """The loss weights the user left unset, from ``objective``'s table."""
+        """The loss weights the user left unset, from ``objective``'s table (train/plan.py fills them in)."""
         return {key: value for key, value in OBJECTIVES[self.objective].items() if getattr(self, key) is None}
 
-    def resolve_objective(self) -> None:
-        """Fill the loss weights the user left unset from ``objective``'s table (in place, for library
-        callers that build a recipe without a plan; train/plan.py takes a copy instead)."""
-        for key, value in self.objective_weights().items():
-            setattr(self, key, value)
+    def step_budget(self, started: float) -> StepBudget | None:
+        """The ``--time-budget`` still to turn into a step count, counted from ``started``; None without
+        one, or once the run's config.json stores the count it fixed (``budget_steps``)."""
+        if self.time_budget is None or self.budget_steps is not None:
+            return None
+        return StepBudget.parse(
+            self.time_budget,
+            started=started,
+            eval_every=self.eval_every,
+            epochs=self.epochs,
+            epochs_decay=self.epochs_decay,
+        )

@@ -9,7 +9,8 @@ Losses on the student S for direction A2B (B2A mirrors it), teacher T frozen:
     identity = |S(b) - b|_1                                      * lambda_identity * lambda_cycle
 
 Student block i of n is matched to teacher block round((i+1)*N/n) (3 of 9 -> 3, 6, 9; `imitated_blocks`);
-`--init copy` starts it from other blocks (3 of 9 -> 1, 5, 9 at the same width; `copied_blocks` says why).
+`--init copy` starts it from other blocks (3 of 9 -> 1, 5, 9 at the same width; `copied_blocks` says why):
+both in train/student.py, with the student's construction; the teacher is loaded by train/teacher_loading.py.
 D judges the target domain B: it starts from the teacher's discriminator of B (the reference's D_A)
 when the teacher has one, and keeps training against S.
 """
@@ -17,8 +18,7 @@ when the teacher has one, and keeps training against S.
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -28,235 +28,22 @@ from cgdistill.data.images import list_images
 from cgdistill.errors import CgdistillError
 from cgdistill.losses import cycle_loss, discriminator_loss, feature_loss, gan_loss, identity_loss, output_loss
 from cgdistill.metrics import fidelity
-from cgdistill.nets import (
-    SHARED_PREFIXES,
-    DiscriminatorConfig,
-    PatchDiscriminator,
-    ResnetGenerator,
-    evaluating,
-    init_weights,
-    unwrap,
-)
+from cgdistill.nets import DiscriminatorConfig, PatchDiscriminator, ResnetGenerator, evaluating, init_weights, unwrap
 from cgdistill.options import FIDELITY_IMAGES
-from cgdistill.runs import (
-    STUDENT_FILE,
-    discriminator_judging,
-    generator_file,
-    require_weights,
-    resolve_generator,
-    reverse,
-    target_domain,
-)
+from cgdistill.runs import STUDENT_FILE
 from cgdistill.testset import Images, load_images, run_model, source_test_files
-from cgdistill.train.budget import StepBudget, parse_duration
 from cgdistill.train.budget import now as budget_clock
+from cgdistill.train.command import Prepared, run_planned
 from cgdistill.train.config import DistillConfig
 from cgdistill.train.ema import WeightAverage
-from cgdistill.train.loop import Observer, Recipe, fit
-from cgdistill.train.plan import plan_distill
+from cgdistill.train.loop import Observer, Recipe
+from cgdistill.train.plan import DistillPlan, plan_distill
 from cgdistill.train.pool import ImagePool
-from cgdistill.train.runtime import Runtime, join_process_group, teardown_runtime
-from cgdistill.train.session import (
-    dataset_label,
-    open_session,
-    refuse_changed_run,
-    refuse_existing_run,
-    write_config,
-    writing_run,
-)
-from cgdistill.train.student_init import narrow_init
-from cgdistill.weights import load_discriminator, load_generator, save_generator
-
-
-def imitated_blocks(student_blocks: int, teacher_blocks: int) -> list[int]:
-    """0-based teacher block whose output each student block's output is matched to by the feature loss.
-
-    Student block i of n stands for the i-th of n equal groups of teacher blocks, so it imitates the
-    output where that group ends: teacher block round((i+1)*N/n), counted from 1 (3 of 9: 3, 6, 9,
-    returned 0-based as [2, 5, 8]); the last student block always imitates the last teacher block.
-    """
-    return [int(math.floor((i + 1) * teacher_blocks / student_blocks + 0.5)) - 1 for i in range(student_blocks)]
-
-
-def copied_blocks(student_blocks: int, teacher_blocks: int, *, same_width: bool) -> list[int]:
-    """0-based teacher blocks whose weights the student's blocks start from (``--init copy``).
-
-    A different question from ``imitated_blocks``: which copy starts closest to the teacher. At the
-    teacher's width, evenly spaced blocks with the first and the last (3 of 9: blocks 1, 5, 9, returned
-    0-based as [0, 4, 8]): the trunk then still computes nearly what the whole one does (on the
-    vintagify teacher, 20 photos at 256 px: 19.0 dB PSNR to it before any training, against 15.4 dB for
-    blocks 3, 6, 9; docs/distillation.md). A narrower student's channel-selected copy starts 8-10 dB
-    from the teacher whichever blocks it takes (ngf 32: 10.5 dB from blocks 3, 6, 9, 9.1 from 1, 5, 9;
-    ngf 16: 8.0 and 8.1), so it copies the blocks it imitates.
-    """
-    if not same_width:
-        return imitated_blocks(student_blocks, teacher_blocks)
-    if student_blocks == 1:
-        return [teacher_blocks // 2]
-    return [round(i * (teacher_blocks - 1) / (student_blocks - 1)) for i in range(student_blocks)]
-
-
-@dataclass
-class Teacher:
-    """The frozen parts a student learns from, and where they came from."""
-
-    generator: ResnetGenerator
-    direction: str
-    source: str  # run name or file path; the student's metadata records it under "teacher"
-    reverse: ResnetGenerator | None = None
-    discriminator: PatchDiscriminator | None = None
-    dataset: str | None = None
-    step: int = 0  # the teacher generator's recorded training step
-
-    @property
-    def ngf(self) -> int:
-        return self.generator.config.ngf
-
-
-def load_teacher(spec: str | None, direction: str | None) -> Teacher:
-    """``--teacher RUN|FILE`` (default: the newest teacher run) for ``--direction``, by the rule every
-    command shares (``runs`` module docstring); a teacher run also gives its reverse generator and the
-    target domain's discriminator."""
-    resolved = resolve_generator(spec, direction, role="teacher")
-    require_weights(resolved, "distill needs the teacher's .safetensors model (it trains against its PyTorch module)")
-    generator, info = load_generator(resolved.path)
-    chosen, run = resolved.direction, resolved.run
-    if run is None:
-        return Teacher(generator, chosen, resolved.source, dataset=info.dataset, step=info.step)
-    reverse_path = run / generator_file(reverse(chosen))
-    reverse_generator = load_generator(reverse_path)[0] if reverse_path.is_file() else None
-    disc_path = discriminator_judging(run, target_domain(chosen))
-    discriminator = load_discriminator(disc_path)[0] if disc_path is not None else None
-    return Teacher(generator, chosen, resolved.source, reverse_generator, discriminator, info.dataset, info.step)
-
-
-class Adapters(nn.Module):
-    """1x1 convs that lift student features to the teacher's width (identity where widths match)."""
-
-    def __init__(self, student_channels: int, teacher_channels: int, count: int) -> None:
-        super().__init__()
-        self.needed = student_channels != teacher_channels
-        self.convs = nn.ModuleList(
-            nn.Conv2d(student_channels, teacher_channels, 1) if self.needed else nn.Identity() for _ in range(count)
-        )
-
-    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [conv(f) for conv, f in zip(self.convs, features, strict=True)]
-
-
-class Student(nn.Module):
-    """The student generator and its feature adapters, one module so DDP syncs both."""
-
-    def __init__(self, generator: ResnetGenerator, adapters: Adapters, shares_encoder: bool = False) -> None:
-        super().__init__()
-        self.generator, self.adapters = generator, adapters
-        # The stem and downsampling are the teacher's, frozen (--freeze-encoder): a step passes the
-        # teacher's encoder output in (``encoded``) instead of computing the same tensor twice.
-        self.shares_encoder = shares_encoder
-
-    def forward(self, x: torch.Tensor, return_features: bool = False, encoded: bool = False):
-        if not return_features:
-            return self.generator(x, encoded=encoded)
-        out, features = self.generator(x, return_features=True, encoded=encoded)
-        return out, self.adapters(features)
-
-
-def _copy_blocks(generator: ResnetGenerator, teacher: ResnetGenerator, chosen: list[int]) -> None:
-    for student_block, teacher_block in zip(generator.blocks, (teacher.blocks[j] for j in chosen), strict=True):
-        student_block.load_state_dict(teacher_block.state_dict())
-
-
-def build_student(config: DistillConfig, teacher: ResnetGenerator, seed: torch.Generator) -> tuple[Student, list[str]]:
-    """The student and notes for the user on how it was initialised.
-
-    Its shape is ``config.blocks``, ``config.ngf`` and ``config.block``: the ``--blocks``, ``--ngf``
-    and ``--block`` flags, which are those fields of ``DistillConfig`` (train/config.py).
-    """
-    t_cfg = teacher.config
-    ngf = config.ngf or t_cfg.ngf
-    # Everything but depth, width and block kind comes from the teacher (norm, upsampling, padding,
-    # channels), so copied layers compute what they computed in the teacher.
-    s_cfg = replace(t_cfg, blocks=config.blocks, ngf=ngf, block=config.block)
-    generator = ResnetGenerator(s_cfg)
-    init_weights(generator, generator=seed)
-    # Adapters serve the feature loss only: without it, their weights would get no gradient (which
-    # also breaks DDP's gradient reduction), so the student's features pass through unchanged.
-    target_width = t_cfg.ngf * 4 if config.lambda_feature > 0 else ngf * 4
-    adapters = Adapters(ngf * 4, target_width, config.blocks)
-    init_weights(adapters, generator=seed)
-    notes = []
-    if config.init in ("copy", "copy-outer"):
-        if ngf == t_cfg.ngf:
-            teacher_state = teacher.state_dict()
-            shared = {k: v.clone() for k, v in teacher_state.items() if k.startswith(SHARED_PREFIXES)}
-            generator.load_state_dict(shared, strict=False)
-            notes.append(
-                f"Copied the teacher's stem, downsampling, upsampling and output layers ({len(shared)} tensors)."
-            )
-            if config.freeze_encoder:
-                generator.stem.requires_grad_(False)
-                generator.down.requires_grad_(False)
-                notes.append(
-                    "The stem and downsampling stay the teacher's (--freeze-encoder): one encoder pass serves both."
-                )
-            if config.init == "copy" and s_cfg.block == t_cfg.block:
-                chosen = copied_blocks(config.blocks, t_cfg.blocks, same_width=True)
-                _copy_blocks(generator, teacher, chosen)
-                notes.append(
-                    f"The student's residual blocks start as copies of teacher blocks {[j + 1 for j in chosen]}."
-                )
-            elif config.init == "copy":
-                notes.append(
-                    f"The student's {s_cfg.block} residual blocks start fresh: the teacher's are {t_cfg.block}, "
-                    "and one kind has no exact copy in the other."
-                )
-        elif ngf < t_cfg.ngf:
-            notes.append(
-                narrow_init(
-                    generator,
-                    adapters.convs,
-                    teacher,
-                    copied_blocks(config.blocks, t_cfg.blocks, same_width=False),
-                    copy_blocks=config.init == "copy",
-                )
-            )
-        else:
-            notes.append(
-                f"The student is {ngf} channels wide and the teacher {t_cfg.ngf}: copying layers is not possible, "
-                "so every layer starts fresh."
-            )
-    if adapters.needed:
-        notes.append(f"Feature adapters: {config.blocks} learned 1x1 convs from {ngf * 4} to {t_cfg.ngf * 4} channels.")
-    shares_encoder = not any(p.requires_grad for p in (*generator.stem.parameters(), *generator.down.parameters()))
-    return Student(generator, adapters, shares_encoder), notes
-
-
-def check_wiring(
-    student: Student, optimizer: torch.optim.Optimizer, teacher: ResnetGenerator, device, features: bool = True
-) -> None:
-    """Fail loudly if a student or adapter parameter is not being trained, or (when the feature loss
-    is on) a feature pair mismatches."""
-    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    shared = ("generator.stem.", "generator.down.") if unwrap(student).shares_encoder else ()
-    trained = [(name, p) for name, p in unwrap(student).named_parameters() if not name.startswith(shared)]
-    missing = [name for name, p in trained if id(p) not in in_optimizer]
-    if missing:
-        raise RuntimeError(f"student parameters missing from the optimizer: {missing[:3]}")
-    frozen = [name for name, p in trained if not p.requires_grad]
-    if frozen:
-        raise RuntimeError(f"student parameters frozen by mistake: {frozen[:3]}")
-    probe = torch.zeros(1, 3, 16, 16, device=device)
-    # Eval mode: a probe must not move batch norm's running statistics.
-    with torch.no_grad(), evaluating(unwrap(student), teacher):
-        _, s_feats = unwrap(student)(probe, return_features=True)
-        _, t_feats = teacher(probe, return_features=True)
-    mapping = imitated_blocks(len(s_feats), len(t_feats)) if features else []
-    for i, j in enumerate(mapping):
-        if s_feats[i].shape != t_feats[j].shape:
-            raise RuntimeError(
-                f"student block {i + 1} ({tuple(s_feats[i].shape)}) does not match teacher block {j + 1} "
-                f"({tuple(t_feats[j].shape)})"
-            )
+from cgdistill.train.runtime import Runtime
+from cgdistill.train.session import Session, dataset_label
+from cgdistill.train.student import build_student, check_wiring, imitated_blocks
+from cgdistill.train.teacher_loading import Teacher, load_teacher
+from cgdistill.weights import save_generator
 
 
 class DistillRecipe(Recipe):
@@ -303,8 +90,9 @@ class DistillRecipe(Recipe):
         self.average = WeightAverage(unwrap(self.student).generator, config.ema_decay) if config.ema_decay else None
         if self.average is not None:
             self.modules["student_average"] = self.average
-        # Fidelity is measured as compare measures it: uint8 images in, uint8 images out, full precision;
-        # with the uncompiled teacher, as these calls are one-offs (see Runtime.eager).
+        # Fidelity is measured as compare measures it: uint8 images in, uint8 images out, at the torch
+        # engine's precision (autocast on CUDA, fp32 on the CPU: testset.run_model); with the uncompiled
+        # teacher, as these calls are one-offs (see Runtime.eager).
         self.held_out = held_out
         self.held_out_teacher = run_model(unwrap(self.teacher_generator), held_out, runtime.device)
         check_wiring(
@@ -491,77 +279,45 @@ def distill(
     observer = observer or Observer()
     plan = plan_distill(config, load_teacher, resume=resume, given=given)
     config, teacher = plan.config, plan.teacher
-    rank, _, _ = join_process_group(config.device)
-    with writing_run(plan.run_dir, rank, observer):
-        if not resume:
-            refuse_existing_run(plan.run_dir, rank)
-        refuse_changed_run(plan, rank)
-        if config.teacher_step not in (None, teacher.step):
-            observer.message(
-                f"Teacher {teacher.source} is at step {teacher.step} now; this student started against its step "
-                f"{config.teacher_step} and continues against the teacher as it is now."
-            )
-        session = open_session(
-            plan,
-            "student",
-            observer=observer,
-            norm=teacher.generator.config.norm,
-            domains=plan.domains,
-            primary=teacher.direction[0],
+    notes = ()
+    if config.teacher_step not in (None, teacher.step):
+        notes = (
+            f"Teacher {teacher.source} is at step {teacher.step} now; this student started against its step "
+            f"{config.teacher_step} and continues against the teacher as it is now.",
         )
-        try:
-            runtime = session.runtime
-            recipe = DistillRecipe(
-                config,
-                runtime,
-                teacher,
-                held_out_images(session.data_dir, teacher.direction),
-                dataset_label(session.data_dir, config.data),
-                has_target=len(plan.domains) == 2,
-            )
-            if runtime.is_main:
-                s_cfg = unwrap(recipe.student).generator.config
-                observer.message(
-                    f"Distilling {teacher.source} ({teacher.direction}, {teacher.generator.config.blocks} blocks, "
-                    f"ngf {teacher.generator.config.ngf}) into {config.name} ({s_cfg.blocks} {s_cfg.block} blocks, "
-                    f"ngf {s_cfg.ngf}; preset {config.preset}) on {session.data_dir} on {runtime.describe()}."
-                )
-                for note in recipe.notes:
-                    observer.message(note)
-                observer.message(recipe.describe_losses())
-                observer.message(f"Student blocks imitate teacher blocks {[j + 1 for j in recipe.mapping]}.")
-            budget = None
-            if config.time_budget is not None and config.budget_steps is None:
-                budget = StepBudget(parse_duration(config.time_budget), started=started)
+    return run_planned(
+        plan,
+        "student",
+        partial(_prepare, plan, observer),
+        observer=observer,
+        domains=plan.domains,
+        primary=teacher.direction[0],
+        notes=notes,
+        budget=config.step_budget(started),
+    )
 
-            def fix_steps(total: int) -> None:
-                # Stored with the run: --resume trains to this count however fast the machine is then.
-                config.budget_steps = total
-                config.max_steps = total
-                if runtime.is_main:
-                    write_config(session.run_dir, "student", config, session.data_dir)
-                    observer.message(
-                        f"Time budget {config.time_budget}: {budget.step_s:.2f} s per step over the first steps "
-                        f"and {budget.evaluation_s:.1f} s per evaluation, so this run trains {total} steps "
-                        f"(stored in config.json; --resume keeps it)."
-                    )
 
-            fit(
-                recipe,
-                config,
-                runtime,
-                session.dataset,
-                session.run_dir,
-                resume=resume,
-                observer=observer,
-                sample_batch={
-                    teacher.direction[0]: runtime.to_device(
-                        sample_images(recipe.held_out).permute(0, 3, 1, 2).float() / 127.5 - 1
-                    )
-                },
-                budget=budget,
-                on_budget=fix_steps,
-            )
-        finally:
-            teardown_runtime(session.runtime)
-    return session.run_dir
+def _prepare(plan: DistillPlan, observer: Observer, session: Session) -> Prepared:
+    """The distillation recipe for the opened session, the run described to the user, and the sample batch."""
+    config, teacher, runtime = plan.config, plan.teacher, session.runtime
+    recipe = DistillRecipe(
+        config,
+        runtime,
+        teacher,
+        held_out_images(session.data_dir, teacher.direction),
+        dataset_label(session.data_dir, config.data),
+        has_target=len(plan.domains) == 2,
+    )
+    if runtime.is_main:
+        s_cfg = unwrap(recipe.student).generator.config
+        observer.message(
+            f"Distilling {teacher.source} ({teacher.direction}, {teacher.generator.config.blocks} blocks, "
+            f"ngf {teacher.generator.config.ngf}) into {config.name} ({s_cfg.blocks} {s_cfg.block} blocks, "
+            f"ngf {s_cfg.ngf}; preset {config.preset}) on {session.data_dir} on {runtime.describe()}."
+        )
+        for note in recipe.notes:
+            observer.message(note)
+        observer.message(recipe.describe_losses())
+        observer.message(f"Student blocks imitate teacher blocks {[j + 1 for j in recipe.mapping]}.")
+    samples = sample_images(recipe.held_out).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return Prepared(recipe, {teacher.direction[0]: runtime.to_device(samples)})

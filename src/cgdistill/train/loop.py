@@ -2,10 +2,11 @@
 
 A recipe supplies its models, optimizers, pools and ``train_step``; the loop owns the data order,
 the learning-rate schedule, logging, samples, checkpoints, exact resume, stop signals
-(Ctrl-C, SIGTERM, SIGHUP: save and exit), checkpoints by the clock and the NaN stop.
+(Ctrl-C, SIGTERM, SIGHUP: save and exit; train/stopping.py), checkpoints by the clock and the NaN stop.
 :func:`fit` is a flat loop over the step index: the epoch, the place in its data order and the lr
 come from the step (train/timeline.py), what follows a step from :func:`_due_after`, and the work
-between steps (resume, log, sample, save) from :class:`_Job`.
+between steps (resume, log, sample, save) from :class:`_Job`, which also asks a time budget
+(train/budget.py) for the run's length while the budget is still deciding it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import signal
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -34,38 +33,12 @@ from cgdistill.nets import evaluating
 from cgdistill.plots import read_metrics, write_curves
 from cgdistill.runs import METRICS_FILE
 from cgdistill.train.budget import StepBudget
-from cgdistill.train.budget import now as budget_clock
 from cgdistill.train.config import TrainConfig
 from cgdistill.train.pool import ImagePool
 from cgdistill.train.runtime import Runtime, broadcast_from_main
 from cgdistill.train.state import Position, latest_checkpoint, load_state, save_state
+from cgdistill.train.stopping import StopFlag, TrainingInterrupted
 from cgdistill.train.timeline import Timeline
-
-RESUMABLE_EXIT = 75
-"""Exit status after SIGTERM or SIGHUP once the checkpoint is saved: ``EX_TEMPFAIL`` of sysexits.h
-("temporary failure, try again later"), for a scheduler to requeue with ``--resume``. A process the
-signal killed before training began (nothing to save) ends as signals do, 143 or 129."""
-
-
-def signal_name(signum: int | None) -> str:
-    """``SIGTERM``; for a stop that another rank received (the signal is not shared), "another rank's signal"."""
-    return signal.Signals(signum).name if signum is not None else "another rank's signal"
-
-
-class TrainingInterrupted(CgdistillError):
-    """Ctrl-C, SIGTERM or SIGHUP: the state was saved at ``step``; the CLI says how to resume.
-
-    The exit status is 130 for Ctrl-C (the shell's convention) and :data:`RESUMABLE_EXIT` for the
-    signals a scheduler, a container runtime or a closed terminal sends.
-    """
-
-    def __init__(self, step: int, run_dir: Path, signum: int | None = signal.SIGINT) -> None:
-        code = 130 if signum == signal.SIGINT else RESUMABLE_EXIT
-        super().__init__(
-            f"Stopped by {signal_name(signum)} at step {step}; the checkpoint in {run_dir} is complete.",
-            exit_code=code,
-        )
-        self.step, self.run_dir, self.signum = step, run_dir, signum
 
 
 class Recipe(ABC):
@@ -171,60 +144,6 @@ def _open_tensorboard(run_dir: Path):
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
-# What asks a run to stop and save: Ctrl-C, the scheduler's or container runtime's SIGTERM, and the
-# SIGHUP of a closed terminal or SSH session.
-_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
-class _StopFlag:
-    """The first stop signal asks the loop to stop after the current step and save.
-
-    A second Ctrl-C stops at once (the last complete checkpoint stays); a repeated TERM or HUP changes
-    nothing, since a scheduler's follow-up is SIGKILL anyway, and after a stop by either (or, under
-    DDP, by another rank's signal: torchrun then TERMs the ranks still running) they stay ignored
-    until the process exits. While a checkpoint is written (:meth:`saving`) every signal waits
-    for it. A signal the process ignored (``nohup``) stays ignored.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.stopped = False  # the loop stops for a signal (this process's or, under DDP, another rank's)
-        self._saving = False
-        self._previous: dict[int, Any] = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for signum in _STOP_SIGNALS:
-                if signal.getsignal(signum) is not signal.SIG_IGN:
-                    self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is None:
-            self.signum = signum
-        elif signum == signal.SIGINT and not self._saving:
-            raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def saving(self) -> Iterator[None]:
-        self._saving = True
-        try:
-            yield
-        finally:
-            self._saving = False
-
-    def __exit__(self, *exc) -> None:
-        for signum, previous in self._previous.items():
-            # After a TERM or HUP the process is on its way out with a complete checkpoint: a repeat
-            # (schedulers resend) must not turn its exit status into "killed".
-            stopping = self.stopped and self.signum != signal.SIGINT and signum != signal.SIGINT
-            signal.signal(signum, signal.SIG_IGN if stopping else previous)
-
-
 def build_loader(dataset: UnpairedDataset, config: TrainConfig, runtime: Runtime) -> tuple[DataLoader, EpochSampler]:
     sampler = EpochSampler(len(dataset), seed=config.seed, rank=runtime.rank, world_size=runtime.world_size)
     loader = DataLoader(
@@ -273,7 +192,7 @@ class _Due:
 def _due_after(step: int, total: int, config: TrainConfig) -> _Due:
     """What is due once ``step`` steps are done: the first and the last step are always logged."""
     first, last = step == 1, step == total
-    eval_every = getattr(config, "eval_every", 0)  # only the distiller measures
+    eval_every = config.evaluation_interval
     evaluate = bool(eval_every) and (step % eval_every == 0 or first or last)
     return _Due(
         evaluate=evaluate,
@@ -281,21 +200,6 @@ def _due_after(step: int, total: int, config: TrainConfig) -> _Due:
         sample=step % config.sample_every == 0 or last,
         save=step % config.save_every == 0 and not last,
     )
-
-
-def _fix_budget(budget: StepBudget, done: int, cap: int, config: TrainConfig, runtime: Runtime) -> int:
-    """The run's total step count from the timed steps, at most ``cap`` (``--max-steps`` or the schedule's
-    end); rank 0's count holds for every rank."""
-    if runtime.device.type == "cuda":
-        torch.cuda.synchronize(runtime.device)  # the device runs ahead of the host: time what it did
-    epochs, decay = config.epochs, config.epochs_decay
-    flat = epochs / (epochs + decay) if epochs and decay else 1.0
-    total = min(budget.fix_total(done, flat), cap)
-    if runtime.distributed:
-        counted = torch.tensor([total], device=runtime.device)
-        torch.distributed.broadcast(counted, src=0)
-        total = int(counted.item())
-    return total
 
 
 class _PendingLosses:
@@ -343,6 +247,8 @@ class _Job:
     observer: Observer
     sample_batch: dict[str, torch.Tensor] | None
     scalers: dict[str, torch.amp.GradScaler] = field(init=False)
+    budget: StepBudget | None = None  # --time-budget, while its count is to be fixed
+    on_budget: Callable[[StepBudget], None] | None = None  # stores the fixed count with the run
     tensorboard: Any = None
     clock: tuple[float, int] = (0.0, 0)  # (time, step) of the last log, for the speed
 
@@ -388,9 +294,37 @@ class _Job:
         self.observer.start(self.timeline.total_steps, start)
         self.clock = (time.perf_counter(), start)
 
+    @property
+    def _budget(self) -> StepBudget | None:
+        """The time budget while it still decides the run's length."""
+        return self.budget if self.budget is not None and self.budget.pending else None
+
+    def length_after(self, done: int, total: int) -> int:
+        """The run's step count after ``done`` steps: ``total``, or the count the time budget fixes
+        once it has timed enough steps (the timeline follows it; ``on_budget`` stores it)."""
+        budget = self._budget
+        if budget is None or not budget.ready(done):
+            return total
+        self.runtime.synchronize()  # the device runs ahead of the host: time what it did
+        total = budget.fix(done, total, agree=self.runtime.from_main)
+        self.timeline = replace(self.timeline, max_steps=total)
+        if self.on_budget is not None:
+            self.on_budget(budget)
+        return total
+
+    def losses_read(self, done: int) -> None:
+        """The loop read the losses after ``done`` steps: the first read ends the budget's warm-up
+        (the first step and its evaluation), so its timed stretch starts there."""
+        if self._budget is not None:
+            self._budget.start_timing_once(done)
+
     def log(self, step: int, losses: dict[str, float], *, evaluate: bool) -> None:
         """A ``metrics.jsonl`` line for ``step`` (with the recipe's measurements when ``evaluate``),
-        TensorBoard scalars and the observer's report."""
+        TensorBoard scalars and the observer's report; the time budget learns what it cost."""
+        with self._budget.timing_log(evaluate) if self._budget is not None else contextlib.nullcontext():
+            self._log(step, losses, evaluate=evaluate)
+
+    def _log(self, step: int, losses: dict[str, float], *, evaluate: bool) -> None:
         if not self.main:
             return
         now, (then, last_step) = time.perf_counter(), self.clock
@@ -461,7 +395,7 @@ def fit(
     observer: Observer | None = None,
     sample_batch: dict[str, torch.Tensor] | None = None,
     budget: StepBudget | None = None,
-    on_budget: Callable[[int], None] | None = None,
+    on_budget: Callable[[StepBudget], None] | None = None,
 ) -> Position:
     """Train ``recipe`` until ``config.max_steps`` or the end of the schedule; returns the final position.
 
@@ -469,11 +403,11 @@ def fit(
     (:class:`Timeline`). Under DDP every rank runs this loop in step; rank 0 alone writes files and
     talks to ``observer``. With a ``budget`` (``--time-budget``) the run's length is fixed after its
     first timed steps, which run at the flat start of the lr schedule whatever the final length, and
-    ``on_budget`` receives the count to store with the run.
+    ``on_budget`` receives the budget with its count, to store with the run.
     """
     observer = observer if observer is not None and runtime.is_main else Observer()
     timeline = Timeline.for_run(config, len(dataset), runtime.world_size)
-    job = _Job(recipe, config, runtime, timeline, run_dir, observer, sample_batch)
+    job = _Job(recipe, config, runtime, timeline, run_dir, observer, sample_batch, budget, on_budget)
     start = job.resume() if resume else 0
     total = timeline.total_steps
     if start >= total:
@@ -483,25 +417,18 @@ def fit(
     batches = _batches(*build_loader(dataset, config, runtime), timeline.position(start))
     pending = _PendingLosses(run_dir)
     job.begin(start)
-    if budget is not None:
-        budget.eval_every = getattr(config, "eval_every", 0)
     step = start  # the 0-based index of the next step; ``done`` counts steps, as files do
     minutes = config.save_every_minutes
     saved_at = monotonic()
     try:
-        with _StopFlag() as stop:
+        with _full_disk_keeps_the_last_checkpoint(run_dir), StopFlag() as stop:
             while step < total:
                 batch = next(batches)
-                _set_lr(recipe, config.lr * timeline.lr_factor(step))
+                _set_lr(recipe, config.lr * job.timeline.lr_factor(step))
                 runtime.begin_step()
                 pending.add(recipe.train_step(_collate_batch(batch, runtime)))
                 step = done = step + 1
-                if budget is not None and budget.ready(done):
-                    total = _fix_budget(budget, done, total, config, runtime)
-                    timeline = job.timeline = replace(timeline, max_steps=total)
-                    if on_budget is not None:
-                        on_budget(total)
-                    budget = None
+                total = job.length_after(done, total)
                 due = _due_after(done, total, config)
                 timed = minutes is not None and monotonic() - saved_at >= minutes * 60 and done < total
                 # Every rank decides alike (a collective follows), so under DDP a rank's own signal and
@@ -512,12 +439,8 @@ def fit(
                 if minutes is not None and runtime.distributed:
                     timed = broadcast_from_main(timed)  # rank 0's clock decides for all
                 if due.log:
-                    started = budget_clock()
                     job.log(done, losses, evaluate=due.evaluate)
-                    if budget is not None and due.evaluate:
-                        budget.note_evaluation(budget_clock() - started)
-                if budget is not None and budget.mark is None:
-                    budget.start_timing(done)  # after the first step's warm-up and evaluation
+                job.losses_read(done)
                 if due.sample:
                     job.sample(done)
                 saving = stopping or due.save or timed
@@ -531,12 +454,19 @@ def fit(
                     raise TrainingInterrupted(done, run_dir, stop.signum)
             with stop.saving():
                 job.checkpoint(total)
+    finally:
+        job.end()
+    return job.timeline.position(total)
+
+
+@contextlib.contextmanager
+def _full_disk_keeps_the_last_checkpoint(run_dir: Path) -> Iterator[None]:
+    """A full disk during training says what is kept and how to go on."""
+    try:
+        yield
     except NoSpace as full:
         if latest_checkpoint(run_dir) is None:
             raise full.then("no checkpoint was complete yet: free some space and run the same command again") from None
         raise full.then(
             f"the last complete checkpoint in {run_dir} is kept: free some space and continue with --resume"
         ) from None
-    finally:
-        job.end()
-    return timeline.position(total)

@@ -40,7 +40,7 @@ class Plan(Generic[C]):
 
 
 class TeacherModel(Protocol):
-    """What the plan needs of a loaded teacher (train/distill.py's ``Teacher``)."""
+    """What the plan needs of a loaded teacher (train/teacher_loading.py's ``Teacher``)."""
 
     source: str
     direction: str

@@ -84,11 +84,3 @@ def preset_values(config: DistillConfig, teacher_ngf: int, given: set[str] | Non
         "lambda_feature": preset.lambda_feature,
     }
     return {name: values[name] for name in names if name not in given}
-
-
-def apply_preset(config: DistillConfig, teacher_ngf: int, given: set[str] | None = None) -> list[str]:
-    """``preset_values`` set on ``config`` in place; returns the names set."""
-    values = preset_values(config, teacher_ngf, given)
-    for name, value in values.items():
-        setattr(config, name, value)
-    return list(values)

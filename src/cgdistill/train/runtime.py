@@ -100,6 +100,20 @@ class Runtime:
         if self.device.type == "cpu":
             threads.tick()  # a clock read; every few seconds, a look at the load (no device sync)
 
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (CUDA runs ahead of the host), so that a clock read after
+        it times what the device did."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def from_main(self, count: int) -> int:
+        """Rank 0's ``count`` on every rank (itself in a single process): a decision all ranks act on alike."""
+        if not self.distributed:
+            return count
+        counted = torch.tensor([count], device=self.device)
+        dist.broadcast(counted, src=0)
+        return int(counted.item())
+
     def to_device(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
         if self.channels_last:
@@ -199,7 +213,7 @@ def use_deterministic_algorithms() -> None:
     torch.backends.cudnn.deterministic = True
 
 
-def setup_runtime(config: TrainConfig, *, norm: str = "instance") -> Runtime:
+def setup_runtime(config: TrainConfig) -> Runtime:
     """Decide device and precision from the config (``None`` fields take the device's best default)."""
     if config.deterministic:
         use_deterministic_algorithms()
@@ -215,10 +229,8 @@ def setup_runtime(config: TrainConfig, *, norm: str = "instance") -> Runtime:
         threads.configure(config.threads, follow_load=not config.deterministic)
     amp_dtype = choose_amp_dtype(config.amp, config.amp_dtype, device)
     channels_last = config.channels_last if config.channels_last is not None else cuda
-    # Batching passes through one network is exact only when every norm is per sample. Only the
-    # teacher's config has the setting: the distiller's step has no passes to batch.
-    fuse_passes = getattr(config, "fuse_passes", False)
-    fuse = (fuse_passes if fuse_passes is not None else cuda) and norm.startswith("instance")
+    fuse_passes = config.fuse_passes_choice
+    fuse = fuse_passes if fuse_passes is not None else cuda
     workers = config.workers if config.workers is not None else (4 if cuda else 0)
     compile_mode = config.compile_mode or "default"
     if compile_mode == "reduce-overhead" and not cuda:

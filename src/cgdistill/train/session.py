@@ -113,13 +113,12 @@ def open_session(
     kind: str,
     *,
     observer: Observer,
-    norm: str,
     domains: tuple[str, ...] = ("A", "B"),
     primary: str = "A",
 ) -> Session:
     """Everything before the first step, as the plan says: folders, config.json, runtime and the dataset."""
     config, run_dir, data_dir, resume = plan.config, plan.run_dir, plan.data_dir, plan.resume
-    runtime = setup_runtime(config, norm=norm)
+    runtime = setup_runtime(config)
     if resume and latest_checkpoint(run_dir) is None:
         raise CgdistillError(
             f"Run '{config.name}' stopped before its first checkpoint, so there is nothing to resume; "

@@ -24,6 +24,7 @@ batched into one call, which is the same mathematics under instance norm.
 from __future__ import annotations
 
 import itertools
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -38,19 +39,13 @@ from cgdistill.nets import (
     unwrap,
 )
 from cgdistill.runs import discriminator_file, generator_file
+from cgdistill.train.command import Prepared, run_planned
 from cgdistill.train.config import TeacherConfig
-from cgdistill.train.loop import Observer, Recipe, fit
-from cgdistill.train.plan import plan_teacher
+from cgdistill.train.loop import Observer, Recipe
+from cgdistill.train.plan import Plan, plan_teacher
 from cgdistill.train.pool import ImagePool
-from cgdistill.train.runtime import Runtime, join_process_group, teardown_runtime
-from cgdistill.train.session import (
-    dataset_label,
-    fixed_sample_batch,
-    open_session,
-    refuse_changed_run,
-    refuse_existing_run,
-    writing_run,
-)
+from cgdistill.train.runtime import Runtime
+from cgdistill.train.session import Session, dataset_label, fixed_sample_batch
 from cgdistill.weights import save_discriminator, save_generator
 
 LOSS_NAMES = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
@@ -191,31 +186,16 @@ def train_teacher(
     plan = plan_teacher(config, resume=resume, given=given)
     for note in plan.notes:
         observer.message(note)
-    config = plan.config
-    rank, _, _ = join_process_group(config.device)
-    with writing_run(plan.run_dir, rank, observer):
-        if not resume:
-            refuse_existing_run(plan.run_dir, rank)
-        refuse_changed_run(plan, rank)
-        session = open_session(plan, "teacher", observer=observer, norm=config.norm)
-        try:
-            runtime = session.runtime
-            if runtime.is_main:
-                observer.message(
-                    f"Training teacher {config.name} on {session.data_dir} "
-                    f"({len(session.dataset.A_paths)} A / {len(session.dataset.B_paths)} B images) on {runtime.describe()}."
-                )
-            recipe = CycleGANRecipe(config, runtime, dataset_label(session.data_dir, config.data))
-            fit(
-                recipe,
-                config,
-                runtime,
-                session.dataset,
-                session.run_dir,
-                resume=resume,
-                observer=observer,
-                sample_batch=fixed_sample_batch(session.dataset, runtime),
-            )
-        finally:
-            teardown_runtime(session.runtime)
-    return session.run_dir
+    return run_planned(plan, "teacher", partial(_prepare, plan, observer), observer=observer)
+
+
+def _prepare(plan: Plan[TeacherConfig], observer: Observer, session: Session) -> Prepared:
+    """The CycleGAN recipe for the opened session, the run described to the user, and the sample batch."""
+    config, runtime = plan.config, session.runtime
+    if runtime.is_main:
+        observer.message(
+            f"Training teacher {config.name} on {session.data_dir} "
+            f"({len(session.dataset.A_paths)} A / {len(session.dataset.B_paths)} B images) on {runtime.describe()}."
+        )
+    recipe = CycleGANRecipe(config, runtime, dataset_label(session.data_dir, config.data))
+    return Prepared(recipe, fixed_sample_batch(session.dataset, runtime))
