@@ -1,4 +1,4 @@
-"""`cgdistill translate`: parse, pick the model, show progress and the outcome (logic in cgdistill.translate)."""
+"""`cgdistill translate`: parse the flags, then show what `cgdistill.translate.translate` does (bars, lines, the summary)."""
 
 from __future__ import annotations
 
