@@ -187,6 +187,21 @@ def test_bf16_psnr_compares_against_fp32():
     assert 20 < engines.bf16_psnr(degraded) < 100
 
 
+def test_auto_takes_the_first_processs_choice_without_timing_again(monkeypatch, home):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    monkeypatch.setattr("cgdistill.device.cpu_has_fast_bf16", lambda: False)
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("timed although another process decided")
+
+    monkeypatch.setattr(engines, "interleaved_median_ms", never)
+    cpu = torch.device("cpu")
+    ort = engines.choose_engine(random_generator(), cpu, "auto", decided="onnxruntime fp32")
+    assert ort.name == "onnxruntime fp32" and ort.tiled is not None  # torch still tiles large images
+    torch_choice = engines.choose_engine(random_generator(), cpu, "auto", decided="torch fp32")
+    assert torch_choice.name == "torch fp32" and "first process" in torch_choice.reason
+
+
 def test_auto_times_once_per_architecture_and_picks_the_faster(monkeypatch, home):
     monkeypatch.setattr("cgdistill.device.cpu_has_fast_bf16", lambda: False)
     calls = []

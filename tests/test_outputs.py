@@ -115,12 +115,10 @@ def test_an_input_that_is_not_a_regular_file_says_so(cli, student, tmp_path, spe
 
 
 def test_compare_refuses_a_file_as_report_folder_before_measuring(cli, pair, tmp_path, monkeypatch):
-    from cgdistill import compare
-
     def never(*_args, **_kwargs):
         raise AssertionError("measured before checking the report folder")
 
-    monkeypatch.setattr(compare, "compare_models", never)
+    monkeypatch.setattr("cgdistill.compare_command.compare_models", never)
     report = tmp_path / "report.html"
     report.write_text("mine")
     result = cli("compare", "--report", report)

@@ -287,6 +287,17 @@ def test_a_decoded_image_tiles_without_a_library_warning(tmp_path, recwarn):
     assert [str(w.message) for w in recwarn] == []
 
 
+def test_a_size_is_planned_once_a_call_so_frames_run_alike_and_notes_come_once(monkeypatch):
+    from cgdistill import policy
+
+    budgets = iter([1, 10**12, 1, 10**12])  # the free memory swinging between batches of a video
+    monkeypatch.setattr(policy, "tensor_budget", lambda max_memory, device: next(budgets))
+    decider = TileDecider(_generator(), CPU, max_memory=1)
+    plans = [decider.plan(50, 70) for _ in range(3)]
+    assert all(plan is plans[0] for plan in plans) and plans[0].tiled
+    assert decider.plan(40, 40) is not plans[0] and not decider.plan(40, 40).tiled  # its own size, its own plan
+
+
 def test_an_engine_that_cannot_tile_runs_in_one_pass_and_says_so(tmp_path):
     class Opaque(torch.nn.Module):  # like onnxruntime: a config, but no torch layers to tile
         def __init__(self, inner):

@@ -85,3 +85,31 @@ def test_a_failure_in_one_process_fails_every_process_and_is_listed_once(tmp_pat
     shown = result.stdout + result.stderr
     assert shown.count("Translated 3 of 4 images") == 1 and shown.count("Failed: ") == 1 and "3.png" in shown
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0_A2B.png", "1_A2B.png", "2_A2B.png"]
+
+
+def test_the_merged_outcome_keeps_input_order_and_what_the_other_processes_did():
+    from cgdistill.imagefiles import TranslateResult
+    from cgdistill.translate import TranslateOutcome, _merged
+    from cgdistill.video import VideoResult
+    from cgdistill.worklist import Job, Worklist
+
+    def clip(name: str) -> VideoResult:
+        return VideoResult(Path(name), Path(f"out/{name}"), frames=3, size=(8, 8), audio_streams=0, seconds=1.0)
+
+    work = Worklist(
+        [Job(Path(f"{i}.png"), Path(f"out/{i}.png")) for i in range(3)],
+        [Job(Path(f"{name}.mp4"), Path(f"out/{name}.mp4")) for name in "abc"],
+    )
+    first = TranslateOutcome(
+        TranslateResult(written=[(Path("0.png"), Path("out/0.png")), (Path("2.png"), Path("out/2.png"))]),
+        2, [clip("a.mp4"), clip("c.mp4")], [], 2, rank=0,
+    )  # fmt: skip
+    second = TranslateOutcome(
+        TranslateResult(failures=[(Path("1.png"), "Cannot read image 1.png.")]), 1, [], ["b.mp4 failed."], 1, rank=1
+    )
+    merged = _merged([first, second], 0, work)
+    assert [source.name for source, _ in merged.images.written] == ["0.png", "2.png"]
+    assert merged.image_count == 3 and merged.video_count == 3 and merged.failed == 2
+    assert [v.source.name for v in merged.videos] == ["a.mp4", "c.mp4"]
+    assert merged.videos_elsewhere == [] and merged.video_errors_elsewhere == ["b.mp4 failed."]
+    assert [v.source.name for v in _merged([first, second], 1, work).videos_elsewhere] == ["a.mp4", "c.mp4"]

@@ -252,6 +252,13 @@ def test_video_quality_outside_the_crf_scale_is_refused_before_any_work(cli, stu
     assert not (tmp_path / "out").exists()
 
 
+def test_a_bad_video_flag_is_refused_before_the_video_is_opened(cli, student, tmp_path):
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(b"not a video at all")
+    result = cli("translate", damaged, "-o", tmp_path / "out", "--video-quality", "99")
+    assert result.code == 2 and "--video-quality must be between 0 (best) and 51, got 99" in result.err_text
+
+
 def test_missing_pyav_says_how_to_install(cli, student, tmp_path, monkeypatch):
     clip = make_clip(tmp_path / "clip.mp4")
     monkeypatch.setitem(sys.modules, "av", None)  # import av now raises ImportError

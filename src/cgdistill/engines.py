@@ -245,8 +245,14 @@ def check_engine(engine: str) -> None:
         require_onnx()
 
 
-def choose_engine(generator: nn.Module, device: torch.device, engine: str = "auto") -> Engine:
-    """The engine ``--engine`` names; ``auto`` picks the faster available one (see the module docstring)."""
+def choose_engine(
+    generator: nn.Module, device: torch.device, engine: str = "auto", decided: str | None = None
+) -> Engine:
+    """The engine ``--engine`` names; ``auto`` picks the faster available one (see the module docstring).
+
+    ``decided``: the name of the engine another process's ``auto`` chose (torchrun), taken without timing
+    again, so that every process of one command runs the same engine.
+    """
     check_engine(engine)
     if engine == "onnxruntime":
         return onnxruntime_engine(generator, device)
@@ -255,6 +261,11 @@ def choose_engine(generator: nn.Module, device: torch.device, engine: str = "aut
         return candidate
     if not onnx_available():
         return Engine(candidate.name, candidate.model, f"{candidate.reason}; onnxruntime is not installed")
+    if decided is not None:
+        if not decided.startswith("onnxruntime"):
+            return Engine(candidate.name, candidate.model, f"auto: as the first process measured; {candidate.reason}")
+        ort_model = onnxruntime_engine(generator, device).model
+        return Engine(decided, ort_model, "auto: as the first process measured", candidate.model)
     key = _cache_key(generator, candidate.name)
     cache = _read_cache()
     ort_engine = None
@@ -302,15 +313,16 @@ def check_model_engine(engine: str, path: Path | str, device: torch.device) -> N
         )
 
 
-def engine_for_file(path: Path | str, device: torch.device, engine: str = "auto") -> Engine:
+def engine_for_file(path: Path | str, device: torch.device, engine: str = "auto", decided: str | None = None) -> Engine:
     """The engine that runs the model file ``path``: a ``.safetensors`` generator as :func:`choose_engine`
-    picks, an ONNX file ``cgdistill export`` wrote on onnxruntime (the only engine that can)."""
+    picks (``decided``: another process's choice), an ONNX file ``cgdistill export`` wrote on onnxruntime
+    (the only engine that can)."""
     check_model_engine(engine, path, device)
     if is_onnx_file(path):
         reason = "an ONNX file runs on onnxruntime" if engine == "auto" else "CPU execution provider"
         return Engine("onnxruntime fp32", OnnxRuntimeGenerator.from_file(path), reason)
     generator, _ = load_generator(path)
-    return choose_engine(generator, device, engine)
+    return choose_engine(generator, device, engine, decided)
 
 
 def available_engines(generator: nn.Module, device: torch.device) -> dict[str, nn.Module]:

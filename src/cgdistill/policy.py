@@ -27,6 +27,7 @@ from cgdistill.forward import DEFAULT_MULTIPLE, pad_pixels, prepare_generator, t
 from cgdistill.fsutil import format_bytes
 from cgdistill.nets import ResnetGenerator
 from cgdistill.options import TILE_CHOICES
+from cgdistill.processes import from_main, torchrun_ranks
 from cgdistill.tiling.ops import NotTileable
 from cgdistill.tiling.plan import TilePlan, plan_tiles, round_tile
 from cgdistill.tiling.run import TiledGenerator
@@ -143,13 +144,20 @@ class TileDecider:
             runner = self.tiled_model
         self.config = getattr(self.model, "config", None)
         self.bytes = bytes_per_element(runner)
+        self._plans: dict[tuple[int, int], TilePlan | None] = {}
 
     def _note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
 
     def plan(self, height: int, width: int) -> TilePlan | None:
-        """The plan for this size; None when the model's architecture is unknown (one pass, as always)."""
+        """The plan for this size, decided once a call (every frame of a video runs alike, and each size
+        says its note once); None when the model's architecture is unknown (one pass, as always)."""
+        if (height, width) not in self._plans:
+            self._plans[height, width] = self._decide(height, width)
+        return self._plans[height, width]
+
+    def _decide(self, height: int, width: int) -> TilePlan | None:
         if self.config is None or self.tile == "off":
             return None
         budget = tensor_budget(self.max_memory, self.device)
@@ -255,5 +263,12 @@ def runner_for_file(
     max_memory: int | None = None,
 ) -> Runner:
     """The runner for the model file ``path``: the engine ``--engine`` names (``auto``: the faster here,
-    ``engines.engine_for_file``), with the tile policy of ``--tile`` and ``--max-memory``."""
-    return Runner.for_engine(engine_for_file(path, device, engine), device, tile=tile, max_memory=max_memory)
+    ``engines.engine_for_file``), with the tile policy of ``--tile`` and ``--max-memory``. Under torchrun
+    the first process chooses the engine and every other process runs the same one."""
+    if engine != "auto" or not torchrun_ranks()[1] > 1:
+        chosen = engine_for_file(path, device, engine)
+    else:
+        mine = engine_for_file(path, device) if torchrun_ranks()[0] == 0 else None
+        decided = from_main(lambda: mine.name)
+        chosen = mine or engine_for_file(path, device, decided=decided)
+    return Runner.for_engine(chosen, device, tile=tile, max_memory=max_memory)

@@ -8,6 +8,7 @@ every function here describes a single process and does nothing collective.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TypeVar
 
 import torch
@@ -42,14 +43,15 @@ def process_device(device_spec: str) -> torch.device:
     return device
 
 
-def join_process_group(device_spec: str) -> tuple[int, int, int]:
+def join_process_group(device_spec: str, device: torch.device | None = None) -> tuple[int, int, int]:
     """Join torchrun's process group (once; later calls only read it); returns (rank, world size, local rank).
 
-    NCCL for CUDA, gloo otherwise. Launched without torchrun this is a single process: (0, 1, 0).
+    NCCL where the work runs on CUDA (``device``, else what ``device_spec`` gives this process), gloo
+    otherwise. Launched without torchrun this is a single process: (0, 1, 0).
     """
     rank, world_size, local_rank = torchrun_ranks()
     if world_size > 1 and not dist.is_initialized():
-        device = process_device(device_spec)
+        device = device or process_device(device_spec)
         if device.type == "cuda":
             torch.cuda.set_device(device)  # NCCL collectives run on the current device
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
@@ -67,6 +69,21 @@ def gather(value: T) -> list[T]:
     values: list[T | None] = [None] * dist.get_world_size()
     dist.all_gather_object(values, value)
     return values  # type: ignore[return-value]
+
+
+def from_main(compute: Callable[[], T]) -> T:
+    """The value ``compute()`` gives on rank 0, on every rank (computed on rank 0 only; a single process
+    computes it). For a choice every process must share: the engine ``auto`` picked, say."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return compute()
+    value = [compute() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(value, src=0)
+    return value[0]  # type: ignore[return-value]
+
+
+def is_main_process() -> bool:
+    """Whether this process speaks for the command: rank 0 under torchrun, and any process launched alone."""
+    return torchrun_ranks()[0] == 0
 
 
 def leave_process_group() -> None:

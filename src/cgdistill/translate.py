@@ -31,9 +31,10 @@ from cgdistill.options import (
     DEFAULT_VIDEO_QUALITY,
 )
 from cgdistill.policy import Runner, check_sizes, parse_size, parse_tile, runner_for_file
-from cgdistill.processes import gather, join_process_group, torchrun_ranks
+from cgdistill.processes import gather, join_process_group, leave_process_group, torchrun_ranks
 from cgdistill.runs import ResolvedModel, resolve_generator
 from cgdistill.video import VideoResult, check_video_options, translate_video
+from cgdistill.videoio import is_video_file
 from cgdistill.worklist import Worklist, find_videos, plan_work
 
 
@@ -76,11 +77,20 @@ class TranslateOutcome:
     images: TranslateResult
     image_count: int
     videos: list[VideoResult] = field(default_factory=list)
-    video_failures: list[str] = field(default_factory=list)  # one sentence each, also for videos that stopped early
+    video_errors: list[str] = field(default_factory=list)  # videos that failed, one sentence each
     video_count: int = 0
     renamed: list[tuple[Path, Path]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # how sizes ran (tiles, budget), one sentence each
     rank: int = 0
+    # What processes other than this one did with their videos (torchrun): the display never saw it.
+    videos_elsewhere: list[VideoResult] = field(default_factory=list)
+    video_errors_elsewhere: list[str] = field(default_factory=list)
+    fatal: tuple[str, int] | None = None  # a lone video's error (sentence, exit code), raised on every process
+
+    @property
+    def video_failures(self) -> list[str]:
+        """One sentence per video that failed or stopped early."""
+        return self.video_errors + [v.stopped_sentence() for v in self.videos if v.stopped is not None]
 
     @property
     def failed(self) -> int:
@@ -105,7 +115,8 @@ class Display:
         yield Progress()
 
     def video_done(self, result: VideoResult, alone: bool) -> None:
-        """A video was written (``result.stopped`` says when its input ended early); ``alone``: the call's only video."""
+        """A video was written (``result.stopped`` says when its input ended early); ``alone``: it is all the
+        call translates, so its early end will be the call's closing sentence."""
 
     def video_failed(self, source: Path, message: str) -> None:
         """A video of several failed with ``message``; the others go on."""
@@ -123,30 +134,46 @@ def translate(request: TranslateRequest, display: Display | None = None) -> Tran
     """Run `cgdistill translate`: every image and video of ``request`` into ``request.output``.
 
     Bad flags, inputs and models are refused in one sentence before any work. An image that fails is
-    listed in the outcome and the rest go on; a lone video's error is raised as it is, one of several
-    is listed. Ctrl-C in a video raises :class:`video.Interrupted` after closing what was done into a
-    playable partial file.
+    listed in the outcome and the rest go on; a lone video's error is raised as it is (on every
+    process), one of several is listed. Ctrl-C in a video raises :class:`video.Interrupted` after
+    closing what was done into a playable partial file.
     """
     rank, world_size, _ = torchrun_ranks()
     display = display if display is not None and rank == 0 else Display()
-    setup, runner, work = _prepare(request, world_size)
-    display.started(setup)
-    share = work.share(rank, world_size)
-    videos, video_failures = _translate_videos(runner, share, request, display, alone=len(work.videos) == 1)
-    with display.images(len(share.images)) as progress:
-        images = translate_files(
-            runner,
-            [job.source for job in share.images],
-            [job.output for job in share.images],
-            max_side=request.max_side,
-            batch_size=request.batch_size,
-            progress=progress.done,
-            tile_progress=progress.tiles,
+    try:
+        setup, runner, work = _prepare(request, world_size)
+        display.started(setup)
+        share = work.share(rank, world_size)
+        sole_video = len(work.videos) == 1
+        videos, errors, fatal = _translate_videos(
+            runner, share, request, display, alone=sole_video, sole_output=sole_video and not work.images
         )
-    mine = TranslateOutcome(
-        images, len(share.images), videos, video_failures, len(share.videos), work.renamed, runner.notes, rank
-    )
-    return _merged(gather(mine), rank, work)
+        images = TranslateResult()
+        if fatal is None:
+            with display.images(len(share.images)) as progress:
+                images = translate_files(
+                    runner,
+                    [job.source for job in share.images],
+                    [job.output for job in share.images],
+                    max_side=request.max_side,
+                    batch_size=request.batch_size,
+                    progress=progress.done,
+                    tile_progress=progress.tiles,
+                )
+        mine = TranslateOutcome(
+            images, len(share.images), videos, errors, len(share.videos), work.renamed, runner.notes, rank,
+            fatal=(fatal.message, fatal.exit_code) if fatal is not None else None,
+        )  # fmt: skip
+        outcomes = gather(mine)
+        if fatal is not None:
+            raise fatal
+        for other in outcomes:
+            if other.fatal is not None:
+                raise CgdistillError(*other.fatal)
+        return _merged(outcomes, rank, work)
+    finally:
+        if world_size > 1:
+            leave_process_group()
 
 
 def _prepare(request: TranslateRequest, world_size: int) -> tuple[Setup, Runner, Worklist]:
@@ -155,13 +182,13 @@ def _prepare(request: TranslateRequest, world_size: int) -> tuple[Setup, Runner,
     tile = parse_tile(request.tile)
     budget = parse_size(request.max_memory) if request.max_memory is not None else None
     check_sizes(request.max_side, request.batch_size)
-    videos = find_videos(request.inputs)
-    if videos:
+    if any(is_video_file(path) for path in request.inputs):
         check_video_options(request.video_codec, request.video_quality)
+    videos = find_videos(request.inputs)
     resolved = resolve_generator(request.model, request.direction, role="any")
-    if world_size > 1:
-        join_process_group(request.device)
     device = device_for_model(resolved.path, request.device)
+    if world_size > 1:
+        join_process_group(request.device, device)
     if device.type == "cpu":
         threads.configure(request.threads)
     check_model_engine(request.engine, resolved.path, device)
@@ -176,11 +203,19 @@ def _prepare(request: TranslateRequest, world_size: int) -> tuple[Setup, Runner,
 
 
 def _translate_videos(
-    runner: Runner, share: Worklist, request: TranslateRequest, display: Display, *, alone: bool
-) -> tuple[list[VideoResult], list[str]]:
-    """This process's videos, each with its own progress; failures as sentences (a lone video's is raised)."""
+    runner: Runner,
+    share: Worklist,
+    request: TranslateRequest,
+    display: Display,
+    *,
+    alone: bool,
+    sole_output: bool,
+) -> tuple[list[VideoResult], list[str], CgdistillError | None]:
+    """This process's videos, each with its own progress: the results, the errors of those that failed
+    (one sentence each), and the error of the call's only video (``alone``), which ends the call.
+    ``sole_output``: that video is all the call translates (its early end is then the call's sentence)."""
     results: list[VideoResult] = []
-    failures: list[str] = []
+    errors: list[str] = []
     for job in share.videos:
         try:
             with display.video(job.source) as progress:
@@ -198,45 +233,44 @@ def _translate_videos(
                 )
         except CgdistillError as exc:  # Ctrl-C (video.Interrupted) is no CgdistillError: it goes up as it is
             if alone:
-                raise
+                return results, errors, exc
             display.video_failed(job.source, exc.message)
-            failures.append(exc.message)
+            errors.append(exc.message)
             continue
         results.append(result)
-        display.video_done(result, alone)
-        if result.stopped is not None:
-            held = f"{result.frames} frame{'s' if result.frames != 1 else ''}"
-            failures.append(
-                f"{job.source} stopped decoding {result.stopped}; {result.output} holds the {held} before it."
-            )
-    return results, failures
+        display.video_done(result, sole_output)
+    return results, errors, None
 
 
 def _merged(outcomes: list[TranslateOutcome], rank: int, work: Worklist) -> TranslateOutcome:
-    """One outcome from every process's own (a single process's as it is), images in input order."""
+    """One outcome from every process's own (a single process's as it is), in input order."""
     if len(outcomes) == 1:
         return outcomes[0]
-    order = {job.source: index for index, job in enumerate(work.images)}
+    images_order = {job.source: index for index, job in enumerate(work.images)}
+    videos_order = {job.source: index for index, job in enumerate(work.videos)}
 
-    def in_order(pairs):
-        return sorted(pairs, key=lambda pair: order[pair[0]])
+    def images_in_order(pairs):
+        return sorted(pairs, key=lambda pair: images_order[pair[0]])
 
     images = TranslateResult(
-        written=in_order(pair for o in outcomes for pair in o.images.written),
-        failures=in_order(pair for o in outcomes for pair in o.images.failures),
+        written=images_in_order(pair for o in outcomes for pair in o.images.written),
+        failures=images_in_order(pair for o in outcomes for pair in o.images.failures),
         seconds=max(o.images.seconds for o in outcomes),
     )
     notes: list[str] = []
     for line in (line for o in outcomes for line in o.notes):
         if line not in notes:
             notes.append(line)
+    others = [o for o in outcomes if o.rank != rank]
     return TranslateOutcome(
         images,
         sum(o.image_count for o in outcomes),
-        [v for o in outcomes for v in o.videos],
-        [f for o in outcomes for f in o.video_failures],
+        sorted((v for o in outcomes for v in o.videos), key=lambda v: videos_order[v.source]),
+        [error for o in outcomes for error in o.video_errors],
         sum(o.video_count for o in outcomes),
         outcomes[0].renamed,
         notes,
         rank,
+        videos_elsewhere=[v for o in others for v in o.videos],
+        video_errors_elsewhere=[error for o in others for error in o.video_errors],
     )

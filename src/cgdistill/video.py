@@ -53,6 +53,11 @@ class VideoResult:
     def frames_per_s(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
+    def stopped_sentence(self) -> str:
+        """Where the input ended early and what the output holds, as one sentence (``stopped`` is set)."""
+        held = f"{self.frames} frame{'s' if self.frames != 1 else ''}"
+        return f"{self.source} stopped decoding {self.stopped}; {self.output} holds the {held} before it."
+
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during a video: the frames translated so far were closed into a playable ``partial`` file."""

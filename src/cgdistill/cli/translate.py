@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cgdistill.cli.app import app, err_console, note, show, styled
-from cgdistill.cli.video import show_video_result, video_bar
+from cgdistill.cli.video import TileCounter, show_video_result, video_bar
 from cgdistill.errors import WorkFailed
 from cgdistill.options import (
     DEFAULT_BATCH_SIZE,
@@ -82,6 +82,8 @@ def translate(
     kept) and videos with the same frames, timing and sound. Under `torchrun --nproc_per_node N -m cgdistill
     translate ...` each process takes its own share of the files."""
     from cgdistill import translate as tr
+    from cgdistill.errors import CgdistillError
+    from cgdistill.processes import is_main_process
     from cgdistill.video import Interrupted
 
     request = tr.TranslateRequest(
@@ -106,15 +108,24 @@ def translate(
     except Interrupted as stop:
         note(f"Stopped: {stop.partial} holds the first {stop.frames} translated frames and plays.")
         raise
-    if outcome.rank != 0:  # one display: the first process speaks for all of them
+    except CgdistillError as error:
+        if not is_main_process():  # under torchrun every process has the error; the first one says it
+            raise typer.Exit(error.exit_code) from None
+        raise
+    if outcome.rank != 0:
         if outcome.failed:
             raise typer.Exit(1)
         return
-    _report(outcome, output)
+    _report(outcome, output, stats)
 
 
-def _report(outcome, output: Path) -> None:
-    """The notes, renames, failures and the one summary line; exit 1 when anything failed."""
+def _report(outcome, output: Path, stats: bool) -> None:
+    """The other processes' videos, the notes, renames, failures and the one summary line; exit 1 when
+    anything failed."""
+    for result in outcome.videos_elsewhere:
+        show_video_result(result, stats=stats, alone=False)
+    for message in outcome.video_errors_elsewhere:
+        note(styled("[red]Failed:[/] {}", message))
     for line in outcome.notes:
         note(line)
     for source, renamed in outcome.renamed:
@@ -190,25 +201,20 @@ class _Bars:
             transient=True,
         )
         self.started = False
-        self.file_task = self._start("Translating", files) if files >= PROGRESS_FROM else None
-        self.tile_task = None
+        self.file_task = None
+        if files >= PROGRESS_FROM:
+            self._start()
+            self.file_task = self.progress.add_task("Translating", total=files)
+        self.tiles = TileCounter(self.progress, "Tiles", before=self._start)
 
-    def _start(self, description: str, total: int):
+    def _start(self) -> None:
         if not self.started:
             self.progress.start()
             self.started = True
-        return self.progress.add_task(description, total=total)
 
     def files(self, done: int, _total: int) -> None:
         if self.file_task is not None:
             self.progress.update(self.file_task, completed=done)
-
-    def tiles(self, done: int, total: int) -> None:
-        if self.tile_task is None:
-            self.tile_task = self._start("Tiles", total)
-        if done == 1:
-            self.progress.reset(self.tile_task, total=total)
-        self.progress.update(self.tile_task, completed=done)
 
     def __enter__(self) -> _Bars:
         return self

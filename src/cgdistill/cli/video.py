@@ -1,4 +1,5 @@
-"""How a video shows in the terminal: a bar in frames (and tiles, for frames that tile), then its outcome."""
+"""How a video shows in the terminal: a bar in frames (and tiles, for frames that tile), then its outcome;
+the tile bar images share."""
 
 from __future__ import annotations
 
@@ -9,6 +10,24 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cgdistill.cli.app import err_console, note, show, styled
+
+
+class TileCounter:
+    """A bar for the tiles of one image or video frame, added on the first tile and restarted at each
+    image's first; ``before`` runs once before it is added (starting a display that had no bar yet)."""
+
+    def __init__(self, progress: Progress, description: str, before: Callable[[], None] | None = None) -> None:
+        self.progress, self.description, self.before = progress, description, before
+        self.task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            if self.before is not None:
+                self.before()
+            self.task = self.progress.add_task(self.description, total=total, fps="")
+        if done == 1:
+            self.progress.reset(self.task, total=total)
+        self.progress.update(self.task, completed=done)
 
 
 @contextlib.contextmanager
@@ -26,22 +45,13 @@ def video_bar(
         transient=True,
     ) as bar:
         frames = bar.add_task(f"Translating {source.name}", total=None, fps="")
-        tiles = None
 
         def advance(done: int, total: int | None) -> None:
             elapsed = bar.tasks[frames].elapsed or 0.0
             fps = f"frames {done / elapsed:.1f}/s" if elapsed > 0 else ""
             bar.update(frames, completed=done, total=total, fps=fps)
 
-        def tile(done: int, total: int) -> None:
-            nonlocal tiles
-            if tiles is None:
-                tiles = bar.add_task("Tiles of a frame", total=total, fps="")
-            if done == 1:
-                bar.reset(tiles, total=total)
-            bar.update(tiles, completed=done)
-
-        yield advance, tile
+        yield advance, TileCounter(bar, "Tiles of a frame")
 
 
 def show_video_result(result, *, stats: bool, alone: bool) -> None:
@@ -64,6 +74,4 @@ def show_video_result(result, *, stats: bool, alone: bool) -> None:
     if result.skipped is not None:
         note(f"{result.source}: {result.skipped} could not be decoded; the frames around them were translated.")
     if result.stopped is not None and not alone:
-        held = f"{result.frames} frame{'s' if result.frames != 1 else ''}"
-        message = f"{result.source} stopped decoding {result.stopped}; {result.output} holds the {held} before it."
-        note(styled("[red]Incomplete:[/] {}", message))
+        note(styled("[red]Incomplete:[/] {}", result.stopped_sentence()))
