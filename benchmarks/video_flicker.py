@@ -1,5 +1,5 @@
 """Flicker of teachers and students on a static-scene clip made from a real photo: how much each model
-makes consecutive frames differ beyond the input's own change (`translate --stats`, cgdistill.video.Flicker).
+makes consecutive frames differ beyond the input's own change (`translate --stats`, cgdistill.flicker.Flicker).
 
 Usage: .venv/bin/python benchmarks/video_flicker.py --photo IMAGE --model RUN|FILE [--model ...]
        [--direction B2A] [--size 320x240] [--frames 48] [--threads 1] [--strip docs/images/video-strip.jpg]

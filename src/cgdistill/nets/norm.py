@@ -2,7 +2,7 @@
 
 Torch's bf16/fp16 instance norm sums each channel in float32 in an order of its own and keeps the
 mean and inverse deviation rounded to bf16, so a run that gathers the same statistics tile by tile
-(``tiling.py``) cannot reproduce them bit for bit, and nine residual blocks amplify that one rounding
+(``tiling``) cannot reproduce them bit for bit, and nine residual blocks amplify that one rounding
 step into grey levels (issue 20: up to 24 at 12 MP on a random-initialised teacher).
 
 Inside :func:`float64_statistics` (entered by the inference engines that run under autocast) an
