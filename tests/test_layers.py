@@ -17,13 +17,14 @@ LAYERS = (
     {"cli/", "__main__"},
     {"demo"},
     {"train/"},
+    {"web/"},
     {"translate", "video", "engines", "export", "tiling", "compare", "testset", "cost", "report", "plots",
      "fid_inception"},
     {"runs", "official", "layouts/", "onnxfile", "data/", "device", "threads", "paths", "weights", "metrics",
      "losses", "runlock"},
     {"nets/", "metadata", "fsutil", "errors", "options", "__init__"},
 )  # fmt: skip
-PACKAGES = ("cli", "train", "data", "nets", "layouts")
+PACKAGES = ("cli", "train", "data", "nets", "layouts", "web")
 
 
 def unit(module: str) -> str:
