@@ -68,13 +68,13 @@ def get_runtime(
     runtime: Path | str | None = None,
     *,
     registry: str | None = None,
-    integrity: str = INTEGRITY,
+    integrity: str | None = None,
     progress: bool = True,
 ) -> Runtime:
     """The runtime's files: from ``runtime`` (a folder the user has), else the cache, else the registry.
 
     The download goes through the project's fetcher (resumes a ``.part``, retries), is checked against
-    ``integrity`` before anything is extracted, and is deleted once its files are in the cache.
+    ``integrity`` (default :data:`INTEGRITY`) before anything is extracted, and is deleted once its files are in the cache.
     """
     if runtime is not None:
         return user_runtime(Path(runtime))
@@ -86,7 +86,7 @@ def get_runtime(
     if not tarball.is_file():
         fetch(url, tarball, description=tarball.name, progress=progress)
     try:
-        check_integrity(tarball, integrity, url)
+        check_integrity(tarball, integrity or INTEGRITY, url)
         extract_runtime(tarball, cached)
     finally:
         tarball.unlink(missing_ok=True)  # the extracted files are what we keep; a bad download must not stay
