@@ -131,11 +131,11 @@ def next_frame(driver, after: int) -> tuple[int, float]:
     return frames, time.perf_counter()
 
 
-def camera_loop(driver, url: str, size: str, seconds: float) -> dict:
+def camera_loop(driver, url: str, size: str, seconds: float, query: str = "") -> dict:
     """The page's camera loop at ``size``: frames/s between frame boundaries and the page's model time."""
     from selenium.webdriver.support.ui import Select
 
-    backend = open_page(driver, url + "?backend=wasm")
+    backend = open_page(driver, url + "?backend=wasm" + query)
     Select(driver.find_element("id", "camera-size")).select_by_value(size)
     driver.find_element("id", "camera-start").click()
     first, _ = next_frame(driver, 2)  # the first frames at a new shape set up memory: not counted
@@ -200,30 +200,33 @@ def measure(args: argparse.Namespace) -> dict:
         sites = build_sites(Path(scratch), runtime_folder(args.runtime))
         driver = start_browser()
         rows = []
+        runs = [(name, size, "") for name in sites for size in sizes]
+        runs.append(("fastest", sizes[0], "&threads=1"))  # a host without COOP/COEP: one thread
         try:
-            for name, (site, config) in sites.items():
+            for name, (width, height), query in runs:
+                site, config = sites[name]
                 with serving(site) as url:
-                    for width, height in sizes:
-                        before = load()
-                        page = camera_loop(driver, url, f"{width}x{height}", args.seconds)
-                        middle = load()
-                        native = python_ms(site / "model.onnx", height, width, page["threads"], args.repeats)
-                        row = {
-                            "preset": name,
-                            "shape": f"{config.blocks} {config.block}, ngf {config.ngf}",
-                            "parameters": count_parameters(ResnetGenerator(config)),
-                            "size": f"{width}x{height}",
-                            **page,
-                            "python_ms": native,
-                            "ratio": page["page_model_ms"] / native,
-                            "load": [round(before, 2), round(middle, 2), round(load(), 2)],
-                        }
-                        rows.append(row)
-                        print(
-                            f"{name:8s} {width}x{height}: page {row['fps']:.1f} frames/s, model {row['page_model_ms']:.0f} ms; "
-                            f"Python onnxruntime {native:.0f} ms ({row['ratio']:.2f}x); load {row['load']}",
-                            flush=True,
-                        )
+                    before = load()
+                    page = camera_loop(driver, url, f"{width}x{height}", args.seconds, query)
+                    middle = load()
+                    native = python_ms(site / "model.onnx", height, width, page["threads"], args.repeats)
+                    row = {
+                        "preset": name,
+                        "shape": f"{config.blocks} {config.block}, ngf {config.ngf}",
+                        "parameters": count_parameters(ResnetGenerator(config)),
+                        "size": f"{width}x{height}",
+                        **page,
+                        "python_ms": native,
+                        "ratio": page["page_model_ms"] / native,
+                        "load": [round(before, 2), round(middle, 2), round(load(), 2)],
+                    }
+                    rows.append(row)
+                    print(
+                        f"{name:8s} {width}x{height} {page['threads']} threads: page {row['fps']:.1f} frames/s, "
+                        f"model {row['page_model_ms']:.0f} ms; Python onnxruntime {native:.0f} ms "
+                        f"({row['ratio']:.2f}x); load {row['load']}",
+                        flush=True,
+                    )
             browser = driver.capabilities.get("browserVersion", "?")
         finally:
             driver.quit()
@@ -243,16 +246,18 @@ def table(result: dict) -> str:
         f"{result['cpu']}; Chromium {result['chromium']} (headless), onnxruntime-web {result['onnxruntime_web']}, "
         f"onnxruntime {result['onnxruntime']} (Python)",
         "",
-        "| preset | student | size | page: camera loop | page: model | Python onnxruntime | page / Python | load avg |",
-        "|---|---|---|---|---|---|---|---|",
+        "| preset | student | size | threads | page: camera loop | page: model | Python onnxruntime | page / Python "
+        "| load avg |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
-            f"| {r['preset']} | {r['shape']} | {r['size']} | {r['fps']:.1f} frames/s | {r['page_model_ms']:.0f} ms | "
+            f"| {r['preset']} | {r['shape']} | {r['size']} | {r['threads']} | {r['fps']:.1f} frames/s | {r['page_model_ms']:.0f} ms | "
             f"{r['python_ms']:.0f} ms | {r['ratio']:.2f}x | {' / '.join(f'{v:.2f}' for v in r['load'])} |"
         )
     lines.append("")
-    lines.append(f"Both at {result['rows'][0]['threads']} threads (the page's count: the cores it sees, up to 8).")
+    lines.append("Page and Python at the same thread count (the page's: the cores it sees, up to 8; 1 as on a host")
+    lines.append("without COOP/COEP). Load average: before the page, between page and Python, after.")
     return "\n".join(lines)
 
 

@@ -42,7 +42,7 @@ def test_the_pinned_integrity_is_an_npm_sha512():
 def test_the_runtime_is_downloaded_checked_and_cached_in_the_home(registry, home):
     got = get_runtime(progress=False)
     assert got.folder == home / PACKAGE / VERSION and got.version == VERSION
-    assert {p.name for p in got.folder.iterdir()} == set(FILES)
+    assert {p.name for p in got.folder.iterdir()} == {*FILES, "package.json"}
     assert all((got.folder / name).read_bytes() == data for name, data in fake_runtime_files().items())
     assert not list((home / "downloads").glob("*")), "the tarball is deleted once its files are cached"
     assert get_runtime(progress=False).folder == got.folder

@@ -125,6 +125,9 @@ def extract_runtime(tarball: Path, target: Path) -> Path:
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             raise CgdistillError(f"{tarball} is corrupt ({exc}); {fix}.") from None
         chosen = {}
+        manifest = members.get("package/package.json")
+        if manifest is not None and manifest.isreg() and manifest.size < 1 << 20:
+            chosen["package.json"] = manifest  # the version, for the page's metadata
         for name in FILES:
             member = members.get(_DIST + name)
             if member is None:
@@ -174,13 +177,13 @@ def user_runtime(folder: Path) -> Runtime:
     return Runtime(found, version, f"{PACKAGE} {version or '(version unknown)'} from {found}")
 
 
-def _package_version(dist: Path) -> str | None:
-    """The version the ``package.json`` beside a ``dist/`` records, if it is there and readable."""
-    try:
-        meta = json.loads((dist.parent / "package.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or meta.get("name") != PACKAGE:
-        return None
-    version = meta.get("version")
-    return version if isinstance(version, str) else None
+def _package_version(folder: Path) -> str | None:
+    """The version a ``package.json`` in ``folder`` (a cache) or beside it (a ``dist/``) records, if readable."""
+    for candidate in (folder / "package.json", folder.parent / "package.json"):
+        try:
+            meta = json.loads(candidate.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("name") == PACKAGE and isinstance(meta.get("version"), str):
+            return meta["version"]
+    return None
