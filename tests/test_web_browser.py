@@ -32,6 +32,21 @@ from webparts import real_runtime, student_run
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 REQUIRE_ENV = "CGDISTILL_REQUIRE_BROWSER"
 FAKE_CAMERA = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+# WebGPU on SwiftShader, Chromium's software renderer: the WebGPU path without a GPU (slow, but the same code).
+SOFTWARE_WEBGPU = (
+    "--enable-unsafe-webgpu",
+    "--enable-features=Vulkan",
+    "--use-angle=swiftshader",
+    "--use-webgpu-adapter=swiftshader",
+)
+# An adapter whose device cannot be had, in place of the browser's: WebGPU is there but cannot run the model.
+BROKEN_WEBGPU = """
+Object.defineProperty(navigator, "gpu", {configurable: true, value: {
+  getPreferredCanvasFormat: () => "rgba8unorm",
+  requestAdapter: async () => ({features: new Set(), limits: {}, info: {}, isFallbackAdapter: false,
+    requestDevice: async () => { throw new Error("this test adapter has no device"); }}),
+}});
+"""
 LOAD_S = 120  # a 2-core machine shared with other work compiles the 29 MB runtime in seconds, rarely more
 
 
@@ -324,3 +339,36 @@ def test_without_isolation_headers_the_page_runs_on_one_thread_and_says_why(brow
         assert text(browser, "backend").startswith(
             "WebAssembly (SIMD, 1 thread: this site does not send the cross-origin isolation headers"
         )
+
+
+def test_with_a_webgpu_adapter_the_page_runs_on_webgpu_and_matches_translate(ort_files, url, site, cli, tmp_path):
+    """The WebGPU path, on SwiftShader's software adapter (headless Chromium has no GPU here): the same
+    float32 graph on another backend, held to the tolerance argued for WebAssembly above."""
+    driver = start_browser(*SOFTWARE_WEBGPU)
+    try:
+        assert open_page(driver, url) == "ready", text(driver, "error")
+        if text(driver, "backend") != "WebGPU":
+            has_adapter = driver.execute_async_script(
+                "const done = arguments[0]; navigator.gpu ? navigator.gpu.requestAdapter().then(a => done(!!a)) : done(false);"
+            )
+            assert not has_adapter, f"an adapter was there, yet the page runs on {text(driver, 'backend')}"
+            skip_or_fail("this Chromium offers no software WebGPU adapter (SwiftShader)")
+        image = photo(tmp_path / "photo.png", 20, 28)
+        assert give_photo(driver, image) == "done", text(driver, "photo-message")
+        page = canvas_pixels(driver, "photo-after")
+    finally:
+        driver.quit()
+    assert cli("translate", image, "--model", site / "model.onnx", "--output", tmp_path / "out").code == 0
+    native = np.asarray(Image.open(tmp_path / "out" / "photo_A2B.png").convert("RGB"))
+    assert np.abs(page[..., :3].astype(int) - native.astype(int)).max() <= 1
+
+
+def test_when_webgpu_cannot_run_the_model_the_page_falls_back_to_webassembly(ort_files, url):
+    driver = start_browser()
+    try:
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": BROKEN_WEBGPU})
+        assert open_page(driver, url) == "ready", text(driver, "error")
+        backend = text(driver, "backend")
+        assert backend.startswith("WebAssembly (SIMD, ") and "(WebGPU could not run the model: " in backend
+    finally:
+        driver.quit()
