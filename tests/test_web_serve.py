@@ -7,6 +7,8 @@ import http.client
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -152,3 +154,13 @@ def test_serve_prints_its_address_serves_and_stops_cleanly_on_ctrl_c(site, home)
     assert process.returncode == 0 and "Stopped." in err and "Traceback" not in err
     with pytest.raises(OSError), socket.create_connection((HOST, port), timeout=2):
         pass
+
+
+def test_serving_imports_no_torch():
+    """`cgdistill serve` answers at once: the server and the runtime module are standard library only."""
+    code = (
+        "import sys, cgdistill.cli.serve, cgdistill.web.serve, cgdistill.web.runtime\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:3]\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
