@@ -179,11 +179,12 @@ def runtime_folder(given: str | None) -> Path | None:
     return None  # export_web downloads it from the registry into the home
 
 
-def build_sites(work: Path, runtime: Path | None) -> dict[str, tuple[Path, GeneratorConfig]]:
+def build_sites(work: Path, runtime: Path | None, names: list[str]) -> dict[str, tuple[Path, GeneratorConfig]]:
     """One page per preset, each with a randomly initialised student of that preset's shape."""
     sites = {}
     with paths.using_home(work / "home"):
-        for name, preset in PRESETS.items():
+        for name in names:
+            preset = PRESETS[name]
             config = GeneratorConfig(blocks=preset.blocks, ngf=preset_ngf(preset, TEACHER_NGF) or TEACHER_NGF,
                                      block=preset.block)  # fmt: skip
             run = paths.run_path(name)
@@ -197,11 +198,12 @@ def build_sites(work: Path, runtime: Path | None) -> dict[str, tuple[Path, Gener
 def measure(args: argparse.Namespace) -> dict:
     sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="cgdistill-browser-") as scratch:
-        sites = build_sites(Path(scratch), runtime_folder(args.runtime))
+        sites = build_sites(Path(scratch), runtime_folder(args.runtime), args.presets.split(","))
         driver = start_browser()
         rows = []
         runs = [(name, size, "") for name in sites for size in sizes]
-        runs.append(("fastest", sizes[0], "&threads=1"))  # a host without COOP/COEP: one thread
+        if "fastest" in sites:
+            runs.append(("fastest", sizes[0], "&threads=1"))  # a host without COOP/COEP: one thread
         try:
             for name, (width, height), query in runs:
                 site, config = sites[name]
@@ -292,6 +294,7 @@ def screenshot(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", default=",".join(PRESETS), help="which presets' students, comma-separated")
     parser.add_argument("--sizes", default="320x240,256x256", help="camera sizes, WIDTHxHEIGHT, comma-separated")
     parser.add_argument("--seconds", type=float, default=10.0, help="camera loop measured at least this long")
     parser.add_argument("--repeats", type=int, default=15, help="Python onnxruntime runs (median)")
