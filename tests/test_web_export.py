@@ -162,10 +162,11 @@ def test_flags_that_do_not_fit_the_web_export_are_refused(cli, ort, tmp_path, fl
     assert result.code == 2 and sentence in result.err_text
 
 
-def test_runtime_and_force_without_web_are_refused(cli, ort):
+@pytest.mark.parametrize("flag", [["--runtime", "ort"], ["--force"], ["--max-side", "256"]], ids=lambda f: f[0])
+def test_web_flags_without_web_are_refused(cli, flag):
     student_run()
-    result = cli("export", "stud", "--runtime", ort)
-    assert result.code == 2 and "--runtime and --force go with --web FOLDER" in result.err_text
+    result = cli("export", "stud", *flag)
+    assert result.code == 2 and "--runtime, --max-side and --force go with --web FOLDER" in result.err_text
 
 
 def test_without_runtime_the_files_come_from_the_registry_once(cli, server, tmp_path, monkeypatch, home):

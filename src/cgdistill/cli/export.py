@@ -1,4 +1,5 @@
-"""`cgdistill export`: a generator as a deployment file (ONNX), parity-checked (logic in cgdistill.export)."""
+"""`cgdistill export`: a generator as a deployment file (ONNX), parity-checked, or as a web page that runs it
+(logic in cgdistill.export and cgdistill.web.site)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import typer
 from cgdistill.cli.app import app, note, show
 from cgdistill.errors import CgdistillError
 from cgdistill.options import THREADS_HELP, WEB_MAX_SIDE
-
-WEB_RUNTIME = "onnxruntime-web"
 
 
 @app.command("export")
@@ -51,20 +50,21 @@ def export(
         Path | None,
         typer.Option(
             "--runtime",
-            help=f"Folder with onnxruntime-web's files (its dist/); default: {WEB_RUNTIME} from the npm registry, "
-            "downloaded once and checked.",
+            help="Folder with onnxruntime-web's files (or its dist/); default: the npm registry's package, "
+            "downloaded once, checked and cached.",
             show_default=False,
             rich_help_panel="Web page",
         ),
     ] = None,
     max_side: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--max-side",
-            help="Longest photo side the page translates as it is; larger photos are scaled to fit.",
+            help=f"Longest photo side the page translates as it is; larger photos are scaled to fit [default: {WEB_MAX_SIDE}].",
             rich_help_panel="Web page",
+            show_default=False,
         ),
-    ] = WEB_MAX_SIDE,
+    ] = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -83,12 +83,12 @@ def export(
 
     if fmt not in ex.FORMATS:
         raise CgdistillError(f"--format {fmt!r} is not supported; use one of {', '.join(ex.FORMATS)}.")
-    if web is None and (runtime is not None or force):
-        raise CgdistillError("--runtime and --force go with --web FOLDER; add --web or leave them out.")
+    if web is None and (runtime is not None or force or max_side is not None):
+        raise CgdistillError("--runtime, --max-side and --force go with --web FOLDER; add --web or leave them out.")
     if web is not None:
         if output is not None:
             raise CgdistillError("--web writes the model into its folder; leave out -o/--output.")
-        _export_web(model, direction, web, runtime, max_side, force, threads)
+        _export_web(model, direction, web, runtime, WEB_MAX_SIDE if max_side is None else max_side, force, threads)
         return
     resolved = resolve_generator(model, direction, role="any")
     require_weights(resolved, "export needs a .safetensors model to export")
