@@ -60,7 +60,7 @@ def export(
         int | None,
         typer.Option(
             "--max-side",
-            help=f"Longest photo side the page translates as it is; larger photos are scaled to fit [default: {WEB_MAX_SIDE}].",
+            help=f"Longest photo side the page translates as it is; larger photos are scaled to fit (default {WEB_MAX_SIDE}).",
             rich_help_panel="Web page",
             show_default=False,
         ),
