@@ -12,8 +12,9 @@ tests). At each size it measures:
 - onnxruntime in Python on the same .onnx file with the same thread count: the median of ``--repeats``
   runs after two warm-up runs.
 
-Browser and Python run one after the other, never together; the load average before and after each
-measurement is recorded, because other work on a shared machine slows both.
+Browser and Python run one after the other, never together. Other work on a shared machine slows both,
+so each row records the load average before it and how many cores other processes kept busy during the
+page's and Python's measurements (all busy CPU time less this process and its descendants').
 
 Usage:
   .venv/bin/python benchmarks/browser.py [--sizes 320x240,256x256] [--seconds 10] [--runtime DIR] [--json FILE]
@@ -48,6 +49,7 @@ from cgdistill.export import make_session
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, count_parameters
 from cgdistill.onnxfile import INPUT_NAME, OUTPUT_NAME
 from cgdistill.runs import resolve_generator
+from cgdistill.threads import allowed_cpus, read_busy
 from cgdistill.train.presets import PRESETS, preset_ngf
 from cgdistill.web.runtime import FILES, VERSION
 from cgdistill.web.serve import open_server
@@ -73,6 +75,43 @@ def cpu_name() -> str:
 
 def load() -> float:
     return os.getloadavg()[0]
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its live descendants: chromedriver, Chromium and
+    its helpers, whose threads run the page."""
+    parents: dict[int, int] = {}
+    seconds: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (name) "
+        parents[int(entry)] = int(fields[1])
+        seconds[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    mine, todo = set(), [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        mine.add(pid)
+        todo.extend(child for child, parent in parents.items() if parent == pid and child not in mine)
+    return sum(seconds.get(pid, 0.0) for pid in mine)
+
+
+class OthersLoad:
+    """How many cores other processes kept busy while a measurement ran (all busy time less ours)."""
+
+    def __enter__(self) -> OthersLoad:
+        self.cpus = allowed_cpus()
+        self.start = (read_busy(self.cpus) or 0.0, own_cpu_seconds(), time.monotonic())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy, own, at = read_busy(self.cpus) or 0.0, own_cpu_seconds(), time.monotonic()
+        self.cores = max(0.0, (busy - self.start[0]) - (own - self.start[1])) / (at - self.start[2])
 
 
 def start_browser(*flags: str):
@@ -209,9 +248,10 @@ def measure(args: argparse.Namespace) -> dict:
                 site, config = sites[name]
                 with serving(site) as url:
                     before = load()
-                    page = camera_loop(driver, url, f"{width}x{height}", args.seconds, query)
-                    middle = load()
-                    native = python_ms(site / "model.onnx", height, width, page["threads"], args.repeats)
+                    with OthersLoad() as page_others:
+                        page = camera_loop(driver, url, f"{width}x{height}", args.seconds, query)
+                    with OthersLoad() as python_others:
+                        native = python_ms(site / "model.onnx", height, width, page["threads"], args.repeats)
                     row = {
                         "preset": name,
                         "shape": f"{config.blocks} {config.block}, ngf {config.ngf}",
@@ -220,13 +260,14 @@ def measure(args: argparse.Namespace) -> dict:
                         **page,
                         "python_ms": native,
                         "ratio": page["page_model_ms"] / native,
-                        "load": [round(before, 2), round(middle, 2), round(load(), 2)],
+                        "load": round(before, 2),
+                        "others_cores": [round(page_others.cores, 2), round(python_others.cores, 2)],
                     }
                     rows.append(row)
                     print(
                         f"{name:8s} {width}x{height} {page['threads']} threads: page {row['fps']:.1f} frames/s, "
                         f"model {row['page_model_ms']:.0f} ms; Python onnxruntime {native:.0f} ms "
-                        f"({row['ratio']:.2f}x); load {row['load']}",
+                        f"({row['ratio']:.2f}x); load {row['load']}, others {row['others_cores']} cores",
                         flush=True,
                     )
             browser = driver.capabilities.get("browserVersion", "?")
@@ -249,17 +290,18 @@ def table(result: dict) -> str:
         f"onnxruntime {result['onnxruntime']} (Python)",
         "",
         "| preset | student | size | threads | page: camera loop | page: model | Python onnxruntime | page / Python "
-        "| load avg |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| load avg | others' cores |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['preset']} | {r['shape']} | {r['size']} | {r['threads']} | {r['fps']:.1f} frames/s | {r['page_model_ms']:.0f} ms | "
-            f"{r['python_ms']:.0f} ms | {r['ratio']:.2f}x | {' / '.join(f'{v:.2f}' for v in r['load'])} |"
+            f"{r['python_ms']:.0f} ms | {r['ratio']:.2f}x | {r['load']:.2f} | {' / '.join(f'{v:.2f}' for v in r['others_cores'])} |"
         )
     lines.append("")
     lines.append("Page and Python at the same thread count (the page's: the cores it sees, up to 8; 1 as on a host")
-    lines.append("without COOP/COEP). Load average: before the page, between page and Python, after.")
+    lines.append("without COOP/COEP). Load average (1 min) before each row, our own earlier rows included; others'")
+    lines.append("cores: how many cores other processes kept busy during the page's and Python's measurements.")
     return "\n".join(lines)
 
 
