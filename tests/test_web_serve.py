@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cgdistill.web.serve import HOST, open_server
+from cgdistill.web.serve import HOST, locate, open_server
 from cli_processes import cgdistill
 
 
@@ -164,3 +164,13 @@ def test_serving_imports_no_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "path, status",
+    [("/", 200), ("/ort/ort.webgpu.min.mjs?v=1", 200), ("/%2e%2e%2f%2e%2e%2fetc/passwd", 403), ("/ort/..", 403),
+     ("/.%2e/outside.txt", 403), ("relative", 400), ("/ort", 301), ("/nothing", 404)],
+)  # fmt: skip
+def test_the_rule_for_a_request_path(site, path, status):
+    found, target = locate(site.resolve(), path)
+    assert found == status and (target is not None) == (status == 200)

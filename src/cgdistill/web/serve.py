@@ -108,11 +108,9 @@ def serve(root: Path | str, port: int, on_ready: Callable[[SiteServer], None] | 
         server.server_close()
 
 
-def refusal(root: Path, raw_path: str) -> tuple[HTTPStatus, Path | None]:
-    """The file a request path names under ``root`` (a real path), or the status that refuses it.
-
-    Pure apart from reading the file system, so each refusal is tested without a socket.
-    """
+def locate(root: Path, raw_path: str) -> tuple[HTTPStatus, Path | None]:
+    """The file a request path names under ``root`` (a real path), or the status that refuses it: the
+    whole rule in one function of the path and the file system, away from the socket."""
     path = urlsplit(raw_path).path
     if not path.startswith("/"):
         return HTTPStatus.BAD_REQUEST, None
@@ -165,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.FORBIDDEN, body)
             return
         try:
-            status, target = refusal(self.server.root, self.path)
+            status, target = locate(self.server.root, self.path)
         except UnicodeDecodeError:
             status, target = HTTPStatus.BAD_REQUEST, None
         if status == HTTPStatus.MOVED_PERMANENTLY:
