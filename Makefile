@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint format demo install clean gpu-check
+.PHONY: test lint format demo install clean gpu-check web-runtime
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-test: lint
+# onnxruntime-web's real files for the browser tests: `npm pack`, once per machine, into .cache/ (tests/webparts.py).
+# Without npm, Chromium or chromedriver the browser tests skip and say why (CI installs them: .ci/run).
+web-runtime: $(STAMP)
+	@if command -v npm >/dev/null 2>&1; then \
+		$(BIN)/python tests/webparts.py || echo "Could not fetch onnxruntime-web; the browser tests will say why they skip."; \
+	else echo "npm is not installed: the browser tests will skip."; fi
+
+test: lint web-runtime
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)

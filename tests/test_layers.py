@@ -17,7 +17,7 @@ LAYERS = (
     {"cli/", "__main__"},
     {"demo"},
     {"train/"},
-    {"translate", "compare_command"},
+    {"translate", "compare_command", "web/"},
     {"compare", "report", "plots", "fid_inception"},
     {"imagefiles", "video", "worklist"},
     {"policy"},
@@ -27,7 +27,7 @@ LAYERS = (
      "losses", "runlock", "processes"},
     {"nets/", "metadata", "fsutil", "errors", "options", "__init__"},
 )  # fmt: skip
-PACKAGES = ("cli", "train", "data", "nets", "layouts", "tiling")
+PACKAGES = ("cli", "train", "data", "nets", "layouts", "tiling", "web")
 
 
 def unit(module: str) -> str:

@@ -52,6 +52,11 @@ MAX_MEMORY_HELP = (
 EXPORT_FORMATS = ("onnx",)
 EXPORT_FORMAT_HELP = f"Deployment format: {' | '.join(EXPORT_FORMATS)}."
 
+# web/site.py: the longest photo side the web page translates as it is (WebAssembly is several times slower
+# than native code, and a 32-bit address space bounds the activations of a larger photo).
+WEB_MAX_SIDE = 512
+DEFAULT_SERVE_PORT = 8000  # web/serve.py
+
 # video.py: H.264 plays everywhere; CRF 18 is x264's "visually lossless" end of the usual range.
 DEFAULT_VIDEO_CODEC = "libx264"
 DEFAULT_VIDEO_QUALITY = 18

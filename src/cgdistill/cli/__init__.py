@@ -10,6 +10,7 @@ from cgdistill.cli import demo as _demo  # noqa: F401  (registers `demo`)
 from cgdistill.cli import download as _download  # noqa: F401  (registers `download`)
 from cgdistill.cli import export as _export  # noqa: F401  (registers `export`)
 from cgdistill.cli import inspect as _inspect  # noqa: F401  (registers `inspect`)
+from cgdistill.cli import serve as _serve  # noqa: F401  (registers `serve`)
 from cgdistill.cli import train as _train  # noqa: F401  (registers `train-teacher`, `distill`)
 from cgdistill.cli import translate as _translate  # noqa: F401  (registers `translate`)
 from cgdistill.cli.app import app, main, run
