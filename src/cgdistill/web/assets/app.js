@@ -441,6 +441,16 @@ async function cameraLoop(run, width, height) {
   }
 }
 
+// For scripts (benchmarks/browser.py): the model alone, without the camera, on one input of the given size;
+// the median of `runs` session.run times (ms) after one warm-up run.
+async function timeModel(width, height, runs = 10) {
+  const image = new ImageData(width, height);
+  await translate(image);
+  const times = [];
+  for (let i = 0; i < runs; i++) times.push((await translate(image)).modelMs);
+  return median(times);
+}
+
 // --- Wiring -----------------------------------------------------------------------------------------------
 
 function wire() {
@@ -481,6 +491,7 @@ async function main() {
     return;
   }
   wire();
+  window.cgdistill = { timeModel };
   setState("ready");
 }
 
