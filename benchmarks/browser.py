@@ -126,7 +126,9 @@ def start_browser(*flags: str):
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,1400",
                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", *flags):  # fmt: skip
         options.add_argument(flag)
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_script_timeout(900)  # timeModel runs the default student for half a minute
+    return driver
 
 
 @contextlib.contextmanager
