@@ -194,6 +194,12 @@ def test_the_page_loads_and_runs_on_webassembly_threads(browser, url):
     assert "Teacher" in text(browser, "model") and "27.50 dB PSNR" in text(browser, "model")
 
 
+def test_scripts_can_time_the_model_alone(browser, url):
+    assert open_page(browser, url) == "ready"
+    ms = browser.execute_async_script("window.cgdistill.timeModel(32, 24, 3).then(arguments[0]);")
+    assert isinstance(ms, int | float) and ms > 0
+
+
 @pytest.mark.parametrize("height, width", [(45, 61), (6, 5)], ids=["reflect-padded", "replicate-padded"])
 def test_a_photo_in_the_page_matches_translate_with_the_onnx_file(browser, url, site, cli, tmp_path, height, width):
     """The page's pixels against `cgdistill translate --model model.onnx` (onnxruntime, native float32) on the

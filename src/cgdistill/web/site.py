@@ -30,7 +30,7 @@ from cgdistill.data.extract import swap_into_place
 from cgdistill.data.registry import DATASETS
 from cgdistill.errors import CgdistillError
 from cgdistill.export import ParityResult, export_onnx
-from cgdistill.fsutil import atomic_write_text, current_umask, format_bytes, fsync_dir, storage_errors
+from cgdistill.fsutil import current_umask, format_bytes, fsync_dir, storage_errors
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, count_parameters
 from cgdistill.onnxfile import INPUT_NAME, OUTPUT_NAME, load_onnx
 from cgdistill.options import WEB_MAX_SIDE
@@ -111,15 +111,29 @@ def export_web(
             for name in STATIC_ASSETS:
                 (staging / name).write_bytes(_asset(name))
             config = site_config(model, info, model_bytes, ort, max_side, recorded_fidelity(model))
-            atomic_write_text(staging / "index.html", render_page(config))
-            atomic_write_text(staging / SITE_FILE, json.dumps(config, indent=1, sort_keys=True) + "\n")
+            (staging / "index.html").write_text(render_page(config), encoding="utf-8")
+            (staging / SITE_FILE).write_text(json.dumps(config, indent=1, sort_keys=True) + "\n", encoding="utf-8")
             os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the site from a web server
-            fsync_dir(staging)
-            files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
+            files = _flush(staging)
             swap_into_place(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return WebExportResult(folder, files, len(model_bytes), ort, parity, replaced, config)
+
+
+def _flush(folder: Path) -> list[str]:
+    """fsync every file and folder under ``folder`` (so the rename that publishes it cannot expose empty
+    files after a crash); the files' paths relative to it."""
+    files = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb+") as handle:
+                os.fsync(handle.fileno())
+            files.append(str(path.relative_to(folder)))
+        elif path.is_dir():
+            fsync_dir(path)
+    fsync_dir(folder)
+    return files
 
 
 def check_destination(folder: Path, force: bool, keep: list[Path]) -> bool:

@@ -1,7 +1,7 @@
 // cgdistill's web page: runs the exported generator with onnxruntime-web, on a photo or the camera.
 // No framework and no bundler: one module, the runtime imported from ./ort/ beside it.
 //
-// Pixels go in and come out exactly as `cgdistill translate` converts them (translate.translate_batch):
+// Pixels go in and come out exactly as `cgdistill translate` converts them (forward.translate_batch):
 // uint8 / 127.5 - 1 in float32, padded to the generator's multiple by reflection split over both sides
 // (replication when a side is too small to reflect), the output cropped back, (y + 1) * 127.5 in
 // float32, rounded half to even and clamped, so a photo translated here matches the command's PNG.
@@ -441,6 +441,16 @@ async function cameraLoop(run, width, height) {
   }
 }
 
+// For scripts (benchmarks/browser.py): the model alone, without the camera, on one input of the given size;
+// the median of `runs` session.run times (ms) after one warm-up run.
+async function timeModel(width, height, runs = 10) {
+  const image = new ImageData(width, height);
+  await translate(image);
+  const times = [];
+  for (let i = 0; i < runs; i++) times.push((await translate(image)).modelMs);
+  return median(times);
+}
+
 // --- Wiring -----------------------------------------------------------------------------------------------
 
 function wire() {
@@ -481,6 +491,7 @@ async function main() {
     return;
   }
   wire();
+  window.cgdistill = { timeModel };
   setState("ready");
 }
 
