@@ -17,10 +17,12 @@ Rules (docs/usage-translate-compare.md):
   bf16 autocast only when, on a fixed probe image, its output stays within ``BF16_MIN_PSNR_DB`` of
   the fp32 output; elsewhere bf16 is emulated and slow, so it stays fp32.
 - **auto**: on a GPU, torch. On the CPU, torch (as above) against onnxruntime fp32 when the
-  ``onnx`` extra is installed: both are timed at 256x256, batch 1 (one warm-up and three interleaved
-  runs each) and the lower median wins. The verdict depends only on the architecture and the
-  machine, so it is kept in ``<home>/engine-choices.json`` and measured once per architecture,
-  machine and library versions.
+  ``onnx`` extra is installed, both timed on the work in hand (:class:`Workload`: the first video's
+  frame size or the first image's, at translate's batch; 256x256, batch 1 when it is not known), each
+  in blocks of its own (``cost.median_ms``), and the lower median wins: which engine is faster
+  changes with the image size (torch bf16 gains on larger images). The verdict is kept in
+  ``<home>/engine-choices.json``, measured once per architecture, timed shape, machine and library
+  versions.
 - **Large images**: onnxruntime runs a graph in one pass, so images over the memory budget run
   tiled on the torch engine when ``auto`` picked onnxruntime (``Engine.tiled``); with
   ``--engine onnxruntime`` or an ONNX file they run in one pass, and translate says so.
@@ -43,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cgdistill import paths
-from cgdistill.cost import interleaved_median_ms
+from cgdistill.cost import median_ms
 from cgdistill.device import native_amp_dtype
 from cgdistill.errors import CgdistillError
 from cgdistill.export import make_session, to_onnx_bytes
@@ -59,7 +61,13 @@ from cgdistill.weights import load_generator
 
 BF16_MIN_PSNR_DB = 40.0
 PROBE_SIDE = 128  # the bf16 fidelity probe
-TIMING_SIDE = 256  # where auto compares engines: the published training and test size
+TIMING_SIDE = 256  # where auto compares engines when the work's size is unknown: the published training and test size
+# A timed call holds at most this many pixels: a larger batch is timed smaller, then a larger image
+# scaled down (aspect kept), so that the choice costs seconds, not minutes, for the teacher; past
+# about 0.5 MP every layer's activations are far larger than the caches, so the engines' ratio holds.
+TIMING_MAX_PIXELS = 2**19
+TIMING_MULTIPLE = 16  # timed sides are rounded to this: one cached verdict serves sizes this close
+TIMING_REPEATS = 4  # timed calls per engine, in two rounds of blocks (cost.median_ms)
 CACHE_FILE = "engine-choices.json"
 # From this many pixels an image runs its instance norms on float64 statistics (``nets.norm``), so
 # that the exact tiles of ``tiling`` reproduce its one pass (within 1 grey level) whether or not the
@@ -67,6 +75,30 @@ CACHE_FILE = "engine-choices.json"
 # cost 10-20% of a forward pass (teacher and students at 256 px, docs/benchmarks.md), and one pass
 # of them needs under 1 GB even for the teacher, so only a budget that small tiles them.
 FLOAT64_NORM_PIXELS = 2**20
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The work ``auto`` chooses an engine for: images (or video frames) of ``height`` x ``width``, ``batch`` a pass."""
+
+    height: int
+    width: int
+    batch: int = 1
+
+    def timing_shape(self) -> tuple[int, int, int]:
+        """(batch, height, width) to time: the work's own, sides rounded to ``TIMING_MULTIPLE``, at most
+        ``TIMING_MAX_PIXELS`` a call (the batch shrinks first, then both sides, aspect kept)."""
+
+        step = TIMING_MULTIPLE
+        height, width = (max(step, round(side / step) * step) for side in (self.height, self.width))
+        batch = max(1, min(self.batch, TIMING_MAX_PIXELS // (height * width)))
+        if height * width > TIMING_MAX_PIXELS:
+            scale = (TIMING_MAX_PIXELS / (height * width)) ** 0.5
+            height, width = (max(step, int(side * scale) // step * step) for side in (height, width))
+        return batch, height, width
+
+
+DEFAULT_WORKLOAD = Workload(TIMING_SIDE, TIMING_SIDE, 1)
 
 
 class Autocast(nn.Module):
@@ -210,13 +242,17 @@ def onnxruntime_engine(generator: nn.Module, device: torch.device) -> Engine:
     return Engine("onnxruntime fp32", OnnxRuntimeGenerator.from_generator(generator.eval()), "CPU execution provider")
 
 
-def _cache_key(generator: nn.Module, torch_name: str) -> str:
+def _cache_key(generator: nn.Module, torch_name: str, shape: tuple[int, int, int]) -> str:
+    """Architecture, engines, machine, versions and the timed shape: keys written before the shape was
+    part of them (timed at 256x256 in alternating turns) are left in the file and never read."""
     import onnxruntime
 
     cpu = torch.backends.cpu.get_cpu_capability()
+    batch, height, width = shape
     return (
         f"{json.dumps(generator.config.to_dict(), sort_keys=True)}|{torch_name}|{platform.processor() or platform.machine()}"
         f"|{cpu}|{torch.get_num_threads()} threads|torch {torch.__version__}|onnxruntime {onnxruntime.__version__}"
+        f"|{width}x{height} batch {batch}"
     )
 
 
@@ -245,8 +281,10 @@ def check_engine(engine: str) -> None:
         require_onnx()
 
 
-def choose_engine(generator: nn.Module, device: torch.device, engine: str = "auto") -> Engine:
-    """The engine ``--engine`` names; ``auto`` picks the faster available one (see the module docstring)."""
+def choose_engine(
+    generator: nn.Module, device: torch.device, engine: str = "auto", work: Workload | None = None
+) -> Engine:
+    """The engine ``--engine`` names; ``auto`` picks the faster available one on ``work`` (see the module docstring)."""
     check_engine(engine)
     if engine == "onnxruntime":
         return onnxruntime_engine(generator, device)
@@ -255,19 +293,22 @@ def choose_engine(generator: nn.Module, device: torch.device, engine: str = "aut
         return candidate
     if not onnx_available():
         return Engine(candidate.name, candidate.model, f"{candidate.reason}; onnxruntime is not installed")
-    key = _cache_key(generator, candidate.name)
+    shape = (work or DEFAULT_WORKLOAD).timing_shape()
+    key = _cache_key(generator, candidate.name, shape)
     cache = _read_cache()
     ort_engine = None
     if key not in cache:
         ort_engine = onnxruntime_engine(generator, device)
-        x = probe_image(TIMING_SIDE)
-        cache[key] = interleaved_median_ms(
-            {candidate.name: candidate.model, ort_engine.name: ort_engine.model}, x, repeats=3
+        x = probe_image(max(shape[1:]))[..., : shape[1], : shape[2]].expand(shape[0], -1, -1, -1).contiguous()
+        cache[key] = median_ms(
+            {candidate.name: candidate.model, ort_engine.name: ort_engine.model}, x, repeats=TIMING_REPEATS
         )
         _write_cache(cache)
     ms = cache[key]
-    timing = ", ".join(f"{name} {value:.0f} ms" for name, value in ms.items())
-    reason = f"auto: faster at {TIMING_SIDE}x{TIMING_SIDE} on this machine ({timing})"
+    batch, height, width = shape
+    per_image = ", ".join(f"{name} {value / batch:.0f} ms" for name, value in ms.items())
+    at = f"{width}x{height}" + (f" in batches of {batch}" if batch > 1 else "")
+    reason = f"auto: faster at {at} on this machine ({per_image} an image)"
     if min(ms, key=ms.get) == candidate.name:
         return Engine(candidate.name, candidate.model, f"{reason}; {candidate.reason}")
     ort_model = (ort_engine or onnxruntime_engine(generator, device)).model
@@ -302,15 +343,17 @@ def check_model_engine(engine: str, path: Path | str, device: torch.device) -> N
         )
 
 
-def engine_for_file(path: Path | str, device: torch.device, engine: str = "auto") -> Engine:
+def engine_for_file(
+    path: Path | str, device: torch.device, engine: str = "auto", work: Workload | None = None
+) -> Engine:
     """The engine that runs the model file ``path``: a ``.safetensors`` generator as :func:`choose_engine`
-    picks, an ONNX file ``cgdistill export`` wrote on onnxruntime (the only engine that can)."""
+    picks for ``work``, an ONNX file ``cgdistill export`` wrote on onnxruntime (the only engine that can)."""
     check_model_engine(engine, path, device)
     if is_onnx_file(path):
         reason = "an ONNX file runs on onnxruntime" if engine == "auto" else "CPU execution provider"
         return Engine("onnxruntime fp32", OnnxRuntimeGenerator.from_file(path), reason)
     generator, _ = load_generator(path)
-    return choose_engine(generator, device, engine)
+    return choose_engine(generator, device, engine, work)
 
 
 def available_engines(generator: nn.Module, device: torch.device) -> dict[str, nn.Module]:
@@ -329,13 +372,13 @@ def available_engines(generator: nn.Module, device: torch.device) -> dict[str, n
 def engine_latencies(
     models: dict[str, nn.Module], image_size: int, device: torch.device, *, repeats: int = 5
 ) -> dict[str, dict[str, float]]:
-    """``{engine: {model name: batch-1 latency ms}}`` for every available engine, all interleaved in one loop."""
+    """``{engine: {model name: batch-1 latency ms}}`` for every available engine, all in one timing loop (``cost.median_ms``)."""
     runners: dict[str, nn.Module] = {}
     for role, generator in models.items():
         for engine, module in available_engines(generator, device).items():
             runners[f"{engine}\n{role}"] = module
     x = torch.rand(1, 3, image_size, image_size, device=device) * 2 - 1
-    ms = interleaved_median_ms(runners, x, repeats=repeats)
+    ms = median_ms(runners, x, repeats=repeats)
     table: dict[str, dict[str, float]] = {}
     for key, value in ms.items():
         engine, role = key.split("\n")
