@@ -76,6 +76,15 @@ def after(model: Model, other: Model, x: torch.Tensor, repeats: int) -> float:
     return statistics.median(times) * 1000
 
 
+def cpu_after(model: Model, x: torch.Tensor, seconds: float = 1.0) -> float:
+    """CPU time (ms, every thread of this process) burnt in the ``seconds`` after one call returns, asleep:
+    what its idle worker threads spin away, taking cores from whatever runs next."""
+    model(x)
+    start = time.process_time()
+    time.sleep(seconds)
+    return (time.process_time() - start) * 1000
+
+
 def old_loop(models: dict[str, Model], x: torch.Tensor, repeats: int, warmup: int = 1) -> dict[str, float]:
     """The timing loop before: one call of each model per turn (``cost.interleaved_median_ms``)."""
     times: dict[str, list[float]] = {name: [] for name in models}
@@ -117,6 +126,14 @@ def main() -> None:
         ]
         for label, ms in rows:
             print(f"  {label:52s} {ms:8.1f} ms")
+        for label, model in (("torch bf16", bf16), ("onnxruntime (default options)", spinning)):
+            print(f"  CPU burnt in the second after a {label} call returns: {cpu_after(model, x):.0f} ms")
+        print(f"  ... after an onnxruntime (force_spinning_stop) call: {cpu_after(stopping, x):.0f} ms")
+        both = median_ms({"default": spinning, "stop": stopping}, x, repeats=n, rounds=3)
+        print(
+            f"  onnxruntime alone, cost.median_ms: default options {both['default']:.1f} ms, "
+            f"force_spinning_stop {both['stop']:.1f} ms"
+        )
         for label, ort in (("default options", spinning), ("force_spinning_stop", stopping)):
             pair = {"torch bf16": bf16, "onnxruntime": ort}
             before = old_loop(pair, x, n)

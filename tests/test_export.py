@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cgdistill import engines, export, onnxfile, paths
+from cgdistill import engines, export, onnxfile, paths, policy
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, init_weights
 from cgdistill.weights import save_generator
@@ -238,6 +238,43 @@ def test_cache_entries_from_before_the_work_size_are_left_alone(monkeypatch, hom
     )
     assert engines.choose_engine(g, torch.device("cpu"), "auto").name == "onnxruntime fp32"  # timed anew
     assert old_key in json.loads((home / engines.CACHE_FILE).read_text())
+
+
+def test_translate_times_auto_on_the_first_image_as_it_will_run(cli, monkeypatch, home, tmp_path):
+    monkeypatch.setattr("cgdistill.device.cpu_has_fast_bf16", lambda: False)
+    shapes = []
+
+    def fake_timing(models, x, **kwargs):
+        shapes.append(tuple(x.shape))
+        return {name: (10.0 if name.startswith("torch") else 20.0) for name in models}
+
+    monkeypatch.setattr(engines, "median_ms", fake_timing)
+    save_generator(random_generator(), tmp_path / "g.safetensors", direction="A2B")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(folder / name)
+    done = cli(
+        "translate",
+        str(folder),
+        "--model",
+        str(tmp_path / "g.safetensors"),
+        "--max-side",
+        "48",
+        "-o",
+        str(tmp_path / "out"),
+    )
+    assert done.code == 0, done.err
+    assert shapes == [(2, 3, 32, 48)]  # fitted to --max-side, both images in one batch
+
+
+def test_auto_runs_work_that_tiles_for_speed_on_torch_without_timing_the_engines(monkeypatch, home, tmp_path):
+    monkeypatch.setattr("cgdistill.device.cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(engines, "median_ms", lambda *args, **kwargs: pytest.fail("the engines were timed"))
+    monkeypatch.setattr(policy, "TILE_FROM_PIXELS", 64 * 64)
+    path = save_generator(random_generator(), tmp_path / "g.safetensors", direction="A2B")
+    runner = policy.runner_for_file(path, torch.device("cpu"), work=engines.Workload(64, 64, 1))
+    assert runner.engine.name == "torch fp32" and "exact tiles" in runner.engine.reason
 
 
 @pytest.mark.parametrize(
