@@ -91,7 +91,7 @@ def default_throughput_batch(device: torch.device) -> int:
 Clock = Callable[[], float]
 
 
-def median_ms(
+def sample_ms(
     models: Mapping[str, Callable[[torch.Tensor], object]],
     x: torch.Tensor,
     *,
@@ -99,16 +99,15 @@ def median_ms(
     warmup: int = 1,
     rounds: int = 2,
     clock: Clock = time.perf_counter,
-) -> dict[str, float]:
-    """Median wall time of ``model(x)`` for each model, in milliseconds, each model timed in blocks of its own.
+) -> dict[str, list[float]]:
+    """Wall time of each timed call of ``model(x)``, in milliseconds, each model timed in blocks of its own.
 
-    The one timing loop of ``compare``, ``translate --engine auto`` and the latency benchmark. A block
-    is ``warmup`` untimed calls, then timed ones: no timed call pays for what the model before it left
-    behind (another engine's threads still spinning, caches full of another network's weights), which
-    is what timing models in alternating single turns charged them (docs/benchmarks.md, "The timing
-    loop"). The ``repeats`` timed calls per model are spread over ``rounds`` rounds with the order of
-    the models reversed every round, so a spell of load from another process falls on all of them.
-    ``clock`` is read around each timed call (seconds).
+    A block is ``warmup`` untimed calls, then timed ones: no timed call pays for what the model before
+    it left behind (another engine's threads still spinning, caches full of another network's
+    weights), which is what timing models in alternating single turns charged them
+    (docs/benchmarks.md, "The timing loop"). The ``repeats`` timed calls per model are spread over
+    ``rounds`` rounds with the order of the models reversed every round, so a spell of load from
+    another process falls on all of them. ``clock`` is read around each timed call (seconds).
     """
     rounds = max(1, min(rounds, repeats))
     per_block = -(-repeats // rounds)
@@ -125,8 +124,23 @@ def median_ms(
                     start = clock()
                     model(x)
                     _sync(x.device)
-                    times[name].append(clock() - start)
-    return {name: statistics.median(values) * 1000.0 for name, values in times.items()}
+                    times[name].append((clock() - start) * 1000.0)
+    return times
+
+
+def median_ms(
+    models: Mapping[str, Callable[[torch.Tensor], object]],
+    x: torch.Tensor,
+    *,
+    repeats: int,
+    warmup: int = 1,
+    rounds: int = 2,
+    clock: Clock = time.perf_counter,
+) -> dict[str, float]:
+    """Median wall time of ``model(x)`` for each model, in milliseconds (:func:`sample_ms`): the one timing
+    loop of ``compare``, ``translate --engine auto`` and the latency benchmarks."""
+    samples = sample_ms(models, x, repeats=repeats, warmup=warmup, rounds=rounds, clock=clock)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def measure_speed(

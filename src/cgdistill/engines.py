@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cgdistill import paths
-from cgdistill.cost import median_ms
+from cgdistill.cost import median_ms, sample_ms
 from cgdistill.device import native_amp_dtype
 from cgdistill.errors import CgdistillError
 from cgdistill.export import make_session, to_onnx_bytes
@@ -67,7 +68,10 @@ TIMING_SIDE = 256  # where auto compares engines when the work's size is unknown
 # about 0.5 MP every layer's activations are far larger than the caches, so the engines' ratio holds.
 TIMING_MAX_PIXELS = 2**19
 TIMING_MULTIPLE = 16  # timed sides are rounded to this: one cached verdict serves sizes this close
-TIMING_REPEATS = 4  # timed calls per engine, in two rounds of blocks (cost.median_ms)
+TIMING_REPEATS = 4  # timed calls per engine, in two rounds of blocks (cost.sample_ms)
+# A verdict is kept only when each engine's slowest timed call is within this factor of its fastest:
+# a burst of load from another process during the race would otherwise be remembered for good.
+STEADY_SPREAD = 1.25
 CACHE_FILE = "engine-choices.json"
 # From this many pixels an image runs its instance norms on float64 statistics (``nets.norm``), so
 # that the exact tiles of ``tiling`` reproduce its one pass (within 1 grey level) whether or not the
@@ -296,19 +300,25 @@ def choose_engine(
     shape = (work or DEFAULT_WORKLOAD).timing_shape()
     key = _cache_key(generator, candidate.name, shape)
     cache = _read_cache()
-    ort_engine = None
-    if key not in cache:
+    ort_engine, kept = None, True
+    if key in cache:
+        ms = cache[key]
+    else:
         ort_engine = onnxruntime_engine(generator, device)
         x = probe_image(max(shape[1:]))[..., : shape[1], : shape[2]].expand(shape[0], -1, -1, -1).contiguous()
-        cache[key] = median_ms(
+        samples = sample_ms(
             {candidate.name: candidate.model, ort_engine.name: ort_engine.model}, x, repeats=TIMING_REPEATS
         )
-        _write_cache(cache)
-    ms = cache[key]
+        ms = {name: statistics.median(values) for name, values in samples.items()}
+        kept = all(max(values) <= STEADY_SPREAD * min(values) for values in samples.values())
+        if kept:
+            cache[key] = ms
+            _write_cache(cache)
     batch, height, width = shape
     per_image = ", ".join(f"{name} {value / batch:.0f} ms" for name, value in ms.items())
     at = f"{width}x{height}" + (f" in batches of {batch}" if batch > 1 else "")
-    reason = f"auto: faster at {at} on this machine ({per_image} an image)"
+    busy = "" if kept else "; the machine was busy, so this run's verdict is not kept"
+    reason = f"auto: faster at {at} on this machine ({per_image} an image{busy})"
     if min(ms, key=ms.get) == candidate.name:
         return Engine(candidate.name, candidate.model, f"{reason}; {candidate.reason}")
     ort_model = (ort_engine or onnxruntime_engine(generator, device)).model
