@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import tempfile
 from pathlib import Path
@@ -48,6 +49,14 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+def minor_faults(run) -> int:
+    """Minor page faults of one more call: pages the allocator took fresh from the kernel (zeroed on first touch)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    with torch.inference_mode():
+        run(None)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="teacher,fastest")
@@ -58,6 +67,9 @@ def main() -> None:
         "--tiles", default=str(MAX_TILE), help="tile sides, comma-separated: each in memory and spilled"
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--faults", action=argparse.BooleanOptionalAction, default=True, help="one more call each, counting page faults"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{args.threads} threads, {args.precision}; load: {uptime()}")
@@ -84,6 +96,9 @@ def main() -> None:
                 one = seconds["one pass"]
                 cells = ", ".join(f"{key} {value:.2f} s ({value / one:.2f})" for key, value in seconds.items())
                 print(f"{name:>8} {spec:>10} {width * height / 1e6:5.2f} MP: {cells}", flush=True)
+                if args.faults:
+                    faults = ", ".join(f"{key} {minor_faults(run) * 4 / 1024:.0f} MB" for key, run in runs.items())
+                    print(f"{'':>8} {'':>10} fresh pages a call (minor faults x 4 KiB): {faults}", flush=True)
     print(f"load after: {uptime()}")
 
 

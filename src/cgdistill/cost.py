@@ -99,8 +99,9 @@ def sample_ms(
     warmup: int = 1,
     rounds: int = 2,
     clock: Clock = time.perf_counter,
-) -> dict[str, list[float]]:
-    """Wall time of each timed call of ``model(x)``, in milliseconds, each model timed in blocks of its own.
+) -> dict[str, list[list[float]]]:
+    """Wall time of each timed call of ``model(x)``, in milliseconds, block by block: each model timed in
+    blocks of its own, one block a round.
 
     A block is ``warmup`` untimed calls, then timed ones: no timed call pays for what the model before
     it left behind (another engine's threads still spinning, caches full of another network's
@@ -112,11 +113,11 @@ def sample_ms(
     rounds = max(1, min(rounds, repeats))
     per_block = -(-repeats // rounds)
     names = list(models)
-    times: dict[str, list[float]] = {name: [] for name in names}
+    times: dict[str, list[list[float]]] = {name: [] for name in names}
     with torch.inference_mode():
         for turn in range(rounds):
             for name in names if turn % 2 == 0 else reversed(names):
-                model = models[name]
+                model, block = models[name], []
                 for _ in range(warmup):
                     model(x)
                 _sync(x.device)
@@ -124,7 +125,8 @@ def sample_ms(
                     start = clock()
                     model(x)
                     _sync(x.device)
-                    times[name].append((clock() - start) * 1000.0)
+                    block.append((clock() - start) * 1000.0)
+                times[name].append(block)
     return times
 
 
@@ -140,7 +142,7 @@ def median_ms(
     """Median wall time of ``model(x)`` for each model, in milliseconds (:func:`sample_ms`): the one timing
     loop of ``compare``, ``translate --engine auto`` and the latency benchmarks."""
     samples = sample_ms(models, x, repeats=repeats, warmup=warmup, rounds=rounds, clock=clock)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: statistics.median(value for block in blocks for value in block) for name, blocks in samples.items()}
 
 
 def measure_speed(

@@ -69,9 +69,6 @@ TIMING_SIDE = 256  # where auto compares engines when the work's size is unknown
 TIMING_MAX_PIXELS = 2**19
 TIMING_MULTIPLE = 16  # timed sides are rounded to this: one cached verdict serves sizes this close
 TIMING_REPEATS = 4  # timed calls per engine, in two rounds of blocks (cost.sample_ms)
-# A verdict is kept only when each engine's slowest timed call is within this factor of its fastest:
-# a burst of load from another process during the race would otherwise be remembered for good.
-STEADY_SPREAD = 1.25
 CACHE_FILE = "engine-choices.json"
 # From this many pixels an image runs its instance norms on float64 statistics (``nets.norm``), so
 # that the exact tiles of ``tiling`` reproduce its one pass (within 1 grey level) whether or not the
@@ -277,6 +274,14 @@ def _write_cache(cache: dict) -> None:
         pass  # a read-only home only costs a re-measurement next time
 
 
+def _same_winner_each_round(samples: dict[str, list[list[float]]]) -> bool:
+    """Whether one engine was the faster in every round of the race (``cost.sample_ms``'s blocks): a burst of
+    load from another process that turned the order around decides this run only, it is not kept."""
+    rounds = zip(*samples.values(), strict=True)
+    winners = {min(range(len(blocks)), key=lambda i: statistics.median(blocks[i])) for blocks in rounds}
+    return len(winners) == 1
+
+
 def check_engine(engine: str) -> None:
     """Refuse an unknown ``--engine``, or onnxruntime without the extra, before any work is done."""
     if engine not in ENGINES:
@@ -309,8 +314,8 @@ def choose_engine(
         samples = sample_ms(
             {candidate.name: candidate.model, ort_engine.name: ort_engine.model}, x, repeats=TIMING_REPEATS
         )
-        ms = {name: statistics.median(values) for name, values in samples.items()}
-        kept = all(max(values) <= STEADY_SPREAD * min(values) for values in samples.values())
+        ms = {name: statistics.median(v for block in blocks for v in block) for name, blocks in samples.items()}
+        kept = _same_winner_each_round(samples)
         if kept:
             cache[key] = ms
             _write_cache(cache)
