@@ -103,9 +103,11 @@ def plan_tiles(
     """The plan for one image of ``height`` x ``width`` under ``budget`` bytes of tensor memory.
 
     ``auto`` runs one pass when its estimate fits the budget and the image is under
-    ``tile_from_pixels`` (:func:`tiles_for_speed`); else tiles with the 1/4-resolution
-    activations in memory (the largest tile up to ``MAX_TILE`` that fits); else the same with those
-    activations spilled to temporary files; else tiles of ``MIN_AUTO_TILE`` and the thinnest strips,
+    ``tile_from_pixels`` (:func:`tiles_for_speed`). An image that fits but tiles for speed keeps
+    the 1/4-resolution activations in temporary files (the largest tile up to ``MAX_TILE`` that
+    fits): the run a small ``--max-memory`` gives, in its memory, and no slower. An image over the
+    budget gets tiles with those activations in memory (the largest tile up to ``MAX_TILE`` that
+    fits); else the same spilled; else tiles of ``MIN_AUTO_TILE`` and the thinnest strips,
     spilled (``fits`` is then False). ``off`` is one pass; an int forces that tile side, spilled only when needed.
     """
     single = one_pass_bytes(height, width, config, bytes_per_element)
@@ -121,7 +123,7 @@ def plan_tiles(
         side = round_tile(tile)
         spill = estimate(side, strip, False) > budget
         return TilePlan(side, strip, single, estimate(side, strip, spill), budget, spill)
-    for spill in (False, True):
+    for spill in (True,) if single <= budget else (False, True):
         side = MAX_TILE
         while side > MIN_AUTO_TILE and estimate(side, strip, spill) > budget:
             side //= 2
