@@ -7,9 +7,10 @@ Usage:
 
 The default table: the CycleGAN teacher (9 blocks, ngf 64) and each `distill --preset` for that
 teacher, on each engine available here (torch fp32; torch bf16 autocast where the CPU has native
-bf16; onnxruntime fp32 when the onnx extra is installed), all timed in one interleaved loop (every
-model on every engine once per turn) so that load from other processes slows all alike; the
-speed-ups against the teacher on the same engine are the figures to trust on a shared machine.
+bf16; onnxruntime fp32 when the onnx extra is installed), all timed by ``cost.median_ms``, the loop
+compare and ``translate --engine auto`` use: each model on each engine in blocks of its own after its
+own warm-up, the order reversed each round, so that no model pays for the one before it and load
+from other processes falls on all alike.
 Models are randomly initialised: speed does not depend on the weights. ``--extra`` adds shapes
 (blocks,ngf,block) to the table.
 """
@@ -18,15 +19,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
+import os
+import subprocess
 import warnings
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from cgdistill.cost import count_macs, interleaved_median_ms
+from cgdistill.cost import count_macs, median_ms
 from cgdistill.engines import available_engines
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, count_parameters
 from cgdistill.train.presets import PRESETS, preset_ngf
@@ -65,29 +66,20 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-def measure(variants: list[str], size: int, repeats: int, warmup: int) -> dict[str, dict[str, float]]:
+def measure(variants: list[str], size: int, repeats: int, warmup: int, rounds: int) -> dict[str, dict[str, float]]:
     torch.manual_seed(0)
     teacher = ResnetGenerator(GeneratorConfig(blocks=9)).eval().requires_grad_(False)
     student = ResnetGenerator(GeneratorConfig(blocks=3)).eval().requires_grad_(False)
     x = torch.rand(1, 3, size, size) * 2 - 1
     runners = {}
     for name in variants:
-        runners[(name, "teacher")] = VARIANTS[name](teacher, x)
-        runners[(name, "student")] = VARIANTS[name](student, x)
-    times: dict[tuple[str, str], list[float]] = {key: [] for key in runners}
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for model, inp in runners.values():
-                model(inp)
-        for _ in range(repeats):
-            for key, (model, inp) in runners.items():
-                start = time.perf_counter()
-                model(inp)
-                times[key].append(time.perf_counter() - start)
+        for role, network in (("teacher", teacher), ("student", student)):
+            model, inp = VARIANTS[name](network, x)
+            runners[f"{name}|{role}"] = lambda _x, model=model, inp=inp: model(inp)  # each variant its own input layout
+    ms = median_ms(runners, x, repeats=repeats, warmup=warmup, rounds=rounds)
     out: dict[str, dict[str, float]] = {}
     for name in variants:
-        t = statistics.median(times[(name, "teacher")]) * 1000
-        s = statistics.median(times[(name, "student")]) * 1000
+        t, s = ms[f"{name}|teacher"], ms[f"{name}|student"]
         out[name] = {"teacher_ms": t, "student_ms": s, "ratio": t / s}
     return out
 
@@ -105,7 +97,7 @@ def preset_rows(extra: str) -> dict[str, GeneratorConfig]:
     return rows
 
 
-def engine_table(rows: dict[str, GeneratorConfig], size: int, repeats: int, warmup: int) -> None:
+def engine_table(rows: dict[str, GeneratorConfig], size: int, repeats: int, warmup: int, rounds: int) -> None:
     torch.manual_seed(0)
     cpu = torch.device("cpu")
     runners: dict[str, nn.Module] = {}
@@ -116,7 +108,7 @@ def engine_table(rows: dict[str, GeneratorConfig], size: int, repeats: int, warm
             if engine not in engines:
                 engines.append(engine)
     x = torch.rand(1, 3, size, size) * 2 - 1
-    ms = interleaved_median_ms(runners, x, repeats=repeats, warmup=warmup)
+    ms = median_ms(runners, x, repeats=repeats, warmup=warmup, rounds=rounds)
     teacher = next(iter(rows))
     header = "| generator | params | MACs | " + " | ".join(f"{e} ms (img/s, speed-up)" for e in engines) + " |"
     print(header)
@@ -133,24 +125,38 @@ def engine_table(rows: dict[str, GeneratorConfig], size: int, repeats: int, warm
         )
 
 
+def cpu_name() -> str:
+    lines = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), "?")
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before each block")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="blocks per model; --repeats timed calls spread over them"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--extra", default="", help='more student shapes, "blocks,ngf,block;..."')
     parser.add_argument("--variants", default="", help="instead: teacher vs default student, ways to run torch")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; load: {uptime()}")
     if not args.variants:
         print(
             f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
             f"{torch.backends.cpu.get_cpu_capability()}, {args.size}x{args.size}, batch 1, median of {args.repeats} "
-            "interleaved turns"
+            f"timed calls in {args.rounds} rounds of blocks (cost.median_ms)"
         )
-        engine_table(preset_rows(args.extra), args.size, args.repeats, args.warmup)
+        engine_table(preset_rows(args.extra), args.size, args.repeats, args.warmup, args.rounds)
+        print(f"load after: {uptime()}")
         return
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -162,8 +168,9 @@ def main() -> None:
         f"median of {args.repeats}; MAC ratio {mac_ratio:.2f}x"
     )
     print(f"{'variant':15s} {'teacher ms':>11s} {'student ms':>11s} {'speed-up':>9s}")
-    for name, row in measure(variants, args.size, args.repeats, args.warmup).items():
+    for name, row in measure(variants, args.size, args.repeats, args.warmup, args.rounds).items():
         print(f"{name:15s} {row['teacher_ms']:11.1f} {row['student_ms']:11.1f} {row['ratio']:8.2f}x")
+    print(f"load after: {uptime()}")
 
 
 if __name__ == "__main__":

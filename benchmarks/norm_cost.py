@@ -1,6 +1,6 @@
 """What float64 norm statistics (nets/norm.py) cost a half-precision forward pass, per model and size.
 
-Interleaved in one process, batch 1, random-initialised models with the teacher's and the presets'
+In one process, batch 1, timed by ``cost.median_ms`` (each variant in blocks after its own warm-up), random-initialised models with the teacher's and the presets'
 shapes: the same forward under CPU bf16 autocast with torch's own instance-norm kernel and with
 ``float64_statistics()`` forced on (the engine turns it on from ``engines.FLOAT64_NORM_PIXELS``).
 This is why images under that size keep torch's kernel.
@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from contextlib import nullcontext
 
 import torch
 
+from cgdistill.cost import median_ms
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.nets.init import init_weights
 from cgdistill.nets.norm import float64_statistics
@@ -31,19 +30,21 @@ MODELS = {"teacher": TEACHER} | {
 }
 
 
-def forward_ms(generator: torch.nn.Module, x: torch.Tensor, float64: bool) -> float:
-    statistics_mode = float64_statistics() if float64 else nullcontext()
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16), statistics_mode:
-        start = time.perf_counter()
-        generator(x)
-        return (time.perf_counter() - start) * 1000
+def forward(generator: torch.nn.Module, float64: bool):
+    """One bf16 forward pass with torch's norm kernel or with float64 statistics forced on."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16), float64_statistics() if float64 else nullcontext():
+            return generator(x)
+
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--sizes", default="256x256,1024x768", help="WIDTHxHEIGHT, comma-separated")
-    parser.add_argument("--repeats", type=int, default=9, help="interleaved turns (the median is reported)")
+    parser.add_argument("--repeats", type=int, default=9, help="timed calls of each variant (the median is reported)")
     args = parser.parse_args()
     for size in args.sizes.split(","):
         width, height = (int(v) for v in size.split("x"))
@@ -53,13 +54,10 @@ def main() -> None:
             generator = ResnetGenerator(MODELS[name]).eval()
             init_weights(generator, generator=torch.Generator().manual_seed(0))
             x = torch.rand(1, 3, height, width) * 2 - 1
-            times: dict[bool, list[float]] = {False: [], True: []}
-            for float64 in (False, True):  # warm-up
-                forward_ms(generator, x, float64)
-            for _ in range(repeats):
-                for float64 in (False, True):
-                    times[float64].append(forward_ms(generator, x, float64))
-            torch_ms, float64_ms = (statistics.median(times[f]) for f in (False, True))
+            ms = median_ms(
+                {False: forward(generator, False), True: forward(generator, True)}, x, repeats=repeats, warmup=1
+            )
+            torch_ms, float64_ms = ms[False], ms[True]
             row = {"model": name, "size": size, "threads": torch.get_num_threads(), "repeats": repeats}
             row |= {"torch_norm_ms": round(torch_ms, 1), "float64_norm_ms": round(float64_ms, 1)}
             row["cost"] = round(float64_ms / torch_ms - 1, 3)

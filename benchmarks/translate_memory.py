@@ -12,7 +12,8 @@ same model and size are compared as 8-bit PNGs (max absolute difference in grey 
     PYTHONPATH=src OMP_NUM_THREADS=2 python benchmarks/translate_memory.py --models teacher --ratio 3   # time ratio
 
 ``--max-memory`` (default 1.5G) is passed to the tiled runs (``--tile auto``), ``--tile off`` to the
-one-pass runs. Cases whose one pass cannot fit this machine (50 MP) run tiled only.
+one-pass runs (both ``--engine torch``); ``--default-run`` adds the run a user makes without flags
+(engine and tiles ``auto``, no ``--max-memory``). Cases whose one pass cannot fit this machine (50 MP) run tiled only.
 """
 
 from __future__ import annotations
@@ -56,10 +57,14 @@ def photo(path: Path, width: int, height: int, seed: int = 0) -> Path:
     return path
 
 
-def run_case(model: Path, image: Path, out: Path, tile: str, max_memory: str | None) -> dict:
-    """One translate in a fresh process: peak RSS (MB), the translate seconds it reports, the engine line."""
+def run_case(model: Path, image: Path, out: Path, tile: str | None, max_memory: str | None) -> dict:
+    """One translate in a fresh process: peak RSS (MB), the translate seconds it reports, the engine line.
+
+    ``tile`` None is the default run: no ``--engine``, ``--tile`` or ``--max-memory``, only ``--max-side 0``."""
     command = [sys.executable, "-m", "cgdistill", "translate", str(image), "--model", str(model), "--max-side", "0"]
-    command += ["--engine", "torch", "-o", str(out), "--tile", tile]
+    command += ["-o", str(out)]
+    if tile is not None:
+        command += ["--engine", "torch", "--tile", tile]
     if max_memory:
         command += ["--max-memory", max_memory]
     timer = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").exists() else None)
@@ -157,6 +162,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--tiled-only", action="store_true", help="skip the one-pass runs")
     parser.add_argument(
+        "--default-run", action="store_true", help="also the default run: translate PHOTO --max-side 0, nothing else"
+    )
+    parser.add_argument(
         "--ratio", metavar="MP", help="instead: time one pass vs tiles in one process, interleaved, at this size"
     )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved turns for --ratio")
@@ -178,6 +186,9 @@ def main() -> None:
                 width, height = SIZES[size]
                 image = photo(root / f"photo-{size}.jpg", width, height)
                 row = {"model": name, "size": f"{width}x{height}", "mp": float(size)}
+                if args.default_run:
+                    row["default"] = run_case(model, image, root / "default", None, None)
+                    print(json.dumps({"model": name, "size": row["size"], "default": row["default"]}), flush=True)
                 row["tiled"] = run_case(model, image, root / "tiled", "auto", args.max_memory)
                 print(json.dumps({"model": name, "size": row["size"], "tiled": row["tiled"]}), flush=True)
                 if float(size) <= ONE_PASS_LIMIT_MP and not args.tiled_only:

@@ -2,7 +2,7 @@
 beside the model alone on the same frames, for the teacher and each student preset's shape.
 
 Usage: .venv/bin/python benchmarks/translate_video.py [--sizes 320x240,640x480] [--frames 48]
-       [--teacher-frames 8] [--batch-size 4] [--repeats 3] [--threads N] [--engine torch|onnxruntime|auto]
+       [--teacher-frames 8] [--batch-size 4] [--repeats 3] [--threads N] [--engine torch,onnxruntime,auto]
        [--photo IMAGE]
 
 Goals (issue 23): the fastest preset >= 25 frames/s end to end at 320x240 on a 2-core CPU, and at
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cgdistill.engines import Engine, choose_engine
+from cgdistill.engines import Engine, Workload, choose_engine
 from cgdistill.forward import translate_batch
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.policy import Runner
@@ -156,7 +156,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
-    parser.add_argument("--engine", default="torch", help="torch (bf16 where it keeps 40 dB), onnxruntime or auto")
+    parser.add_argument(
+        "--engine",
+        default="torch",
+        help="torch (bf16 where it keeps 40 dB), onnxruntime or auto (chosen for the clip's size and batch, as "
+        "translate chooses), or several, comma-separated",
+    )
     parser.add_argument("--models", default=",".join(SHAPES))
     parser.add_argument("--photo", type=Path, help="picture to pan over (default: a generated one)")
     args = parser.parse_args()
@@ -168,38 +173,46 @@ def main() -> None:
     print(f"CPU: {cpu}, {os.cpu_count()} cores, torch {args.threads} threads, engine {args.engine}; load: {load}")
     print(f"clip: pan/zoom over {args.photo or 'a generated picture'}, H.264 CRF 18 + AAC; batch {args.batch_size}")
     print(
-        f"{'size':>9} {'model':>8} {'engine':>17} {'frames':>6} {'model fps':>10} {'end-to-end fps':>15} {'cost':>7}"
+        f"{'size':>9} {'model':>8} {'engine':>23} {'frames':>6} {'model fps':>10} {'end-to-end fps':>15} {'cost':>7}"
         f" {'model CPU ms/f':>15} {'e2e CPU ms/f':>13} {'CPU cost':>9}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        os.environ["CGDISTILL_HOME"] = str(root / "home")  # auto times afresh: no verdict cached by an earlier run
         for spec in args.sizes.split(","):
             width, height = (int(v) for v in spec.lower().split("x"))
             runners = {}
+            work = Workload(height, width, args.batch_size)  # what translate hands auto for this clip
             for name in args.models.split(","):
-                torch.manual_seed(0)
-                if name == "identity":
-                    engine = Engine("none", Identity(), "the pipeline alone")
-                else:
-                    engine = choose_engine(ResnetGenerator(SHAPES[name]), CPU, args.engine)
                 count = args.teacher_frames if name == "teacher" else args.frames
                 clip = pan_zoom_clip(picture, root / f"{name}_{spec}.mp4", (width, height), count)
-                runners[name] = (engine, clip, decoded_frames(clip))
+                frames = decoded_frames(clip)
+                for choice in args.engine.split(",") if name != "identity" else ["none"]:
+                    torch.manual_seed(0)
+                    if name == "identity":
+                        engine = Engine("none", Identity(), "the pipeline alone")
+                    else:
+                        engine = choose_engine(ResnetGenerator(SHAPES[name]), CPU, choice, work)
+                    if choice == "auto":
+                        engine.name = f"auto: {engine.name}"
+                        print(f"  {spec} {name}: {engine.reason}")
+                    runners[f"{name}|{choice}"] = (engine, clip, frames)
             alone: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
             whole: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
             for engine, _clip, frames in runners.values():  # warm-up: first-call allocations, x264 init
                 translate_batch(engine.model, frames[: args.batch_size], CPU)
             for _ in range(args.repeats):
-                for name, (engine, clip, frames) in runners.items():
-                    alone[name].append(model_fps(engine.model, frames, args.batch_size))
-                    whole[name].append(pipeline_fps(engine.model, clip, root / "out", args.batch_size))
-            for name, (engine, _clip, frames) in runners.items():
-                m = statistics.median(fps for fps, _ in alone[name])
-                e = statistics.median(fps for fps, _ in whole[name])
-                mc = statistics.median(ms for _, ms in alone[name])
-                ec = statistics.median(ms for _, ms in whole[name])
+                for key, (engine, clip, frames) in runners.items():
+                    alone[key].append(model_fps(engine.model, frames, args.batch_size))
+                    whole[key].append(pipeline_fps(engine.model, clip, root / "out", args.batch_size))
+            for key, (engine, _clip, frames) in runners.items():
+                name = key.split("|")[0]
+                m = statistics.median(fps for fps, _ in alone[key])
+                e = statistics.median(fps for fps, _ in whole[key])
+                mc = statistics.median(ms for _, ms in alone[key])
+                ec = statistics.median(ms for _, ms in whole[key])
                 print(
-                    f"{spec:>9} {name:>8} {engine.name:>17} {len(frames):>6} {m:>10.1f} {e:>15.1f} {m / e - 1:>+7.1%}"
+                    f"{spec:>9} {name:>8} {engine.name:>23} {len(frames):>6} {m:>10.1f} {e:>15.1f} {m / e - 1:>+7.1%}"
                     f" {mc:>15.1f} {ec:>13.1f} {ec / mc - 1:>+9.1%}"
                 )
     print(f"load after: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cgdistill import engines, export, onnxfile, paths
+from cgdistill import engines, export, onnxfile, paths, policy
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, init_weights
 from cgdistill.weights import save_generator
@@ -194,7 +194,7 @@ def test_auto_takes_the_first_processs_choice_without_timing_again(monkeypatch, 
     def never(*_args, **_kwargs):
         raise AssertionError("timed although another process decided")
 
-    monkeypatch.setattr(engines, "interleaved_median_ms", never)
+    monkeypatch.setattr(engines, "sample_ms", never)
     cpu = torch.device("cpu")
     ort = engines.choose_engine(random_generator(), cpu, "auto", decided="onnxruntime fp32")
     assert ort.name == "onnxruntime fp32" and ort.tiled is not None  # torch still tiles large images
@@ -208,9 +208,9 @@ def test_auto_times_once_per_architecture_and_picks_the_faster(monkeypatch, home
 
     def fake_timing(models, x, **kwargs):
         calls.append(sorted(models))
-        return {name: (10.0 if name.startswith("onnxruntime") else 20.0) for name in models}
+        return {name: [[10.0 if name.startswith("onnxruntime") else 20.0] * 2] * 2 for name in models}
 
-    monkeypatch.setattr(engines, "interleaved_median_ms", fake_timing)
+    monkeypatch.setattr(engines, "sample_ms", fake_timing)
     cpu = torch.device("cpu")
     first = engines.choose_engine(random_generator(), cpu, "auto")
     assert first.name == "onnxruntime fp32" and "onnxruntime fp32 10 ms" in first.reason
@@ -219,6 +219,109 @@ def test_auto_times_once_per_architecture_and_picks_the_faster(monkeypatch, home
     assert (home / engines.CACHE_FILE).is_file()
     engines.choose_engine(random_generator(ngf=4), cpu, "auto")  # another architecture is timed anew
     assert len(calls) == 2
+
+
+def test_auto_times_the_engines_at_the_size_and_batch_of_the_work(monkeypatch, home):
+    monkeypatch.setattr("cgdistill.device.cpu_has_fast_bf16", lambda: False)
+    shapes = []
+
+    def fake_timing(models, x, **kwargs):
+        shapes.append(tuple(x.shape))
+        # onnxruntime wins on small images, torch on large ones: the verdict must follow the work's size.
+        small = x.shape[-1] * x.shape[-2] < 100_000
+        return {name: [[10.0 if name.startswith("onnxruntime") == small else 20.0] * 2] * 2 for name in models}
+
+    monkeypatch.setattr(engines, "sample_ms", fake_timing)
+    cpu = torch.device("cpu")
+    small = engines.choose_engine(random_generator(), cpu, "auto", engines.Workload(240, 320, 4))
+    large = engines.choose_engine(random_generator(), cpu, "auto", engines.Workload(480, 640, 1))
+    assert shapes == [(4, 3, 240, 320), (1, 3, 480, 640)]
+    assert small.name == "onnxruntime fp32" and "320x240 in batches of 4" in small.reason
+    assert large.name == "torch fp32" and "640x480" in large.reason
+    again = engines.choose_engine(random_generator(), cpu, "auto", engines.Workload(241, 322, 4))  # the same bucket
+    assert again.name == "onnxruntime fp32" and len(shapes) == 2
+
+
+def test_a_race_run_on_a_busy_machine_decides_this_run_but_is_not_kept(monkeypatch, home):
+    monkeypatch.setattr("cgdistill.device.cpu_has_fast_bf16", lambda: False)
+    calls = []
+
+    def fake_timing(models, x, **kwargs):  # torch's second block ran into a burst of load from another process
+        calls.append(1)
+        return {
+            name: [[30.0, 31.0], [30.0, 32.0]] if name.startswith("onnxruntime") else [[10.0, 11.0], [95.0, 90.0]]
+            for name in models
+        }
+
+    monkeypatch.setattr(engines, "sample_ms", fake_timing)
+    first = engines.choose_engine(random_generator(), torch.device("cpu"), "auto")
+    assert "busy" in first.reason
+    engines.choose_engine(random_generator(), torch.device("cpu"), "auto")
+    assert len(calls) == 2  # timed again, not read back
+
+
+def test_cache_entries_from_before_the_work_size_are_left_alone(monkeypatch, home):
+    monkeypatch.setattr("cgdistill.device.cpu_has_fast_bf16", lambda: False)
+    g = random_generator()
+    old_key = engines._cache_key(g, "torch fp32", engines.DEFAULT_WORKLOAD.timing_shape()).rsplit("|", 1)[0]
+    home.mkdir(parents=True, exist_ok=True)
+    (home / engines.CACHE_FILE).write_text(json.dumps({old_key: {"torch fp32": 1.0, "onnxruntime fp32": 99.0}}))
+    monkeypatch.setattr(
+        engines, "sample_ms", lambda models, x, **kw: {n: [[5.0 if "onnx" in n else 9.0]] for n in models}
+    )
+    assert engines.choose_engine(g, torch.device("cpu"), "auto").name == "onnxruntime fp32"  # timed anew
+    assert old_key in json.loads((home / engines.CACHE_FILE).read_text())
+
+
+def test_translate_times_auto_on_the_first_image_as_it_will_run(cli, monkeypatch, home, tmp_path):
+    monkeypatch.setattr("cgdistill.device.cpu_has_fast_bf16", lambda: False)
+    shapes = []
+
+    def fake_timing(models, x, **kwargs):
+        shapes.append(tuple(x.shape))
+        return {name: [[10.0 if name.startswith("torch") else 20.0]] for name in models}
+
+    monkeypatch.setattr(engines, "sample_ms", fake_timing)
+    save_generator(random_generator(), tmp_path / "g.safetensors", direction="A2B")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(folder / name)
+    done = cli(
+        "translate",
+        str(folder),
+        "--model",
+        str(tmp_path / "g.safetensors"),
+        "--max-side",
+        "48",
+        "-o",
+        str(tmp_path / "out"),
+    )
+    assert done.code == 0, done.err
+    assert shapes == [(2, 3, 32, 48)]  # fitted to --max-side, both images in one batch
+
+
+def test_auto_runs_work_that_tiles_for_speed_on_torch_without_timing_the_engines(monkeypatch, home, tmp_path):
+    monkeypatch.setattr("cgdistill.device.cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(engines, "sample_ms", lambda *args, **kwargs: pytest.fail("the engines were timed"))
+    monkeypatch.setattr(policy, "TILE_FROM_PIXELS", 64 * 64)
+    path = save_generator(random_generator(), tmp_path / "g.safetensors", direction="A2B")
+    runner = policy.runner_for_file(path, torch.device("cpu"), work=engines.Workload(64, 64, 1))
+    assert runner.engine.name == "torch fp32" and "exact tiles" in runner.engine.reason
+
+
+@pytest.mark.parametrize(
+    ("work", "shape"),
+    [
+        (engines.Workload(240, 320, 4), (4, 240, 320)),
+        (engines.Workload(250, 330, 1), (1, 256, 336)),  # sides rounded to the timing multiple
+        (engines.Workload(480, 640, 4), (1, 480, 640)),  # a batch over the pixel cap is timed smaller
+        (engines.Workload(768, 1024, 1), (1, 624, 832)),  # one image over it is scaled down, aspect kept
+    ],
+)
+def test_the_timed_shape_is_the_works_own_within_the_pixel_cap(work, shape):
+    batch, height, width = work.timing_shape()
+    assert (batch, height, width) == shape and batch * height * width <= engines.TIMING_MAX_PIXELS
 
 
 def test_onnxruntime_on_a_gpu_is_refused():

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from cgdistill import fid_inception
-from cgdistill.cost import count_macs, count_macs_paper, measure_speed
+from cgdistill.cost import count_macs, count_macs_paper, measure_speed, median_ms
 from cgdistill.errors import CgdistillError
 from cgdistill.fid_inception import (
     FIDInceptionV3,
@@ -84,6 +84,42 @@ def test_speed_is_measured_for_every_model():
     )
     assert set(speed) == {"a", "b"}
     assert all(s.latency_ms > 0 and s.throughput_ips > 0 and s.batch == 2 for s in speed.values())
+
+
+class InjectedCosts:
+    """A fake clock and models whose calls cost what they are told: ``cost[name]`` seconds, plus
+    ``carry_over`` for the first call after another model ran (what onnxruntime's spinning threads and
+    another network's weights in the caches charge the next model on a real CPU)."""
+
+    def __init__(self, cost: dict[str, float], carry_over: float) -> None:
+        self.cost, self.carry_over = cost, carry_over
+        self.now, self.last = 0.0, None
+        self.calls: list[str] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def model(self, name: str):
+        def run(x: torch.Tensor) -> torch.Tensor:
+            self.now += self.cost[name] + (self.carry_over if self.last not in (None, name) else 0.0)
+            self.last = name
+            self.calls.append(name)
+            return x
+
+        return run
+
+
+def test_median_ms_charges_no_model_for_the_one_timed_before_it():
+    machine = InjectedCosts({"torch": 0.010, "onnxruntime": 0.030}, carry_over=0.040)
+    models = {name: machine.model(name) for name in machine.cost}
+    ms = median_ms(models, torch.zeros(1), repeats=6, warmup=1, clock=machine.clock)
+    assert ms == pytest.approx({"torch": 10.0, "onnxruntime": 30.0})
+
+
+def test_median_ms_runs_blocks_in_reversed_order_each_round():
+    machine = InjectedCosts({"a": 0.001, "b": 0.001}, carry_over=0.0)
+    median_ms({name: machine.model(name) for name in "ab"}, torch.zeros(1), repeats=4, warmup=1, clock=machine.clock)
+    assert machine.calls == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,16 @@ from cgdistill.forward import prepare_generator, translate_batch
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, norm
 from cgdistill.nets.init import init_weights
 from cgdistill.policy import TileDecider, parse_size, parse_tile
-from cgdistill.tiling.plan import MAX_TILE, MIN_AUTO_TILE, MIN_TILE, TilePlan, plan_tiles, tiled_bytes
+from cgdistill.tiling.plan import (
+    MAX_TILE,
+    MIN_AUTO_TILE,
+    MIN_TILE,
+    TILE_FROM_PIXELS,
+    TilePlan,
+    plan_tiles,
+    tiled_bytes,
+    tiles_for_speed,
+)
 from cgdistill.tiling.run import TiledGenerator
 from cgdistill.weights import save_generator
 from translating import translate_folder
@@ -214,6 +223,17 @@ def test_a_budget_below_the_smallest_tiles_gives_them_and_says_it_does_not_fit()
     assert plan.tile == MIN_AUTO_TILE and plan.strip == 1 and plan.spill and not plan.fits
 
 
+def test_auto_tiles_an_image_from_the_speed_threshold_even_with_memory_to_spare():
+    side = int(TILE_FROM_PIXELS**0.5) + 4
+    assert plan_tiles(side, side, TEACHER, 2, budget=2**40).tiled
+    assert not plan_tiles(side - 8, side - 8, TEACHER, 2, budget=2**40).tiled
+
+
+def test_no_speed_threshold_means_tiles_only_over_the_budget():
+    assert not plan_tiles(*MP12, TEACHER, 2, budget=2**40, tile_from_pixels=None).tiled
+    assert tiles_for_speed(*MP12) and not tiles_for_speed(*MP12, tile_from_pixels=None)
+
+
 def test_tile_off_is_one_pass_and_a_size_forces_tiles_rounded_up_to_a_multiple_of_4():
     assert not plan_tiles(*MP12, TEACHER, 2, budget=1, tile="off").tiled
     assert plan_tiles(64, 64, TEACHER, 2, budget=2**40, tile=30).tile == 32
@@ -310,6 +330,17 @@ def test_an_engine_that_cannot_tile_runs_in_one_pass_and_says_so(tmp_path):
     decider = TileDecider(Opaque(_generator()), CPU, max_memory=1)
     assert not decider.plan(50, 70).tiled
     assert "cannot tile" in decider.notes[0] and "--engine torch" in decider.notes[0]
+
+
+def test_an_engine_that_cannot_tile_runs_an_image_tiles_would_only_speed_up_in_one_pass_silently(monkeypatch):
+    class Opaque(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+    monkeypatch.setattr("cgdistill.policy.TILE_FROM_PIXELS", 50 * 70)
+    decider = TileDecider(Opaque(_generator()), CPU)  # memory to spare: tiles would be for speed alone
+    assert not decider.plan(50, 70).tiled and decider.notes == []
 
 
 def test_an_engine_that_cannot_tile_hands_large_images_to_its_torch_fallback():

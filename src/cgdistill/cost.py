@@ -88,26 +88,61 @@ def default_throughput_batch(device: torch.device) -> int:
     return 16 if device.type == "cuda" else 4
 
 
-def interleaved_median_ms(
-    models: Mapping[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, *, repeats: int, warmup: int = 1
-) -> dict[str, float]:
-    """Median wall time of ``model(x)`` for each model, in milliseconds, timed in interleaved turns.
+Clock = Callable[[], float]
 
-    Alternating (teacher, student, teacher, ...) rather than one model after the other means a
-    burst of load from another process slows all alike, so their ratios stay honest on a shared
-    machine. The one timing loop of compare, ``translate --engine auto`` and the latency benchmark.
+
+def sample_ms(
+    models: Mapping[str, Callable[[torch.Tensor], object]],
+    x: torch.Tensor,
+    *,
+    repeats: int,
+    warmup: int = 1,
+    rounds: int = 2,
+    clock: Clock = time.perf_counter,
+) -> dict[str, list[list[float]]]:
+    """Wall time of each timed call of ``model(x)``, in milliseconds, block by block: each model timed in
+    blocks of its own, one block a round.
+
+    A block is ``warmup`` untimed calls, then timed ones: no timed call pays for what the model before
+    it left behind (another engine's threads still spinning, caches full of another network's
+    weights), which is what timing models in alternating single turns charged them
+    (docs/benchmarks.md, "The timing loop"). The ``repeats`` timed calls per model are spread over
+    ``rounds`` rounds with the order of the models reversed every round, so a spell of load from
+    another process falls on all of them. ``clock`` is read around each timed call (seconds).
     """
-    times: dict[str, list[float]] = {name: [] for name in models}
+    rounds = max(1, min(rounds, repeats))
+    per_block = -(-repeats // rounds)
+    names = list(models)
+    times: dict[str, list[list[float]]] = {name: [] for name in names}
     with torch.inference_mode():
-        for turn in range(warmup + repeats):
-            for name, model in models.items():
+        for turn in range(rounds):
+            for name in names if turn % 2 == 0 else reversed(names):
+                model, block = models[name], []
+                for _ in range(warmup):
+                    model(x)
                 _sync(x.device)
-                start = time.perf_counter()
-                model(x)
-                _sync(x.device)
-                if turn >= warmup:
-                    times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) * 1000.0 for name, values in times.items()}
+                for _ in range(per_block):
+                    start = clock()
+                    model(x)
+                    _sync(x.device)
+                    block.append((clock() - start) * 1000.0)
+                times[name].append(block)
+    return times
+
+
+def median_ms(
+    models: Mapping[str, Callable[[torch.Tensor], object]],
+    x: torch.Tensor,
+    *,
+    repeats: int,
+    warmup: int = 1,
+    rounds: int = 2,
+    clock: Clock = time.perf_counter,
+) -> dict[str, float]:
+    """Median wall time of ``model(x)`` for each model, in milliseconds (:func:`sample_ms`): the one timing
+    loop of ``compare``, ``translate --engine auto`` and the latency benchmarks."""
+    samples = sample_ms(models, x, repeats=repeats, warmup=warmup, rounds=rounds, clock=clock)
+    return {name: statistics.median(value for block in blocks for value in block) for name, blocks in samples.items()}
 
 
 def measure_speed(
@@ -120,7 +155,7 @@ def measure_speed(
     throughput_batch: int | None = None,
     throughput_repeats: int = 3,
 ) -> dict[str, Speed]:
-    """Batch-1 latency and larger-batch throughput of each model (:func:`interleaved_median_ms`).
+    """Batch-1 latency and larger-batch throughput of each model (:func:`median_ms`).
 
     Models must already be prepared for ``device`` and run as they are: an engine's model carries its
     precision (``engines.torch_model``, ``engines.Autocast``).
@@ -132,8 +167,8 @@ def measure_speed(
         return torch.rand(n, 3, image_size, image_size, device=device).mul_(2).sub_(1).contiguous(memory_format=fmt)
 
     single, many = make(1), make(batch)
-    latency = interleaved_median_ms(models, single, repeats=repeats, warmup=warmup)
-    per_batch = interleaved_median_ms(models, many, repeats=throughput_repeats, warmup=1)
+    latency = median_ms(models, single, repeats=repeats, warmup=warmup)
+    per_batch = median_ms(models, many, repeats=throughput_repeats, warmup=1, rounds=1)
     return {
         name: Speed(
             latency_ms=latency[name],

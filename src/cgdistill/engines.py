@@ -17,10 +17,12 @@ Rules (docs/usage-translate-compare.md):
   bf16 autocast only when, on a fixed probe image, its output stays within ``BF16_MIN_PSNR_DB`` of
   the fp32 output; elsewhere bf16 is emulated and slow, so it stays fp32.
 - **auto**: on a GPU, torch. On the CPU, torch (as above) against onnxruntime fp32 when the
-  ``onnx`` extra is installed: both are timed at 256x256, batch 1 (one warm-up and three interleaved
-  runs each) and the lower median wins. The verdict depends only on the architecture and the
-  machine, so it is kept in ``<home>/engine-choices.json`` and measured once per architecture,
-  machine and library versions.
+  ``onnx`` extra is installed, both timed on the work in hand (:class:`Workload`: the first video's
+  frame size or the first image's, at translate's batch; 256x256, batch 1 when it is not known), each
+  in blocks of its own (``cost.median_ms``), and the lower median wins: which engine is faster
+  changes with the image size (torch bf16 gains on larger images). The verdict is kept in
+  ``<home>/engine-choices.json``, measured once per architecture, timed shape, machine and library
+  versions.
 - **Large images**: onnxruntime runs a graph in one pass, so images over the memory budget run
   tiled on the torch engine when ``auto`` picked onnxruntime (``Engine.tiled``); with
   ``--engine onnxruntime`` or an ONNX file they run in one pass, and translate says so.
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -43,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cgdistill import paths
-from cgdistill.cost import interleaved_median_ms
+from cgdistill.cost import median_ms, sample_ms
 from cgdistill.device import native_amp_dtype
 from cgdistill.errors import CgdistillError
 from cgdistill.export import make_session, to_onnx_bytes
@@ -59,7 +62,13 @@ from cgdistill.weights import load_generator
 
 BF16_MIN_PSNR_DB = 40.0
 PROBE_SIDE = 128  # the bf16 fidelity probe
-TIMING_SIDE = 256  # where auto compares engines: the published training and test size
+TIMING_SIDE = 256  # where auto compares engines when the work's size is unknown: the published training and test size
+# A timed call holds at most this many pixels: a larger batch is timed smaller, then a larger image
+# scaled down (aspect kept), so that the choice costs seconds, not minutes, for the teacher; past
+# about 0.5 MP every layer's activations are far larger than the caches, so the engines' ratio holds.
+TIMING_MAX_PIXELS = 2**19
+TIMING_MULTIPLE = 16  # timed sides are rounded to this: one cached verdict serves sizes this close
+TIMING_REPEATS = 4  # timed calls per engine, in two rounds of blocks (cost.sample_ms)
 CACHE_FILE = "engine-choices.json"
 # From this many pixels an image runs its instance norms on float64 statistics (``nets.norm``), so
 # that the exact tiles of ``tiling`` reproduce its one pass (within 1 grey level) whether or not the
@@ -67,6 +76,30 @@ CACHE_FILE = "engine-choices.json"
 # cost 10-20% of a forward pass (teacher and students at 256 px, docs/benchmarks.md), and one pass
 # of them needs under 1 GB even for the teacher, so only a budget that small tiles them.
 FLOAT64_NORM_PIXELS = 2**20
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The work ``auto`` chooses an engine for: images (or video frames) of ``height`` x ``width``, ``batch`` a pass."""
+
+    height: int
+    width: int
+    batch: int = 1
+
+    def timing_shape(self) -> tuple[int, int, int]:
+        """(batch, height, width) to time: the work's own, sides rounded to ``TIMING_MULTIPLE``, at most
+        ``TIMING_MAX_PIXELS`` a call (the batch shrinks first, then both sides, aspect kept)."""
+
+        step = TIMING_MULTIPLE
+        height, width = (max(step, round(side / step) * step) for side in (self.height, self.width))
+        batch = max(1, min(self.batch, TIMING_MAX_PIXELS // (height * width)))
+        if height * width > TIMING_MAX_PIXELS:
+            scale = (TIMING_MAX_PIXELS / (height * width)) ** 0.5
+            height, width = (max(step, int(side * scale) // step * step) for side in (height, width))
+        return batch, height, width
+
+
+DEFAULT_WORKLOAD = Workload(TIMING_SIDE, TIMING_SIDE, 1)
 
 
 class Autocast(nn.Module):
@@ -210,13 +243,17 @@ def onnxruntime_engine(generator: nn.Module, device: torch.device) -> Engine:
     return Engine("onnxruntime fp32", OnnxRuntimeGenerator.from_generator(generator.eval()), "CPU execution provider")
 
 
-def _cache_key(generator: nn.Module, torch_name: str) -> str:
+def _cache_key(generator: nn.Module, torch_name: str, shape: tuple[int, int, int]) -> str:
+    """Architecture, engines, machine, versions and the timed shape: keys written before the shape was
+    part of them (timed at 256x256 in alternating turns) are left in the file and never read."""
     import onnxruntime
 
     cpu = torch.backends.cpu.get_cpu_capability()
+    batch, height, width = shape
     return (
         f"{json.dumps(generator.config.to_dict(), sort_keys=True)}|{torch_name}|{platform.processor() or platform.machine()}"
         f"|{cpu}|{torch.get_num_threads()} threads|torch {torch.__version__}|onnxruntime {onnxruntime.__version__}"
+        f"|{width}x{height} batch {batch}"
     )
 
 
@@ -237,6 +274,14 @@ def _write_cache(cache: dict) -> None:
         pass  # a read-only home only costs a re-measurement next time
 
 
+def _same_winner_each_round(samples: dict[str, list[list[float]]]) -> bool:
+    """Whether one engine was the faster in every round of the race (``cost.sample_ms``'s blocks): a burst of
+    load from another process that turned the order around decides this run only, it is not kept."""
+    rounds = zip(*samples.values(), strict=True)
+    winners = {min(range(len(blocks)), key=lambda i: statistics.median(blocks[i])) for blocks in rounds}
+    return len(winners) == 1
+
+
 def check_engine(engine: str) -> None:
     """Refuse an unknown ``--engine``, or onnxruntime without the extra, before any work is done."""
     if engine not in ENGINES:
@@ -246,9 +291,13 @@ def check_engine(engine: str) -> None:
 
 
 def choose_engine(
-    generator: nn.Module, device: torch.device, engine: str = "auto", decided: str | None = None
+    generator: nn.Module,
+    device: torch.device,
+    engine: str = "auto",
+    work: Workload | None = None,
+    decided: str | None = None,
 ) -> Engine:
-    """The engine ``--engine`` names; ``auto`` picks the faster available one (see the module docstring).
+    """The engine ``--engine`` names; ``auto`` picks the faster available one on ``work`` (see the module docstring).
 
     ``decided``: the name of the engine another process's ``auto`` chose (torchrun), taken without timing
     again, so that every process of one command runs the same engine.
@@ -266,19 +315,28 @@ def choose_engine(
             return Engine(candidate.name, candidate.model, f"auto: as the first process measured; {candidate.reason}")
         ort_model = onnxruntime_engine(generator, device).model
         return Engine(decided, ort_model, "auto: as the first process measured", candidate.model)
-    key = _cache_key(generator, candidate.name)
+    shape = (work or DEFAULT_WORKLOAD).timing_shape()
+    key = _cache_key(generator, candidate.name, shape)
     cache = _read_cache()
-    ort_engine = None
-    if key not in cache:
+    ort_engine, kept = None, True
+    if key in cache:
+        ms = cache[key]
+    else:
         ort_engine = onnxruntime_engine(generator, device)
-        x = probe_image(TIMING_SIDE)
-        cache[key] = interleaved_median_ms(
-            {candidate.name: candidate.model, ort_engine.name: ort_engine.model}, x, repeats=3
+        x = probe_image(max(shape[1:]))[..., : shape[1], : shape[2]].expand(shape[0], -1, -1, -1).contiguous()
+        samples = sample_ms(
+            {candidate.name: candidate.model, ort_engine.name: ort_engine.model}, x, repeats=TIMING_REPEATS
         )
-        _write_cache(cache)
-    ms = cache[key]
-    timing = ", ".join(f"{name} {value:.0f} ms" for name, value in ms.items())
-    reason = f"auto: faster at {TIMING_SIDE}x{TIMING_SIDE} on this machine ({timing})"
+        ms = {name: statistics.median(v for block in blocks for v in block) for name, blocks in samples.items()}
+        kept = _same_winner_each_round(samples)
+        if kept:
+            cache[key] = ms
+            _write_cache(cache)
+    batch, height, width = shape
+    per_image = ", ".join(f"{name} {value / batch:.0f} ms" for name, value in ms.items())
+    at = f"{width}x{height}" + (f" in batches of {batch}" if batch > 1 else "")
+    busy = "" if kept else "; the machine was busy, so this run's verdict is not kept"
+    reason = f"auto: faster at {at} on this machine ({per_image} an image{busy})"
     if min(ms, key=ms.get) == candidate.name:
         return Engine(candidate.name, candidate.model, f"{reason}; {candidate.reason}")
     ort_model = (ort_engine or onnxruntime_engine(generator, device)).model
@@ -313,16 +371,22 @@ def check_model_engine(engine: str, path: Path | str, device: torch.device) -> N
         )
 
 
-def engine_for_file(path: Path | str, device: torch.device, engine: str = "auto", decided: str | None = None) -> Engine:
+def engine_for_file(
+    path: Path | str,
+    device: torch.device,
+    engine: str = "auto",
+    work: Workload | None = None,
+    decided: str | None = None,
+) -> Engine:
     """The engine that runs the model file ``path``: a ``.safetensors`` generator as :func:`choose_engine`
-    picks (``decided``: another process's choice), an ONNX file ``cgdistill export`` wrote on onnxruntime
-    (the only engine that can)."""
+    picks for ``work`` (``decided``: another process's choice), an ONNX file ``cgdistill export`` wrote on
+    onnxruntime (the only engine that can)."""
     check_model_engine(engine, path, device)
     if is_onnx_file(path):
         reason = "an ONNX file runs on onnxruntime" if engine == "auto" else "CPU execution provider"
         return Engine("onnxruntime fp32", OnnxRuntimeGenerator.from_file(path), reason)
     generator, _ = load_generator(path)
-    return choose_engine(generator, device, engine, decided)
+    return choose_engine(generator, device, engine, work, decided)
 
 
 def available_engines(generator: nn.Module, device: torch.device) -> dict[str, nn.Module]:
@@ -341,13 +405,13 @@ def available_engines(generator: nn.Module, device: torch.device) -> dict[str, n
 def engine_latencies(
     models: dict[str, nn.Module], image_size: int, device: torch.device, *, repeats: int = 5
 ) -> dict[str, dict[str, float]]:
-    """``{engine: {model name: batch-1 latency ms}}`` for every available engine, all interleaved in one loop."""
+    """``{engine: {model name: batch-1 latency ms}}`` for every available engine, all in one timing loop (``cost.median_ms``)."""
     runners: dict[str, nn.Module] = {}
     for role, generator in models.items():
         for engine, module in available_engines(generator, device).items():
             runners[f"{engine}\n{role}"] = module
     x = torch.rand(1, 3, image_size, image_size, device=device) * 2 - 1
-    ms = interleaved_median_ms(runners, x, repeats=repeats)
+    ms = median_ms(runners, x, repeats=repeats)
     table: dict[str, dict[str, float]] = {}
     for key, value in ms.items():
         engine, role = key.split("\n")

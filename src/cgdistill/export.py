@@ -120,6 +120,10 @@ def make_session(model_bytes: bytes, threads: int | None = None):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.log_severity_level = 3  # warnings about unused initializers are noise here
+    # Its worker threads spin between the operators of a run (fast) but, unless told, also for a while
+    # after the run returns, taking the cores from whatever runs next: the video pipeline's decoder and
+    # encoder, or the other engine being timed (docs/benchmarks.md, "The timing loop").
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 

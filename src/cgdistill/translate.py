@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 
 from cgdistill import threads
-from cgdistill.engines import Engine, check_engine, check_model_engine, device_for_model
+from cgdistill.data.images import probe_image
+from cgdistill.engines import Engine, Workload, check_engine, check_model_engine, device_for_model
 from cgdistill.errors import CgdistillError, WorkFailed
+from cgdistill.forward import fit_max_side
 from cgdistill.fsutil import prepare_output_dir
 from cgdistill.imagefiles import TranslateResult, translate_files
 from cgdistill.options import (
@@ -34,7 +36,7 @@ from cgdistill.policy import Runner, check_sizes, parse_size, parse_tile, runner
 from cgdistill.processes import gather, join_process_group, leave_process_group, torchrun_ranks
 from cgdistill.runs import ResolvedModel, resolve_generator
 from cgdistill.video import VideoResult, check_video_options, translate_video
-from cgdistill.videoio import is_video_file
+from cgdistill.videoio import frame_size, is_video_file
 from cgdistill.worklist import Worklist, find_videos, plan_work
 
 
@@ -198,8 +200,25 @@ def _prepare(request: TranslateRequest, world_size: int) -> tuple[Setup, Runner,
             "No image files found in the given inputs" + ("" if request.recursive else " (try --recursive)") + "."
         )
     prepare_output_dir(request.output, "--output")  # before the model is loaded and anything is translated
-    runner = runner_for_file(resolved.path, device, engine=request.engine, tile=tile, max_memory=budget)
+    runner = runner_for_file(
+        resolved.path, device, engine=request.engine, tile=tile, max_memory=budget, work=_workload(work, request)
+    )
     return Setup(resolved, resolved.direction, device, runner.engine, world_size), runner, work
+
+
+def _workload(work: Worklist, request: TranslateRequest) -> Workload | None:
+    """What the first forward passes will hold, for ``--engine auto`` and ``--tile auto`` to decide on: the
+    first video's frames (videos run first) at ``--batch-size``, else the first image as translate fits it
+    to ``--max-side`` (an EXIF rotation swaps the sides, not the pixel count). None when its header
+    cannot be read: that file fails on its own later, and the choice is made on the default size."""
+    try:
+        if work.videos:
+            width, height = frame_size(work.videos[0].source, request.max_side)
+            return Workload(height, width, request.batch_size)
+        width, height = fit_max_side(*probe_image(work.images[0].source), request.max_side)
+        return Workload(height, width, min(request.batch_size, len(work.images)))
+    except CgdistillError:
+        return None
 
 
 def _translate_videos(

@@ -296,3 +296,18 @@ def probe_video(source: Path | str) -> str:
         return output_suffix([stream.codec_context.name for stream in container.streams.audio])
     finally:
         container.close()
+
+
+def frame_size(source: Path | str, max_side: int) -> tuple[int, int]:
+    """(width, height) of the frames ``translate`` gives the model for ``source``, from the stream's header:
+    fitted to ``max_side`` with even sides, as :class:`Reader` fits them (a display rotation would swap
+    the two; the pixel count, all the engine choice needs, is the same)."""
+    av = require_av(source)
+    container = open_input(av, Path(source))
+    try:
+        if not container.streams.video:
+            raise no_video_stream(Path(source))
+        context = container.streams.video[0].codec_context
+        return even_size(*fit_max_side(context.width, context.height, max_side))
+    finally:
+        container.close()

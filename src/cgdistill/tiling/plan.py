@@ -19,6 +19,11 @@ STRIP_WORK_FACTOR = 4 * 4  # the same for a strip of residual-block rows at 4*ng
 # the teacher at 12 MP under bf16, docs/benchmarks.md), plus the float image in and out.
 ONE_PASS_ACTIVATIONS = 6
 STRIP_TARGET_BYTES = 32 * 2**20
+# From this many pixels ``auto`` tiles on a CPU even when one pass fits the budget: there the tiled
+# run is faster, since its full-resolution layers work on tiles that stay in the caches where one
+# pass streams whole-image activations through memory (docs/benchmarks.md, "When tiles are faster").
+# Provisional: 12 MP ran faster tiled, 3 MP not, in the figures so far; benchmarks/tile_speed.py settles it.
+TILE_FROM_PIXELS = 2**22
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,12 @@ def _strip_rows(width: int, config: GeneratorConfig) -> int:
     return max(1, STRIP_TARGET_BYTES // row)
 
 
+def tiles_for_speed(height: int, width: int, tile_from_pixels: int | None = TILE_FROM_PIXELS) -> bool:
+    """Whether ``auto`` tiles an image of this size for speed alone: at ``tile_from_pixels`` or more
+    (None: never, as on a GPU, where one pass was not measured slower)."""
+    return tile_from_pixels is not None and height * width >= tile_from_pixels
+
+
 def plan_tiles(
     height: int,
     width: int,
@@ -87,17 +98,22 @@ def plan_tiles(
     bytes_per_element: int,
     budget: int,
     tile: str | int = "auto",
+    tile_from_pixels: int | None = TILE_FROM_PIXELS,
 ) -> TilePlan:
     """The plan for one image of ``height`` x ``width`` under ``budget`` bytes of tensor memory.
 
-    ``auto`` runs one pass when its estimate fits the budget; else tiles with the 1/4-resolution
-    activations in memory (the largest tile up to ``MAX_TILE`` that fits); else the same with those
-    activations spilled to temporary files; else tiles of ``MIN_AUTO_TILE`` and the thinnest strips,
+    ``auto`` runs one pass when its estimate fits the budget and the image is under
+    ``tile_from_pixels`` (:func:`tiles_for_speed`). An image that fits but tiles for speed keeps
+    the 1/4-resolution activations in temporary files (the largest tile up to ``MAX_TILE`` that
+    fits): the run a small ``--max-memory`` gives, in its memory, and no slower. An image over the
+    budget gets tiles with those activations in memory (the largest tile up to ``MAX_TILE`` that
+    fits); else the same spilled; else tiles of ``MIN_AUTO_TILE`` and the thinnest strips,
     spilled (``fits`` is then False). ``off`` is one pass; an int forces that tile side, spilled only when needed.
     """
     single = one_pass_bytes(height, width, config, bytes_per_element)
     strip = _strip_rows(width, config)
-    if tile == "off" or (tile == "auto" and single <= budget):
+    one_pass = single <= budget and not tiles_for_speed(height, width, tile_from_pixels)
+    if tile == "off" or (tile == "auto" and one_pass):
         return TilePlan(0, strip, single, 0, budget)
 
     def estimate(side: int, rows: int, spill: bool) -> int:
@@ -107,7 +123,7 @@ def plan_tiles(
         side = round_tile(tile)
         spill = estimate(side, strip, False) > budget
         return TilePlan(side, strip, single, estimate(side, strip, spill), budget, spill)
-    for spill in (False, True):
+    for spill in (True,) if single <= budget else (False, True):
         side = MAX_TILE
         while side > MIN_AUTO_TILE and estimate(side, strip, spill) > budget:
             side //= 2
