@@ -304,7 +304,8 @@ def test_translate_times_auto_on_the_first_image_as_it_will_run(cli, monkeypatch
 def test_auto_runs_work_that_tiles_for_speed_on_torch_without_timing_the_engines(monkeypatch, home, tmp_path):
     monkeypatch.setattr("cgdistill.device.cpu_has_fast_bf16", lambda: False)
     monkeypatch.setattr(engines, "sample_ms", lambda *args, **kwargs: pytest.fail("the engines were timed"))
-    monkeypatch.setattr(policy, "TILE_FROM_PIXELS", 64 * 64)
+    monkeypatch.setattr("cgdistill.tiling.plan.TILE_FROM_PIXELS", 64 * 64)
+    monkeypatch.setattr("cgdistill.tiling.plan.TILE_FROM_ELEMENTS", 1)
     path = save_generator(random_generator(), tmp_path / "g.safetensors", direction="A2B")
     runner = policy.runner_for_file(path, torch.device("cpu"), work=engines.Workload(64, 64, 1))
     assert runner.engine.name == "torch fp32" and "exact tiles" in runner.engine.reason

@@ -20,7 +20,6 @@ from cgdistill.tiling.plan import (
     MAX_TILE,
     MIN_AUTO_TILE,
     MIN_TILE,
-    TILE_FROM_PIXELS,
     TilePlan,
     plan_tiles,
     tiled_bytes,
@@ -223,15 +222,27 @@ def test_a_budget_below_the_smallest_tiles_gives_them_and_says_it_does_not_fit()
     assert plan.tile == MIN_AUTO_TILE and plan.strip == 1 and plan.spill and not plan.fits
 
 
-def test_auto_tiles_an_image_from_the_speed_threshold_even_with_memory_to_spare():
-    side = int(TILE_FROM_PIXELS**0.5) + 4
-    assert plan_tiles(side, side, TEACHER, 2, budget=2**40).tiled
-    assert not plan_tiles(side - 8, side - 8, TEACHER, 2, budget=2**40).tiled
+@pytest.mark.parametrize(("ngf", "megapixels"), [(64, 1), (32, 2), (16, 4)])
+def test_auto_tiles_for_speed_from_a_size_that_shrinks_as_the_network_widens(ngf, megapixels):
+    config = GeneratorConfig(blocks=3, ngf=ngf)
+    side = int((megapixels * 2**20) ** 0.5)
+    assert plan_tiles(side + 4, side + 4, config, 2, budget=2**40).tiled  # memory to spare
+    assert not plan_tiles(side - 4, side - 4, config, 2, budget=2**40).tiled
 
 
-def test_no_speed_threshold_means_tiles_only_over_the_budget():
-    assert not plan_tiles(*MP12, TEACHER, 2, budget=2**40, tile_from_pixels=None).tiled
-    assert tiles_for_speed(*MP12) and not tiles_for_speed(*MP12, tile_from_pixels=None)
+def test_no_image_under_1_mp_tiles_for_speed_however_wide_the_network():
+    assert not tiles_for_speed(1000, 1000, GeneratorConfig(ngf=256))
+    assert tiles_for_speed(1024, 1024, GeneratorConfig(ngf=256))
+
+
+def test_on_a_gpu_auto_tiles_only_over_the_budget():
+    assert not plan_tiles(*MP12, TEACHER, 2, budget=2**40, on_cpu=False).tiled
+    assert plan_tiles(*MP12, TEACHER, 2, budget=2**30, on_cpu=False).tiled
+
+
+def test_tiles_for_speed_keep_the_quarter_resolution_activations_in_files():
+    plan = plan_tiles(*MP12, TEACHER, 2, budget=2**40)
+    assert plan.tiled and plan.spill and plan.tile == MAX_TILE
 
 
 def test_tile_off_is_one_pass_and_a_size_forces_tiles_rounded_up_to_a_multiple_of_4():
@@ -338,7 +349,8 @@ def test_an_engine_that_cannot_tile_runs_an_image_tiles_would_only_speed_up_in_o
             super().__init__()
             self.inner, self.config = inner, inner.config
 
-    monkeypatch.setattr("cgdistill.policy.TILE_FROM_PIXELS", 50 * 70)
+    monkeypatch.setattr("cgdistill.tiling.plan.TILE_FROM_PIXELS", 50 * 70)
+    monkeypatch.setattr("cgdistill.tiling.plan.TILE_FROM_ELEMENTS", 1)
     decider = TileDecider(Opaque(_generator()), CPU)  # memory to spare: tiles would be for speed alone
     assert not decider.plan(50, 70).tiled and decider.notes == []
 

@@ -25,13 +25,14 @@ from cgdistill.engines import Autocast, Engine, Workload, engine_for_file
 from cgdistill.errors import CgdistillError
 from cgdistill.forward import DEFAULT_MULTIPLE, pad_pixels, prepare_generator, translate_batch
 from cgdistill.fsutil import format_bytes
-from cgdistill.nets import ResnetGenerator
+from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.onnxfile import is_onnx_file
 from cgdistill.options import TILE_CHOICES
 from cgdistill.processes import from_main, torchrun_ranks
 from cgdistill.tiling.ops import NotTileable
-from cgdistill.tiling.plan import TILE_FROM_PIXELS, TilePlan, plan_tiles, round_tile, tiles_for_speed
+from cgdistill.tiling.plan import TilePlan, plan_tiles, round_tile, tiles_for_speed
 from cgdistill.tiling.run import TiledGenerator
+from cgdistill.weights import read_info
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 
@@ -103,12 +104,6 @@ def tensor_budget(max_memory: int | None, device: torch.device) -> int:
     return max(0, max_memory - memory_in_use(device))
 
 
-def tile_from_pixels(device: torch.device) -> int | None:
-    """Where ``--tile auto`` starts tiling for speed on ``device`` (``tiling.plan.tiles_for_speed``): from
-    ``TILE_FROM_PIXELS`` on a CPU; never on a GPU, where tiles were not measured faster."""
-    return TILE_FROM_PIXELS if device.type == "cpu" else None
-
-
 def tiler_for(model: nn.Module) -> TiledGenerator | None:
     """A tiled runner for a torch engine's model (plain, or under its engine's autocast); None for other engines."""
     if isinstance(model, Autocast):
@@ -168,7 +163,7 @@ class TileDecider:
         if self.config is None or self.tile == "off":
             return None
         budget = tensor_budget(self.max_memory, self.device)
-        plan = plan_tiles(height, width, self.config, self.bytes, budget, self.tile, tile_from_pixels(self.device))
+        plan = plan_tiles(height, width, self.config, self.bytes, budget, self.tile, self.device.type == "cpu")
         if plan.tiled and self.tiler is None and plan.one_pass_bytes <= budget:
             return TilePlan(0, plan.strip, plan.one_pass_bytes, 0, budget)  # tiles only for speed, which it cannot
         if plan.tiled and self.tiler is None:
@@ -279,8 +274,14 @@ def runner_for_file(
     the engine that tiles, without timing the others on a size none of them would run in one pass.
     Under torchrun the first process chooses the engine and every other process runs the same one.
     """
-    tiled = work is not None and tiles_for_speed(work.height, work.width, tile_from_pixels(device))
-    if engine == "auto" and tile == "auto" and tiled and not is_onnx_file(path):
+    tiled = (
+        engine == "auto"
+        and tile == "auto"
+        and work is not None
+        and not is_onnx_file(path)
+        and tiles_for_speed(work.height, work.width, GeneratorConfig(**read_info(path).config), device.type == "cpu")
+    )
+    if tiled:
         chosen = engine_for_file(path, device, "torch")
         reason = f"auto: images of {work.width}x{work.height} run in exact tiles, which torch runs; {chosen.reason}"
         chosen = Engine(chosen.name, chosen.model, reason)

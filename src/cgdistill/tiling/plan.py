@@ -19,11 +19,15 @@ STRIP_WORK_FACTOR = 4 * 4  # the same for a strip of residual-block rows at 4*ng
 # the teacher at 12 MP under bf16, docs/benchmarks.md), plus the float image in and out.
 ONE_PASS_ACTIVATIONS = 6
 STRIP_TARGET_BYTES = 32 * 2**20
-# From this many pixels ``auto`` tiles on a CPU even when one pass fits the budget: there the tiled
-# run is faster, since its full-resolution layers work on tiles that stay in the caches where one
-# pass streams whole-image activations through memory (docs/benchmarks.md, "When tiles are faster").
-# Provisional: 12 MP ran faster tiled, 3 MP not, in the figures so far; benchmarks/tile_speed.py settles it.
-TILE_FROM_PIXELS = 2**22
+# ``--tile auto`` tiles on a CPU, even with memory to spare, an image of TILE_FROM_PIXELS or more whose
+# one pass holds full-resolution activations of TILE_FROM_ELEMENTS (ngf channels x pixels) or more:
+# there the tiled run is faster (docs/benchmarks.md, "When tiles are faster"). One pass takes its
+# large activations as fresh pages from the kernel on every call (the allocator gives blocks that
+# large back when they are freed), and the page faults cost more than the tiles' recomputed layers;
+# tiles keep every tensor small and reused. Under 1 MP one pass keeps torch's norm kernel, which
+# tiles cannot use (``engines.FLOAT64_NORM_PIXELS``).
+TILE_FROM_PIXELS = 2**20
+TILE_FROM_ELEMENTS = 2**26  # from 1 MP for the teacher (ngf 64), 2 MP at ngf 32, 4 MP at ngf 16
 
 
 @dataclass(frozen=True)
@@ -85,10 +89,11 @@ def _strip_rows(width: int, config: GeneratorConfig) -> int:
     return max(1, STRIP_TARGET_BYTES // row)
 
 
-def tiles_for_speed(height: int, width: int, tile_from_pixels: int | None = TILE_FROM_PIXELS) -> bool:
-    """Whether ``auto`` tiles an image of this size for speed alone: at ``tile_from_pixels`` or more
-    (None: never, as on a GPU, where one pass was not measured slower)."""
-    return tile_from_pixels is not None and height * width >= tile_from_pixels
+def tiles_for_speed(height: int, width: int, config: GeneratorConfig, on_cpu: bool = True) -> bool:
+    """Whether ``--tile auto`` tiles an image of this size for speed alone: on a CPU, from ``TILE_FROM_PIXELS``
+    and ``TILE_FROM_ELEMENTS`` (on a GPU one pass was not measured slower)."""
+    pixels = height * width
+    return on_cpu and pixels >= TILE_FROM_PIXELS and pixels * config.ngf >= TILE_FROM_ELEMENTS
 
 
 def plan_tiles(
@@ -98,12 +103,12 @@ def plan_tiles(
     bytes_per_element: int,
     budget: int,
     tile: str | int = "auto",
-    tile_from_pixels: int | None = TILE_FROM_PIXELS,
+    on_cpu: bool = True,
 ) -> TilePlan:
     """The plan for one image of ``height`` x ``width`` under ``budget`` bytes of tensor memory.
 
-    ``auto`` runs one pass when its estimate fits the budget and the image is under
-    ``tile_from_pixels`` (:func:`tiles_for_speed`). An image that fits but tiles for speed keeps
+    ``auto`` runs one pass when its estimate fits the budget, unless the image tiles for speed
+    (:func:`tiles_for_speed`; ``on_cpu`` False: never). An image that fits but tiles for speed keeps
     the 1/4-resolution activations in temporary files (the largest tile up to ``MAX_TILE`` that
     fits): the run a small ``--max-memory`` gives, in its memory, and no slower. An image over the
     budget gets tiles with those activations in memory (the largest tile up to ``MAX_TILE`` that
@@ -112,7 +117,7 @@ def plan_tiles(
     """
     single = one_pass_bytes(height, width, config, bytes_per_element)
     strip = _strip_rows(width, config)
-    one_pass = single <= budget and not tiles_for_speed(height, width, tile_from_pixels)
+    one_pass = single <= budget and not tiles_for_speed(height, width, config, on_cpu)
     if tile == "off" or (tile == "auto" and one_pass):
         return TilePlan(0, strip, single, 0, budget)
 
