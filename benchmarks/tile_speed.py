@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -27,26 +26,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from auto_choice import SHAPES, uptime
 from cgdistill.cost import median_ms
 from cgdistill.engines import CpuBf16, torch_model
 from cgdistill.forward import translate_batch
-from cgdistill.nets import GeneratorConfig, ResnetGenerator
+from cgdistill.nets import ResnetGenerator
 from cgdistill.nets.init import init_weights
 from cgdistill.policy import TileDecider
 from cgdistill.tiling.plan import MAX_TILE, TilePlan, plan_tiles
-from cgdistill.train.presets import PRESETS, preset_ngf
 from translate_memory import photo
 
 CPU = torch.device("cpu")
-TEACHER = GeneratorConfig(blocks=9, ngf=64)
-SHAPES = {"teacher": TEACHER} | {
-    name: GeneratorConfig(blocks=p.blocks, ngf=preset_ngf(p, TEACHER.ngf) or TEACHER.ngf, block=p.block)
-    for name, p in PRESETS.items()
-}
-
-
-def uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 def minor_faults(run) -> int:
