@@ -27,7 +27,7 @@ STRIP_TARGET_BYTES = 32 * 2**20
 # tiles keep every tensor small and reused. Under 1 MP one pass keeps torch's norm kernel, which
 # tiles cannot use (``engines.FLOAT64_NORM_PIXELS``).
 TILE_FROM_PIXELS = 2**20
-TILE_FROM_ELEMENTS = 2**26  # from 1 MP for the teacher (ngf 64), 2 MP at ngf 32, 4 MP at ngf 16
+TILE_FROM_ELEMENTS = 2**25  # ngf x pixels: from 1 MP at ngf 32 and more, from 2 MP at ngf 16
 # The tensor memory such tiles may take however much is free: enough to keep the 1/4-resolution
 # buffers in memory up to about 3 MP for the teacher (spilling them to files cost 26-52% at 1 MP),
 # and for a 12 MP teacher photo the plan `--max-memory 1.5G` gives (spilled, 128 px tiles), whose
