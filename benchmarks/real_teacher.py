@@ -94,7 +94,7 @@ def distill_run(home: Path, data: Path, preset: str, budget: str, seed: int, ext
     return {
         "seed": seed, "seconds": round(seconds, 1), "steps": settings["max_steps"],
         "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
-        "shape": {k: settings[k] for k in ("blocks", "ngf", "block")},
+        "shape": {k: settings.get(k, "full") for k in ("blocks", "ngf", "block", "ends")},
         "psnr": result["fidelity"]["psnr"], "ssim": result["fidelity"]["ssim"], "speedup": result["speedup"],
         "worst": result["worst_images"][:1], "images": result["images"], "device": result["device"],
         "latency_ms": {"teacher": result["teacher"]["latency_ms"], "student": result["student"]["latency_ms"]},
@@ -116,7 +116,8 @@ def table(results: dict) -> str:
     for preset, entry in results.items():
         runs = entry["runs"]
         shape = runs[0]["shape"]
-        label = f"{preset} ({shape['blocks']} {shape['block']} blocks, ngf {shape['ngf'] or 64})"  # None: the teacher's
+        ends = "" if shape.get("ends", "full") == "full" else f", {shape['ends']}-resolution ends"
+        label = f"{preset} ({shape['blocks']} {shape['block']} blocks, ngf {shape['ngf'] or 64}{ends})"  # None: the teacher's
         worst = min(r["worst"][0]["psnr"] for r in runs if r["worst"])
         lines.append(
             f"| {label} | {entry['budget']} | {mean_std([r['steps'] for r in runs], 0)} | "

@@ -48,6 +48,7 @@ def run_onnx(path_or_bytes, x: torch.Tensor) -> torch.Tensor:
         {"block": "separable"},
         {"norm": "instance-affine", "upsample": "resize-conv"},
         {"norm": "batch"},
+        {"ends": "half"},
     ],
 )
 def test_export_matches_pytorch_on_random_weights_and_any_multiple_of_four(tmp_path, config):

@@ -22,7 +22,7 @@ LAYERS = (
     {"imagefiles", "video", "worklist"},
     {"policy"},
     {"engines", "tiling/", "testset", "cost", "export", "videoio", "flicker"},
-    {"forward"},
+    {"forward", "compiled"},
     {"runs", "official", "layouts/", "onnxfile", "data/", "device", "threads", "paths", "weights", "metrics",
      "losses", "runlock", "processes"},
     {"nets/", "metadata", "fsutil", "errors", "options", "__init__"},

@@ -194,3 +194,23 @@ def test_without_the_feature_loss_a_narrow_student_has_no_adapters_but_still_cop
     sel = select_channels(teacher, 4)
     torch.testing.assert_close(student.generator.stem[1].weight, teacher.stem[1].weight[sel.stem])
     assert any("most-read channels" in n for n in notes) and not any("adapters" in n.lower() for n in notes)
+
+
+@pytest.mark.parametrize("ngf", [4, 8])
+def test_a_student_with_half_resolution_ends_copies_the_inner_down_and_upsampling_and_its_blocks(ngf):
+    """Its stem and head read and write 2x2 pixel blocks, which no teacher layer does; every other layer has
+    a teacher counterpart of the kept channels (all of them at the teacher's width)."""
+    teacher = random_teacher(ngf=8, blocks=6)
+    student, notes = build_student(
+        DistillConfig(blocks=2, ngf=ngf, ends="half"), teacher, torch.Generator().manual_seed(0)
+    )
+    g, sel = student.generator, select_channels(teacher, ngf)
+    assert [type(m).__name__ for m in g.stem][:1] == ["PixelUnshuffle"] and len(g.down) == 3 and len(g.up) == 1
+    torch.testing.assert_close(g.down[0].weight, teacher.down[3].weight[sel.trunk][:, sel.down])
+    torch.testing.assert_close(g.up[0][0].weight, teacher.up[0][0].weight[sel.trunk][:, sel.up0])
+    for s_block, j in zip(g.blocks, [2, 5], strict=True):
+        torch.testing.assert_close(s_block.conv[1].weight, teacher.blocks[j].conv[1].weight[sel.inner[j]][:, sel.trunk])
+    assert g.stem[2].weight.shape == (2 * ngf, 12, 3, 3) and g.head[1].weight.shape == (12, 2 * ngf, 3, 3)
+    assert any("half-resolution stem and head start fresh" in n for n in notes)
+    assert any(p.requires_grad for p in g.stem.parameters()) and not student.shares_encoder
+    assert student(torch.rand(1, 3, 32, 40)).shape == (1, 3, 32, 40)

@@ -45,6 +45,8 @@ VARIANTS = {
     "reflect downsampling": {"down_padding": "reflect"},
     "separable blocks": {"block": "separable"},
     "separable batch resize-conv": {"block": "separable", "norm": "batch", "upsample": "resize-conv"},
+    "half-resolution ends": {"ends": "half"},
+    "half-resolution ends, batch resize-conv": {"ends": "half", "norm": "batch", "upsample": "resize-conv"},
 }
 # (tile side in output pixels, residual-block rows per strip): ordinary tiles, tiles of one
 # bottleneck position (far smaller than the ~20 px halo) with 1-row strips, and odd strips.
@@ -112,9 +114,10 @@ def test_tiles_without_whole_image_statistics_would_differ():
     assert (naive - whole[:, :, :20, :28]).abs().max() > 100 * FP32_ATOL
 
 
+@pytest.mark.parametrize("overrides", [{"block": "separable"}, {"ends": "half"}])
 @pytest.mark.parametrize("size", [(45, 61), (7, 3), (33, 1), (9, 100)])
-def test_8bit_output_of_odd_sizes_is_within_one_grey_level_of_translate_batch(size):
-    model = _generator(block="separable")
+def test_8bit_output_of_odd_sizes_is_within_one_grey_level_of_translate_batch(size, overrides):
+    model = _generator(**overrides)
     pixels = _pixels(*size, seed=1).numpy()
     decider = TileDecider(model, CPU, tile=8)
     out = decider.translate(pixels, plan_tiles(*size, model.config, 4, 0, tile=8))

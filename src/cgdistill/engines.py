@@ -46,11 +46,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from cgdistill import paths
+from cgdistill.compiled import MIN_PASSES, compile_for, worth_trying
 from cgdistill.cost import median_ms, sample_ms
 from cgdistill.device import native_amp_dtype
 from cgdistill.errors import CgdistillError
 from cgdistill.export import make_session, to_onnx_bytes
-from cgdistill.forward import generator_multiple, prepare_generator
+from cgdistill.forward import generator_multiple, padded_size, prepare_generator
 from cgdistill.fsutil import atomic_write_text
 from cgdistill.metrics import psnr
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
@@ -85,6 +86,7 @@ class Workload:
     height: int
     width: int
     batch: int = 1
+    passes: int = 1  # forward passes of this shape the command will run (a video's frames / batch)
 
     def timing_shape(self) -> tuple[int, int, int]:
         """(batch, height, width) to time: the work's own, sides rounded to ``TIMING_MULTIPLE``, at most
@@ -306,7 +308,13 @@ def choose_engine(
     if engine == "onnxruntime":
         return onnxruntime_engine(generator, device)
     candidate = torch_engine(generator, device)
-    if engine == "torch" or device.type != "cpu":
+    if device.type != "cpu":
+        return candidate
+    if work is not None and work.passes >= MIN_PASSES and decided is None:
+        raced = _race_for_long_work(candidate, generator, engine, work)
+        if raced is not None:
+            return raced
+    if engine == "torch":
         return candidate
     if not onnx_available():
         return Engine(candidate.name, candidate.model, f"{candidate.reason}; onnxruntime is not installed")
@@ -341,6 +349,45 @@ def choose_engine(
         return Engine(candidate.name, candidate.model, f"{reason}; {candidate.reason}")
     ort_model = (ort_engine or onnxruntime_engine(generator, device)).model
     return Engine("onnxruntime fp32", ort_model, f"{reason}; torch for images that need tiles", candidate.model)
+
+
+def _work_input(work: Workload, multiple: int) -> torch.Tensor:
+    """A probe batch of exactly the shape the work's passes hold (padded as ``forward.translate_batch`` pads)."""
+    height, width = padded_size(work.height, work.width, multiple)
+    side = max(height, width)
+    return probe_image(side)[..., :height, :width].expand(work.batch, -1, -1, -1).contiguous()
+
+
+def _race_for_long_work(candidate: Engine, generator: nn.Module, engine: str, work: Workload) -> Engine | None:
+    """For long work of one shape on a CPU (a video): the torch engine compiled for that shape (``compiled``)
+    against the eager one and, for ``auto``, onnxruntime, all timed on that shape; None when the work is
+    too short for a compile to pay."""
+    x = _work_input(work, generator_multiple(candidate.model))
+    eager_ms = median_ms({"eager": candidate.model}, x, repeats=2, rounds=1)["eager"]
+    if not worth_trying(eager_ms, work.passes):
+        return None
+    attempt = compile_for(candidate.model, x)
+    label = f"{candidate.name} compiled"
+    runners: dict[str, nn.Module] = {candidate.name: candidate.model}
+    if attempt.model is not None:
+        runners[label] = attempt.model
+    ort_model = None
+    if engine == "auto" and onnx_available():
+        ort_model = OnnxRuntimeGenerator.from_generator(generator.eval())
+        runners["onnxruntime fp32"] = ort_model
+    ms = median_ms(runners, x, repeats=TIMING_REPEATS)
+    best = min(ms, key=ms.get)
+    size = f"{x.shape[-1]}x{x.shape[-2]}" + (f" in batches of {work.batch}" if work.batch > 1 else "")
+    per_image = ", ".join(f"{name} {value / work.batch:.0f} ms" for name, value in ms.items())
+    compile_note = (
+        attempt.failure + "; " if attempt.model is None else f"compiled for {size} in {attempt.seconds:.0f} s; "
+    )
+    reason = f"{work.passes} passes of one shape: {compile_note}fastest at {size} ({per_image} an image)"
+    if best == label:
+        return Engine(label, attempt.model, f"{reason}; {candidate.reason}", candidate.model)
+    if best == "onnxruntime fp32":
+        return Engine(best, ort_model, f"{reason}; torch for images that need tiles", candidate.model)
+    return Engine(candidate.name, candidate.model, f"{reason}; {candidate.reason}")
 
 
 def device_for_model(path: Path | str, spec: str | None) -> torch.device:

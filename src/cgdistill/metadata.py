@@ -18,7 +18,7 @@ from pathlib import Path, PureWindowsPath
 
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import GeneratorConfig
-from cgdistill.options import BLOCKS, DIRECTIONS, NORMS, PADDINGS, UPSAMPLES
+from cgdistill.options import BLOCKS, DIRECTIONS, ENDS, NORMS, PADDINGS, UPSAMPLES
 
 FORMAT = "cgdistill"
 FORMAT_VERSION = 1
@@ -119,6 +119,7 @@ GENERATOR_FIELDS: dict[str, Entry] = {
     "down_padding": Entry(one_of(*PADDINGS)),
     "up_padding": Entry(one_of(*PADDINGS)),
     "block": Entry(one_of(*BLOCKS)),
+    "ends": Entry(one_of(*ENDS)),  # absent before issue 29: full
 }
 DISCRIMINATOR_FIELDS: dict[str, Entry] = {
     "ndf": Entry(integer(1, 4096), required=True),

@@ -16,6 +16,9 @@ NORMS = ("instance", "instance-affine", "batch")
 UPSAMPLES = ("deconv", "resize-conv")
 PADDINGS = ("zeros", "reflect")
 BLOCKS = ("standard", "separable")
+# Resolution of the stem and head: the published full-resolution 7x7 convs, or 3x3 convs at half
+# resolution on 2x2 pixel blocks (space-to-depth in, pixel shuffle out).
+ENDS = ("full", "half")
 
 # Training (train/config.py holds the flags; the modules named own the choices and import them from here).
 AMP_DTYPES = ("bf16", "fp16")  # train/runtime.py

@@ -36,7 +36,7 @@ from cgdistill.policy import Runner, check_sizes, parse_size, parse_tile, runner
 from cgdistill.processes import gather, join_process_group, leave_process_group, torchrun_ranks
 from cgdistill.runs import ResolvedModel, resolve_generator
 from cgdistill.video import VideoResult, check_video_options, translate_video
-from cgdistill.videoio import frame_size, is_video_file
+from cgdistill.videoio import frame_count, frame_size, is_video_file
 from cgdistill.worklist import Worklist, find_videos, plan_work
 
 
@@ -214,11 +214,24 @@ def _workload(work: Worklist, request: TranslateRequest) -> Workload | None:
     try:
         if work.videos:
             width, height = frame_size(work.videos[0].source, request.max_side)
-            return Workload(height, width, request.batch_size)
+            return Workload(height, width, request.batch_size, _passes(work, (width, height), request))
         width, height = fit_max_side(*probe_image(work.images[0].source), request.max_side)
         return Workload(height, width, min(request.batch_size, len(work.images)))
     except CgdistillError:
         return None
+
+
+def _passes(work: Worklist, size: tuple[int, int], request: TranslateRequest) -> int:
+    """Forward passes the videos of frame ``size`` will take (their headers' frame counts at ``--batch-size``):
+    what decides whether compiling the model for that shape pays (``compiled``)."""
+    frames = 0
+    for video in work.videos:
+        try:
+            if frame_size(video.source, request.max_side) == size:
+                frames += frame_count(video.source)
+        except CgdistillError:
+            continue  # that file fails on its own later
+    return max(1, -(-frames // request.batch_size))
 
 
 def _translate_videos(

@@ -298,6 +298,25 @@ def probe_video(source: Path | str) -> str:
         container.close()
 
 
+def frame_count(source: Path | str) -> int:
+    """Frames in ``source``'s video stream as its header states them (or duration x rate; 0 when unknown)."""
+    av = require_av(source)
+    container = open_input(av, Path(source))
+    try:
+        if not container.streams.video:
+            raise no_video_stream(Path(source))
+        stream = container.streams.video[0]
+        if stream.frames:
+            return int(stream.frames)
+        if stream.duration is not None and stream.time_base is not None and stream.average_rate:
+            return int(stream.duration * stream.time_base * stream.average_rate)
+        if container.duration is not None and stream.average_rate:
+            return int(container.duration / 1_000_000 * stream.average_rate)
+        return 0
+    finally:
+        container.close()
+
+
 def frame_size(source: Path | str, max_side: int) -> tuple[int, int]:
     """(width, height) of the frames ``translate`` gives the model for ``source``, from the stream's header:
     fitted to ``max_side`` with even sides, as :class:`Reader` fits them (a display rotation would swap

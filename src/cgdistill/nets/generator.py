@@ -9,6 +9,15 @@ Residual blocks come in two kinds (``block``): ``standard`` (two 3x3 convs, as p
 ``separable``, the mobile block of GAN Compression (Li et al., 2020): each 3x3 conv becomes a 3x3
 depthwise conv, a norm and a 1x1 pointwise conv, about 8x fewer multiply-accumulates per block at
 256 channels.
+
+The stem and head come in two kinds (``ends``): ``full`` (as published: a 7x7 conv on the pixels,
+two stride-2 convs, two 2x upsamplings and a 7x7 conv back to pixels) and ``half``, for small fast
+students: the image is cut into 2x2 pixel blocks (space-to-depth, 12 channels at half resolution,
+nothing lost), a 3x3 conv and one stride-2 conv reach the same quarter-resolution trunk, and one 2x
+upsampling and a 3x3 conv to 12 channels are shuffled back into pixels. No layer then runs at full
+resolution, where the few channels of a narrow network keep the CPU waiting on memory (the 7x7
+head alone was a fifth of ``fastest``'s time at 640x480; docs/distillation.md). The trunk and the
+inner downsampling and upsampling keep the published shapes, so they still start from the teacher.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import torch
 from torch import nn
 
 from cgdistill.nets.norm import InstanceNorm
-from cgdistill.options import BLOCKS, NORMS, PADDINGS, UPSAMPLES
+from cgdistill.options import BLOCKS, ENDS, NORMS, PADDINGS, UPSAMPLES
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,7 @@ class GeneratorConfig:
     down_padding: str = "zeros"
     up_padding: str = "reflect"
     block: str = "standard"
+    ends: str = "full"
 
     def __post_init__(self) -> None:
         if self.blocks < 1:
@@ -54,6 +64,8 @@ class GeneratorConfig:
             raise ValueError("up_padding applies to resize-conv upsampling only; transposed convs do not pad")
         if self.block not in BLOCKS:
             raise ValueError(f"block must be one of {', '.join(BLOCKS)}, got {self.block!r}")
+        if self.ends not in ENDS:
+            raise ValueError(f"ends must be one of {', '.join(ENDS)}, got {self.ends!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -157,36 +169,59 @@ class ResnetGenerator(nn.Module):
             cfg = GeneratorConfig(**{**config.to_dict(), **overrides})
         self.config = cfg
         ngf, bias = cfg.ngf, conv_bias(cfg.norm)
-        self.stem = nn.Sequential(
-            nn.ReflectionPad2d(3),
-            nn.Conv2d(cfg.in_channels, ngf, 7, bias=bias),
-            norm_layer(cfg.norm, ngf),
-            nn.ReLU(inplace=True),
-        )
         down_mode = cfg.down_padding
-        self.down = nn.Sequential(
-            nn.Conv2d(ngf, ngf * 2, 3, stride=2, padding=1, bias=bias, padding_mode=down_mode),
-            norm_layer(cfg.norm, ngf * 2),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(ngf * 2, ngf * 4, 3, stride=2, padding=1, bias=bias, padding_mode=down_mode),
-            norm_layer(cfg.norm, ngf * 4),
-            nn.ReLU(inplace=True),
-        )
+        if cfg.ends == "full":
+            self.stem = nn.Sequential(
+                nn.ReflectionPad2d(3),
+                nn.Conv2d(cfg.in_channels, ngf, 7, bias=bias),
+                norm_layer(cfg.norm, ngf),
+                nn.ReLU(inplace=True),
+            )
+            self.down = nn.Sequential(
+                nn.Conv2d(ngf, ngf * 2, 3, stride=2, padding=1, bias=bias, padding_mode=down_mode),
+                norm_layer(cfg.norm, ngf * 2),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(ngf * 2, ngf * 4, 3, stride=2, padding=1, bias=bias, padding_mode=down_mode),
+                norm_layer(cfg.norm, ngf * 4),
+                nn.ReLU(inplace=True),
+            )
+        else:  # "half": the stem reads 2x2 pixel blocks and ends where the published first downsampling does
+            self.stem = nn.Sequential(
+                nn.PixelUnshuffle(2),
+                nn.ReflectionPad2d(1),
+                nn.Conv2d(cfg.in_channels * 4, ngf * 2, 3, bias=bias),
+                norm_layer(cfg.norm, ngf * 2),
+                nn.ReLU(inplace=True),
+            )
+            self.down = nn.Sequential(
+                nn.Conv2d(ngf * 2, ngf * 4, 3, stride=2, padding=1, bias=bias, padding_mode=down_mode),
+                norm_layer(cfg.norm, ngf * 4),
+                nn.ReLU(inplace=True),
+            )
         block = BLOCK_TYPES[cfg.block]
         self.blocks = nn.ModuleList(block(ngf * 4, cfg.norm) for _ in range(cfg.blocks))
-        self.up = nn.Sequential(
-            _upsample_stage(ngf * 4, ngf * 2, cfg),
-            _upsample_stage(ngf * 2, ngf, cfg),
-        )
-        self.head = nn.Sequential(
-            nn.ReflectionPad2d(3),
-            nn.Conv2d(ngf, cfg.out_channels, 7),
-            nn.Tanh(),
-        )
+        if cfg.ends == "full":
+            self.up = nn.Sequential(
+                _upsample_stage(ngf * 4, ngf * 2, cfg),
+                _upsample_stage(ngf * 2, ngf, cfg),
+            )
+            self.head = nn.Sequential(
+                nn.ReflectionPad2d(3),
+                nn.Conv2d(ngf, cfg.out_channels, 7),
+                nn.Tanh(),
+            )
+        else:
+            self.up = nn.Sequential(_upsample_stage(ngf * 4, ngf * 2, cfg))
+            self.head = nn.Sequential(
+                nn.ReflectionPad2d(1),
+                nn.Conv2d(ngf * 2, cfg.out_channels * 4, 3),
+                nn.PixelShuffle(2),
+                nn.Tanh(),
+            )
 
     @property
     def multiple(self) -> int:
-        """Input sides must be multiples of this (two stride-2 stages)."""
+        """Input sides must be multiples of this (two stride-2 stages, or 2x2 blocks and one)."""
         return 4
 
     @property

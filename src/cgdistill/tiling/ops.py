@@ -38,6 +38,13 @@ class Upsample:
 
 
 @dataclass(frozen=True)
+class Shuffle:
+    """2x2 pixel blocks to channels (``down``: space-to-depth) or back (pixel shuffle): exact, no padding."""
+
+    down: bool
+
+
+@dataclass(frozen=True)
 class Norm:
     module: nn.Module
 
@@ -51,7 +58,7 @@ class Pointwise:
     fn: Callable[[torch.Tensor], torch.Tensor]
 
 
-Op = Conv | Upsample | Norm | Pointwise
+Op = Conv | Upsample | Shuffle | Norm | Pointwise
 
 
 class NotTileable(Exception):
@@ -92,6 +99,11 @@ def layer_ops(modules: nn.Module) -> list[Op]:
             ops.append(
                 Conv(module, _square(module.kernel_size), _square(module.stride), _square(module.padding), "", True)
             )
+        elif isinstance(module, nn.PixelUnshuffle | nn.PixelShuffle):
+            factor = module.downscale_factor if isinstance(module, nn.PixelUnshuffle) else module.upscale_factor
+            if factor != 2 or pending is not None:
+                raise NotTileable("pixel shuffle other than 2x2")
+            ops.append(Shuffle(isinstance(module, nn.PixelUnshuffle)))
         elif isinstance(module, nn.Upsample):
             if module.mode != "nearest" or module.scale_factor not in (2, 2.0, (2.0, 2.0)):
                 raise NotTileable("upsampling other than nearest x2")
@@ -123,6 +135,8 @@ def out_size(op: Op, n: int) -> int:
         return (n + 2 * op.pad - op.kernel) // op.stride + 1
     if isinstance(op, Upsample):
         return 2 * n
+    if isinstance(op, Shuffle):
+        return n // 2 if op.down else 2 * n
     return n
 
 
@@ -134,8 +148,10 @@ def need(op: Op, lo: int, hi: int, n_in: int) -> tuple[int, int]:
             last = (hi - 1 + op.pad) // op.stride
             return max(0, first), min(n_in, last + 1)
         return max(0, lo * op.stride - op.pad), min(n_in, (hi - 1) * op.stride - op.pad + op.kernel)
-    if isinstance(op, Upsample):
+    if isinstance(op, Upsample) or (isinstance(op, Shuffle) and not op.down):
         return lo // 2, (hi - 1) // 2 + 1
+    if isinstance(op, Shuffle):
+        return 2 * lo, min(n_in, 2 * hi)
     return lo, hi
 
 
@@ -171,6 +187,11 @@ def forward_op(op: Op, x: torch.Tensor, src: Rect, dst: Rect, stats: dict[int, t
         return conv_forward(op, x, src, dst)
     if isinstance(op, Upsample):
         y = F.interpolate(x, scale_factor=op.module.scale_factor, mode="nearest")
+        return y[:, :, dst[0] - 2 * src[0] : dst[1] - 2 * src[0], dst[2] - 2 * src[2] : dst[3] - 2 * src[2]]
+    if isinstance(op, Shuffle):
+        if op.down:  # the region read is exactly the 2x2 blocks of the region written
+            return F.pixel_unshuffle(x, 2)
+        y = F.pixel_shuffle(x, 2)
         return y[:, :, dst[0] - 2 * src[0] : dst[1] - 2 * src[0], dst[2] - 2 * src[2] : dst[3] - 2 * src[2]]
     if isinstance(op, Norm):
         m = op.module

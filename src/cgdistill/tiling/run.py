@@ -19,6 +19,7 @@ from cgdistill.tiling.ops import (
     Op,
     Pointwise,
     Rect,
+    Shuffle,
     Sums,
     Upsample,
     conv_forward,
@@ -46,7 +47,7 @@ class TiledGenerator:
             raise NotTileable("encoder ends in a spatial layer after its last norm")
         for block in self.blocks:
             for op in block:
-                if isinstance(op, Upsample) or (isinstance(op, Conv) and (op.transposed or op.stride != 1)):
+                if isinstance(op, Upsample | Shuffle) or (isinstance(op, Conv) and (op.transposed or op.stride != 1)):
                     raise NotTileable("a residual block that changes the grid")
         self.stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 

@@ -19,6 +19,7 @@ from cgdistill.options import (
     COMPILE_MODES,
     DEVICE_HELP,
     DIRECTIONS,
+    ENDS,
     FIDELITY_IMAGES,
     INITS,
     NORMS,
@@ -241,6 +242,14 @@ class DistillConfig(TrainConfig):
             "Residual block: standard (two 3x3 convs) or separable (depthwise + 1x1).", panel=TRAIN, choices=BLOCKS
         ),
     )
+    ends: str = field(
+        default="full",
+        metadata=flag(
+            "Stem and output layers: full (7x7 convs at full resolution, as published) or half (3x3 convs on 2x2 "
+            "pixel blocks: space-to-depth in, pixel shuffle out; no layer at full resolution).",
+            panel=TRAIN, choices=ENDS,
+        ),
+    )  # fmt: skip
     init: str = field(
         default="copy",
         metadata=flag(

@@ -1,6 +1,6 @@
 """Named student shapes for ``distill --preset``: depth, width and residual-block kind in one word.
 
-A preset fills in ``blocks``, ``ngf`` and ``block`` unless the user set them; widths are fractions
+A preset fills in ``blocks``, ``ngf``, ``block`` and ``ends`` unless the user set them; widths are fractions
 of the teacher's, so a preset means the same trade-off for any teacher. The latency and fidelity
 behind each choice are in docs/benchmarks.md and docs/distillation.md.
 """
@@ -21,6 +21,7 @@ class Preset:
     lr: float = 2e-4
     echo: int = 1  # student updates per teacher batch (--echo)
     lambda_feature: float = 1.0  # weight of the hidden-state L2 (--lambda-feature)
+    ends: str = "full"  # stem and head resolution (--ends)
 
 
 # One entry per name in options.PRESET_NAMES (--preset's choices; tests/test_presets.py holds them equal).
@@ -53,7 +54,7 @@ PRESETS: dict[str, Preset] = {
         lambda_feature=20.0,
     ),
 }
-SHAPE_FIELDS = ("blocks", "ngf", "block")
+SHAPE_FIELDS = ("blocks", "ngf", "block", "ends")
 # What a preset sets beside the shape (its recipe, measured per preset; docs/distillation.md).
 RECIPE_FIELDS = ("lr", "echo", "lambda_feature")
 
@@ -79,6 +80,7 @@ def preset_values(config: DistillConfig, teacher_ngf: int, given: set[str] | Non
         "blocks": preset.blocks,
         "ngf": preset_ngf(preset, teacher_ngf),
         "block": preset.block,
+        "ends": preset.ends,
         "lr": preset.lr,
         "echo": preset.echo,
         "lambda_feature": preset.lambda_feature,

@@ -94,7 +94,7 @@ def build_student(config: DistillConfig, teacher: ResnetGenerator, seed: torch.G
     ngf = config.ngf or t_cfg.ngf
     # Everything but depth, width and block kind comes from the teacher (norm, upsampling, padding,
     # channels), so copied layers compute what they computed in the teacher.
-    s_cfg = replace(t_cfg, blocks=config.blocks, ngf=ngf, block=config.block)
+    s_cfg = replace(t_cfg, blocks=config.blocks, ngf=ngf, block=config.block, ends=config.ends)
     generator = ResnetGenerator(s_cfg)
     init_weights(generator, generator=seed)
     # Adapters serve the feature loss only: without it, their weights would get no gradient (which
@@ -105,7 +105,14 @@ def build_student(config: DistillConfig, teacher: ResnetGenerator, seed: torch.G
     init_weights(adapters, generator=seed)
     notes = []
     if config.init in ("copy", "copy-outer"):
-        if ngf == t_cfg.ngf:
+        if t_cfg.ends != "full" or ngf > t_cfg.ngf:
+            why = (
+                f"the teacher has {t_cfg.ends}-resolution ends"
+                if t_cfg.ends != "full"
+                else f"the student is {ngf} channels wide and the teacher {t_cfg.ngf}"
+            )
+            notes.append(f"Copying layers is not possible ({why}), so every layer starts fresh.")
+        elif ngf == t_cfg.ngf and s_cfg.ends == t_cfg.ends:
             teacher_state = teacher.state_dict()
             shared = {k: v.clone() for k, v in teacher_state.items() if k.startswith(SHARED_PREFIXES)}
             generator.load_state_dict(shared, strict=False)
@@ -129,7 +136,7 @@ def build_student(config: DistillConfig, teacher: ResnetGenerator, seed: torch.G
                     f"The student's {s_cfg.block} residual blocks start fresh: the teacher's are {t_cfg.block}, "
                     "and one kind has no exact copy in the other."
                 )
-        elif ngf < t_cfg.ngf:
+        else:  # narrower, or other ends: the kept channels (all of them at the same width)
             notes.append(
                 narrow_init(
                     generator,
@@ -138,11 +145,6 @@ def build_student(config: DistillConfig, teacher: ResnetGenerator, seed: torch.G
                     copied_blocks(config.blocks, t_cfg.blocks, same_width=False),
                     copy_blocks=config.init == "copy",
                 )
-            )
-        else:
-            notes.append(
-                f"The student is {ngf} channels wide and the teacher {t_cfg.ngf}: copying layers is not possible, "
-                "so every layer starts fresh."
             )
     if adapters.needed:
         notes.append(f"Feature adapters: {config.blocks} learned 1x1 convs from {width} to {teacher_width} channels.")

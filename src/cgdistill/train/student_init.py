@@ -140,26 +140,31 @@ def copy_narrow(
     *,
     copy_blocks: bool = True,
 ) -> int:
-    """Copy the kept channels into ``student``'s stem, down, up and head, and (with ``copy_blocks``)
+    """Copy the kept channels into ``student``'s stem, down, up and head (with half-resolution ends:
+    the inner downsampling and upsampling only), and (with ``copy_blocks``)
     into its blocks when both are standard (student block i from teacher block ``block_map[i]``,
     the one it imitates).
 
     Returns the number of residual blocks copied.
     """
     sel = selection
-    _copy_conv(student.stem[1], teacher.stem[1], sel.stem, None)
-    _copy_norm(student.stem[2], teacher.stem[2], sel.stem)
-    _copy_conv(student.down[0], teacher.down[0], sel.down, sel.stem)
-    _copy_norm(student.down[1], teacher.down[1], sel.down)
-    _copy_conv(student.down[3], teacher.down[3], sel.trunk, sel.down)
-    _copy_norm(student.down[4], teacher.down[4], sel.trunk)
-    for (s_stage, t_stage), (out_idx, in_idx) in zip(
-        zip(student.up, teacher.up, strict=True), ((sel.up0, sel.trunk), (sel.up1, sel.up0)), strict=True
-    ):
+    if student.config.ends == "full":
+        _copy_conv(student.stem[1], teacher.stem[1], sel.stem, None)
+        _copy_norm(student.stem[2], teacher.stem[2], sel.stem)
+        _copy_conv(student.down[0], teacher.down[0], sel.down, sel.stem)
+        _copy_norm(student.down[1], teacher.down[1], sel.down)
+        inner_down, up_pairs = (student.down[3], student.down[4]), ((sel.up0, sel.trunk), (sel.up1, sel.up0))
+    else:  # half-resolution ends: the stem and head read and write pixel blocks, no teacher layer does
+        inner_down, up_pairs = (student.down[0], student.down[1]), ((sel.up0, sel.trunk),)
+    _copy_conv(inner_down[0], teacher.down[3], sel.trunk, sel.down)
+    _copy_norm(inner_down[1], teacher.down[4], sel.trunk)
+    stages = zip(student.up, teacher.up[: len(student.up)], strict=True)
+    for (s_stage, t_stage), (out_idx, in_idx) in zip(stages, up_pairs, strict=True):
         (s_conv, s_norm), (t_conv, t_norm) = _stage_conv(s_stage), _stage_conv(t_stage)
         _copy_conv(s_conv, t_conv, out_idx, in_idx)
         _copy_norm(s_norm, t_norm, out_idx)
-    _copy_conv(student.head[1], teacher.head[1], None, sel.up1)
+    if student.config.ends == "full":
+        _copy_conv(student.head[1], teacher.head[1], None, sel.up1)
     if not copy_blocks:
         return 0
     copied = 0
@@ -202,6 +207,11 @@ def narrow_init(
     copied = copy_narrow(student, teacher, selection, block_map, copy_blocks=copy_blocks)
     if all(isinstance(conv, nn.Conv2d) for conv in adapters):
         embed_adapters(adapters, selection.trunk)
+    layers = (
+        "stem, downsampling, upsampling and output layers"
+        if student.config.ends == "full"
+        else "inner downsampling and upsampling (the half-resolution stem and head start fresh)"
+    )
     blocks = (
         f" and {copied} residual blocks (from teacher blocks {[j + 1 for j in block_map]})"
         if copied
@@ -209,5 +219,5 @@ def narrow_init(
     )
     return (
         f"Copied the teacher's {student.config.ngf} of {teacher.config.ngf} most-read channels per layer into the "
-        f"stem, downsampling, upsampling and output layers{blocks}."
+        f"{layers}{blocks}."
     )

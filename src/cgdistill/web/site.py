@@ -239,6 +239,7 @@ def site_config(
             "blocks": config.blocks,
             "ngf": config.ngf,
             "block": config.block,
+            "ends": config.ends,
             "norm": config.norm,
             "upsample": config.upsample,
             "parameters": count_parameters(shape),

@@ -1,0 +1,76 @@
+"""A generator compiled for one input shape (``torch.compile``), for long runs of same-sized frames on a CPU.
+
+On a CPU, eager PyTorch runs a small generator far below what the arithmetic costs: between the
+convolutions, instance norm on channels-last tensors, padding and the activations each read and
+write the whole activation again, and at few channels that memory traffic is most of the time.
+Inductor fuses them into a few loops (measured: ``fastest`` at 640x480 under bf16, 108 ms eager, 48
+ms compiled; docs/benchmarks.md). Compiling costs seconds (10-40 s the first time on 2 cores, less
+from inductor's on-disk cache), so it pays only for long work of one shape: a video's frames.
+
+:func:`compile_for` compiles a model for exactly one input shape, runs it once and keeps it only if
+it is the faster of the two there; a compiled model meets other shapes (a video's last, shorter
+batch) in eager mode rather than compiling again. Compilation needs a C++ compiler: where it fails,
+the eager model is kept, and the reason says why.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+# Try compiling when the work at eager speed would take this long: the first compile on 2 cores took
+# 12-40 s (docs/benchmarks.md), so a compile that turns out slower than eager costs at most about a
+# third of a run this long, and one that halves the time saves a minute or more.
+COMPILE_FROM_SECONDS = 120.0
+MIN_PASSES = 16  # fewer passes never pay for the compile, whatever each costs
+
+
+class CompiledForShape(nn.Module):
+    """``model`` compiled for inputs of ``shape`` (channels-last on the CPU), eager for any other shape."""
+
+    def __init__(self, model: nn.Module, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.eager = model
+        self.shape = tuple(shape)
+        # Its own channels-last copy: inductor's CPU kernels for convolutions and norms run fastest on it,
+        # and the eager model (tiles, other shapes) keeps the layout it was timed in.
+        self.compiled = torch.compile(copy.deepcopy(model).to(memory_format=torch.channels_last), dynamic=False)
+        self.config = getattr(model, "config", None)
+        self.multiple = getattr(model, "multiple", 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape) != self.shape:
+            return self.eager(x)
+        return self.compiled(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
+@dataclass(frozen=True)
+class CompileAttempt:
+    """A model compiled for one shape (None where the compiler failed), and what it cost or why it failed."""
+
+    model: CompiledForShape | None
+    seconds: float
+    failure: str = ""
+
+
+def worth_trying(eager_ms: float, passes: int) -> bool:
+    """Whether ``passes`` forward passes at ``eager_ms`` each are long enough work to try compiling for."""
+    return passes >= MIN_PASSES and eager_ms * passes / 1000.0 >= COMPILE_FROM_SECONDS
+
+
+def compile_for(model: nn.Module, x: torch.Tensor) -> CompileAttempt:
+    """``model`` compiled for ``x``'s shape, compiled now by one call on ``x`` (see the module docstring)."""
+    started = time.perf_counter()
+    try:
+        candidate = CompiledForShape(model, tuple(x.shape))
+        with torch.inference_mode():
+            candidate(x)
+    except Exception as exc:  # noqa: BLE001 - any failure of the compiler stack leaves the eager model running
+        text = str(exc).strip()
+        first = text.splitlines()[0][:120] if text else type(exc).__name__
+        return CompileAttempt(None, time.perf_counter() - started, f"torch.compile failed: {first}")
+    return CompileAttempt(candidate, time.perf_counter() - started)

@@ -1,0 +1,82 @@
+"""A generator compiled for one shape: what a long video runs on a CPU when it is the faster."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cgdistill import compiled, engines
+from cgdistill.compiled import compile_for, worth_trying
+from cgdistill.engines import Workload, choose_engine
+from cgdistill.forward import prepare_generator
+from cgdistill.nets import ResnetGenerator, init_weights
+from test_video import make_clip
+
+CPU = torch.device("cpu")
+# fp32 on both sides; inductor fuses the norm's reductions and sums them in another order than
+# torch's kernel: ~1e-6 relative per normalised layer through ~12 layers on outputs in [-1, 1].
+# 1e-4 is 0.013 grey levels, while a wrong layer or layout moves outputs by 1e-2 or more.
+FP32_ATOL = 1e-4
+
+
+def _tiny(**overrides) -> torch.nn.Module:
+    generator = ResnetGenerator(blocks=1, ngf=4, **overrides)
+    init_weights(generator, generator=torch.Generator().manual_seed(0))
+    return prepare_generator(generator, CPU)
+
+
+@pytest.mark.parametrize("ends", ["full", "half"])
+def test_the_compiled_model_gives_the_eager_output_on_its_shape_and_runs_other_shapes_eager(ends):
+    model = _tiny(ends=ends)
+    x = torch.rand(2, 3, 32, 40) * 2 - 1
+    attempt = compile_for(model, x)
+    assert attempt.model is not None, attempt.failure
+    with torch.inference_mode():
+        expected, got = model(x), attempt.model(x)
+        other = torch.rand(1, 3, 16, 24) * 2 - 1
+        assert torch.equal(attempt.model(other), model(other))  # another shape: the eager model itself
+    assert got.shape == expected.shape and expected.std() > 0.05
+    assert (got - expected).abs().max() <= FP32_ATOL
+
+
+def test_a_compiler_that_fails_leaves_the_eager_model_and_says_why(monkeypatch):
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("no C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    attempt = compile_for(_tiny(), torch.rand(1, 3, 16, 16))
+    assert attempt.model is None and attempt.failure == "torch.compile failed: no C++ compiler found"
+
+
+def test_compiling_is_tried_only_for_long_work():
+    assert not worth_trying(eager_ms=100.0, passes=compiled.MIN_PASSES - 1)  # a few passes never pay
+    assert not worth_trying(eager_ms=1.0, passes=1000)  # 1 s of work
+    assert worth_trying(eager_ms=100.0, passes=1200)  # two minutes of work
+
+
+def test_auto_on_a_short_clip_never_compiles(monkeypatch):
+    def refuse(*_args):
+        raise AssertionError("compiled for short work")
+
+    monkeypatch.setattr(engines, "compile_for", refuse)
+    engine = choose_engine(_tiny(), CPU, "torch", Workload(32, 32, 4, passes=compiled.MIN_PASSES - 1))
+    assert "compiled" not in engine.name
+
+
+def test_long_work_races_the_compiled_model_on_its_own_shape(monkeypatch):
+    monkeypatch.setattr(compiled, "COMPILE_FROM_SECONDS", 0.0)
+    shapes = []
+
+    monkeypatch.setattr(engines, "compile_for", lambda model, x: compiled.CompileAttempt(None, 1.0, "broken here"))
+    engine = choose_engine(_tiny(), CPU, "torch", Workload(30, 42, 2, passes=100))
+    assert "100 passes of one shape: broken here" in engine.reason and "compiled" not in engine.name
+    monkeypatch.setattr(engines, "compile_for", lambda model, x: shapes.append(tuple(x.shape)) or compile_for(model, x))
+    engine = choose_engine(_tiny(), CPU, "torch", Workload(30, 42, 2, passes=100))
+    assert shapes == [(2, 3, 32, 44)]  # the work's batch, padded to the generator's multiple as translate pads it
+    assert "compiled for 44x32 in batches of 2" in engine.reason and engine.tiled is not None
+
+
+def test_the_header_frame_count_decides_the_passes(tmp_path):
+    from cgdistill.videoio import frame_count
+
+    assert frame_count(make_clip(tmp_path / "clip.mp4", frames=9)) == 9
