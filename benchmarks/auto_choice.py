@@ -25,14 +25,11 @@ import torch
 from cgdistill.cost import median_ms
 from cgdistill.engines import Workload, choose_engine, onnxruntime_engine, probe_image, torch_engine
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
-from cgdistill.train.presets import PRESETS, preset_ngf
+from cgdistill.train.presets import PRESETS, preset_generator
 
 CPU = torch.device("cpu")
 TEACHER = GeneratorConfig(blocks=9, ngf=64)
-SHAPES = {"teacher": TEACHER} | {
-    name: GeneratorConfig(blocks=p.blocks, ngf=preset_ngf(p, TEACHER.ngf) or TEACHER.ngf, block=p.block)
-    for name, p in PRESETS.items()
-}
+SHAPES = {"teacher": TEACHER} | {name: preset_generator(p, TEACHER) for name, p in PRESETS.items()}
 
 
 def uptime() -> str:

@@ -53,7 +53,7 @@ from cgdistill.nets import GeneratorConfig, ResnetGenerator, count_parameters
 from cgdistill.onnxfile import INPUT_NAME, OUTPUT_NAME
 from cgdistill.runs import resolve_generator
 from cgdistill.threads import allowed_cpus, read_busy
-from cgdistill.train.presets import PRESETS, preset_ngf
+from cgdistill.train.presets import PRESETS, preset_generator
 from cgdistill.web.runtime import FILES, VERSION
 from cgdistill.web.serve import open_server
 from cgdistill.web.site import export_web
@@ -233,8 +233,7 @@ def build_sites(work: Path, runtime: Path | None, names: list[str]) -> dict[str,
     with paths.using_home(work / "home"):
         for name in names:
             preset = PRESETS[name]
-            config = GeneratorConfig(blocks=preset.blocks, ngf=preset_ngf(preset, TEACHER_NGF) or TEACHER_NGF,
-                                     block=preset.block)  # fmt: skip
+            config = preset_generator(preset, GeneratorConfig(ngf=TEACHER_NGF))
             run = paths.run_path(name)
             run.mkdir(parents=True)
             save_generator(ResnetGenerator(config), run / "G.safetensors", direction="B2A", teacher="teacher")

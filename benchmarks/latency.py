@@ -30,7 +30,7 @@ from torch import nn
 from cgdistill.cost import count_macs, median_ms
 from cgdistill.engines import available_engines
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, count_parameters
-from cgdistill.train.presets import PRESETS, preset_ngf
+from cgdistill.train.presets import PRESETS, preset_generator
 
 TEACHER = GeneratorConfig(blocks=9, ngf=64)
 
@@ -87,10 +87,9 @@ def measure(variants: list[str], size: int, repeats: int, warmup: int, rounds: i
 def preset_rows(extra: str) -> dict[str, GeneratorConfig]:
     rows = {"teacher (9 blocks, ngf 64)": TEACHER}
     for name, preset in PRESETS.items():
-        ngf = preset_ngf(preset, TEACHER.ngf) or TEACHER.ngf
-        rows[f"{name} ({preset.blocks} {preset.block}, ngf {ngf})"] = GeneratorConfig(
-            blocks=preset.blocks, ngf=ngf, block=preset.block
-        )
+        config = preset_generator(preset, TEACHER)
+        ends = "" if config.ends == "full" else f", {config.ends}-resolution ends"
+        rows[f"{name} ({preset.blocks} {preset.block}, ngf {config.ngf}{ends})"] = config
     for item in filter(None, (part.strip() for part in extra.split(";"))):
         blocks, ngf, block = item.split(",")
         rows[f"{blocks} {block}, ngf {ngf}"] = GeneratorConfig(blocks=int(blocks), ngf=int(ngf), block=block)

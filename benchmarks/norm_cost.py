@@ -21,13 +21,10 @@ from cgdistill.cost import median_ms
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.nets.init import init_weights
 from cgdistill.nets.norm import float64_statistics
-from cgdistill.train.presets import PRESETS, preset_ngf
+from cgdistill.train.presets import PRESETS, preset_generator
 
 TEACHER = GeneratorConfig(blocks=9, ngf=64)
-MODELS = {"teacher": TEACHER} | {
-    name: GeneratorConfig(blocks=p.blocks, ngf=preset_ngf(p, TEACHER.ngf) or TEACHER.ngf, block=p.block)
-    for name, p in PRESETS.items()
-}
+MODELS = {"teacher": TEACHER} | {name: preset_generator(p, TEACHER) for name, p in PRESETS.items()}
 
 
 def forward(generator: torch.nn.Module, float64: bool):

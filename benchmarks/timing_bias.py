@@ -28,14 +28,11 @@ from cgdistill.engines import CpuBf16, torch_model
 from cgdistill.export import make_session, to_onnx_bytes
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.onnxfile import INPUT_NAME, OUTPUT_NAME, require_onnx
-from cgdistill.train.presets import PRESETS, preset_ngf
+from cgdistill.train.presets import PRESETS, preset_generator
 
 CPU = torch.device("cpu")
 TEACHER = GeneratorConfig(blocks=9, ngf=64)
-SHAPES = {"teacher": TEACHER} | {
-    name: GeneratorConfig(blocks=p.blocks, ngf=preset_ngf(p, TEACHER.ngf) or TEACHER.ngf, block=p.block)
-    for name, p in PRESETS.items()
-}
+SHAPES = {"teacher": TEACHER} | {name: preset_generator(p, TEACHER) for name, p in PRESETS.items()}
 Model = Callable[[torch.Tensor], object]
 
 

@@ -41,16 +41,13 @@ from cgdistill.engines import Engine, Workload, choose_engine
 from cgdistill.forward import translate_batch
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.policy import Runner
-from cgdistill.train.presets import PRESETS, preset_ngf
+from cgdistill.train.presets import PRESETS, preset_generator
 from cgdistill.video import translate_video
 
 CPU = torch.device("cpu")
 TEACHER = GeneratorConfig(blocks=9, ngf=64)
 # Each `distill --preset` shape for that teacher, as distill builds it.
-SHAPES = {"teacher": TEACHER} | {
-    name: GeneratorConfig(blocks=p.blocks, ngf=preset_ngf(p, TEACHER.ngf) or TEACHER.ngf, block=p.block)
-    for name, p in PRESETS.items()
-}
+SHAPES = {"teacher": TEACHER} | {name: preset_generator(p, TEACHER) for name, p in PRESETS.items()}
 
 
 class Identity(torch.nn.Module):
@@ -182,9 +179,10 @@ def main() -> None:
         for spec in args.sizes.split(","):
             width, height = (int(v) for v in spec.lower().split("x"))
             runners = {}
-            work = Workload(height, width, args.batch_size)  # what translate hands auto for this clip
             for name in args.models.split(","):
                 count = args.teacher_frames if name == "teacher" else args.frames
+                # What translate hands auto and torch for this clip: its frame size, batch and passes.
+                work = Workload(height, width, args.batch_size, passes=-(-count // args.batch_size))
                 clip = pan_zoom_clip(picture, root / f"{name}_{spec}.mp4", (width, height), count)
                 frames = decoded_frames(clip)
                 for choice in args.engine.split(",") if name != "identity" else ["none"]:
@@ -195,7 +193,7 @@ def main() -> None:
                         engine = choose_engine(ResnetGenerator(SHAPES[name]), CPU, choice, work)
                     if choice == "auto":
                         engine.name = f"auto: {engine.name}"
-                        print(f"  {spec} {name}: {engine.reason}")
+                    print(f"  {spec} {name} {choice}: {engine.reason}", flush=True)
                     runners[f"{name}|{choice}"] = (engine, clip, frames)
             alone: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
             whole: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}

@@ -52,6 +52,7 @@ def test_compiling_is_tried_only_for_long_work():
     assert not worth_trying(eager_ms=100.0, passes=compiled.MIN_PASSES - 1)  # a few passes never pay
     assert not worth_trying(eager_ms=1.0, passes=1000)  # 1 s of work
     assert worth_trying(eager_ms=100.0, passes=1200)  # two minutes of work
+    assert not worth_trying(eager_ms=100.0, passes=100)  # ten seconds
 
 
 def test_auto_on_a_short_clip_never_compiles(monkeypatch):

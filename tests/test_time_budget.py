@@ -119,3 +119,32 @@ def test_the_cli_refuses_a_bad_budget_in_one_sentence(cli, teacher_run):  # noqa
     result = cli("distill", "--teacher", "teacher", "--direction", "B2A", "--time-budget", "15 minutes")
     assert result.code == 2
     assert "--time-budget '15 minutes' is not a duration" in result.err_text
+
+
+def test_the_count_is_fixed_again_past_the_slow_first_steps(monkeypatch):
+    """First steps at 2 s, the rest at 1 s: the second count, from the later steps alone, buys more."""
+    clock = [0.0]
+    monkeypatch.setattr(budget_module, "_clock", lambda: clock[0])
+    budget = StepBudget(seconds=1000.0, started=0.0, flat_share=0.5)
+    budget.start_timing(1)
+    done = 1
+    while not budget.ready(done):
+        clock[0] += 2.0
+        done += 1
+    first = budget.fix(done, cap=10_000)
+    assert budget.pending and first == done + steps_within(980.0 - clock[0], 2.0, 0.0, 0)
+    while not budget.ready(done):
+        clock[0] += 1.0
+        done += 1
+    assert clock[0] >= budget_module.REFINE_SHARE * 1000.0
+    second = budget.fix(done, cap=first)  # the loop passes the current count: the first cap still holds
+    assert not budget.pending and second == done + steps_within(980.0 - clock[0], 1.0, 0.0, 0) > first
+    assert f"trains {second} steps instead of {first}" in budget.report()
+    # --max-steps still caps the second count.
+    capped = StepBudget(seconds=1000.0, started=0.0, flat_share=0.5)
+    clock[0] = 0.0
+    capped.start_timing(1)
+    clock[0] = 30.0
+    capped.fix(20, cap=400)
+    clock[0] = 200.0
+    assert capped.fix(200, cap=300) == 400

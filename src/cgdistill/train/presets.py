@@ -7,8 +7,9 @@ behind each choice are in docs/benchmarks.md and docs/distillation.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
+from cgdistill.nets import GeneratorConfig
 from cgdistill.train.config import DistillConfig
 
 
@@ -64,6 +65,12 @@ def preset_ngf(preset: Preset, teacher_ngf: int) -> int | None:
     if preset.width == 1.0:
         return None
     return max(1, round(teacher_ngf * preset.width))
+
+
+def preset_generator(preset: Preset, teacher: GeneratorConfig) -> GeneratorConfig:
+    """The student generator a preset gives for ``teacher`` (as ``distill`` builds it): for benchmarks."""
+    ngf = preset_ngf(preset, teacher.ngf) or teacher.ngf
+    return replace(teacher, blocks=preset.blocks, ngf=ngf, block=preset.block, ends=preset.ends)
 
 
 def preset_values(config: DistillConfig, teacher_ngf: int, given: set[str] | None = None) -> dict[str, object]:
