@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -19,12 +21,19 @@ CPU = torch.device("cpu")
 FP32_ATOL = 1e-4
 
 
+needs_compiler = pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None,
+    reason="torch.compile's CPU backend needs a C++ compiler (apt-get install g++); .ci/run installs one",
+)
+
+
 def _tiny(**overrides) -> torch.nn.Module:
     generator = ResnetGenerator(blocks=1, ngf=4, **overrides)
     init_weights(generator, generator=torch.Generator().manual_seed(0))
     return prepare_generator(generator, CPU)
 
 
+@needs_compiler
 @pytest.mark.parametrize("ends", ["full", "half"])
 def test_the_compiled_model_gives_the_eager_output_on_its_shape_and_runs_other_shapes_eager(ends):
     model = _tiny(ends=ends)
@@ -64,6 +73,7 @@ def test_auto_on_a_short_clip_never_compiles(monkeypatch):
     assert "compiled" not in engine.name
 
 
+@needs_compiler
 def test_long_work_races_the_compiled_model_on_its_own_shape(monkeypatch):
     monkeypatch.setattr(compiled, "COMPILE_FROM_SECONDS", 0.0)
     shapes = []

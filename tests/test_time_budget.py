@@ -52,7 +52,7 @@ class StopAfterTheCountIsFixed(Observer):
     """Presses Ctrl-C once the run has said how many steps its budget buys."""
 
     def __init__(self) -> None:
-        self.fixed = False
+        self.fixed = self.pressed = False
         self.lines: list[str] = []
 
     def message(self, text: str) -> None:
@@ -60,8 +60,8 @@ class StopAfterTheCountIsFixed(Observer):
         self.fixed = self.fixed or text.startswith("Time budget")
 
     def update(self, report) -> None:
-        if self.fixed:
-            self.fixed = False
+        if self.fixed and not self.pressed:  # once: the count may be fixed a second time before the stop lands
+            self.pressed = True
             os.kill(os.getpid(), signal.SIGINT)
 
 
@@ -148,3 +148,20 @@ def test_the_count_is_fixed_again_past_the_slow_first_steps(monkeypatch):
     capped.fix(20, cap=400)
     clock[0] = 200.0
     assert capped.fix(200, cap=300) == 400
+
+
+def test_a_small_first_count_is_fixed_again_before_its_lr_would_decay(monkeypatch):
+    """A first count made from slow first steps (a compile) must not end the flat lr part, or the run,
+    before the second count replaces it."""
+    clock = [0.0]
+    monkeypatch.setattr(budget_module, "_clock", lambda: clock[0])
+    budget = StepBudget(seconds=1000.0, started=0.0, flat_share=0.5)
+    budget.start_timing(1)
+    clock[0] = 30.0
+    first = budget.fix(6, cap=10_000)  # 29 s for 5 steps: the compile
+    done = 6
+    while not budget.ready(done):
+        clock[0] += 0.1
+        done += 1
+    assert clock[0] < budget_module.REFINE_SHARE * 1000.0 and done == first // 2
+    assert budget.fix(done, cap=first) > first

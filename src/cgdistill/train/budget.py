@@ -46,7 +46,8 @@ def now() -> float:
 # and the count is fixed again from them: a run's first steps are slower than the rest (the
 # allocator and oneDNN's kernel caches warming up: 0.36 s a step over the first 30 s of a 15-minute
 # run against 0.30 s over the whole of it), and a count from them alone left a fifth of the budget
-# unused. Still in the lr schedule's flat first half, so nothing laid onto the count has happened yet.
+# unused. It happens in the lr schedule's flat first half (by the end of the flat part that the first
+# count gives, where that comes sooner), so nothing laid onto the count has happened yet.
 REFINE_SHARE = 0.15
 
 # Kept free for what follows the last step (the final checkpoint and model file, the sample sheet).
@@ -152,8 +153,12 @@ class StepBudget:
         if self.mark is None:
             return False
         steps, since = done - self.mark[0], now() - self.mark[1]
-        if self.total is not None:  # fixed once: again when REFINE_SHARE of the budget has passed
-            return steps >= WARMUP_STEPS and now() - self.started >= REFINE_SHARE * self.seconds
+        if self.total is not None:
+            # Fixed once: again when REFINE_SHARE of the budget has passed, or sooner where the first
+            # count ends the lr schedule's flat part before that (the lr must not decay on its account).
+            flat_end = math.floor(self.flat_share * self.total)
+            late = now() - self.started >= REFINE_SHARE * self.seconds
+            return (steps >= WARMUP_STEPS and late) or (steps >= 1 and done >= flat_end)
         return steps >= WARMUP_STEPS and since >= min(WARMUP_SHARE * self.seconds, WARMUP_CAP_S)
 
     def fix_total(self, done: int, flat_share: float = 0.5) -> int:
