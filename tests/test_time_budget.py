@@ -139,7 +139,7 @@ def test_the_count_is_fixed_again_past_the_slow_first_steps(monkeypatch):
     assert clock[0] >= budget_module.REFINE_SHARE * 1000.0
     second = budget.fix(done, cap=first)  # the loop passes the current count: the first cap still holds
     assert not budget.pending and second == done + steps_within(980.0 - clock[0], 1.0, 0.0, 0) > first
-    assert f"trains {second} steps instead of {first}" in budget.report()
+    assert f"trains {second} steps (stored" in budget.report() and f"first steps alone said {first})" in budget.report()
     # --max-steps still caps the second count.
     capped = StepBudget(seconds=1000.0, started=0.0, flat_share=0.5)
     clock[0] = 0.0
@@ -164,4 +164,11 @@ def test_a_small_first_count_is_fixed_again_before_its_lr_would_decay(monkeypatc
         clock[0] += 0.1
         done += 1
     assert clock[0] < budget_module.REFINE_SHARE * 1000.0 and done == first // 2
-    assert budget.fix(done, cap=first) > first
+    second = budget.fix(done, cap=first)
+    assert second > first and budget.pending and "for now" in budget.report()  # still before 15%: for now
+    while not budget.ready(done):
+        clock[0] += 0.1
+        done += 1
+    assert clock[0] >= budget_module.REFINE_SHARE * 1000.0
+    third = budget.fix(done, cap=second)
+    assert not budget.pending and third > second

@@ -107,7 +107,8 @@ class StepBudget:
     evaluation_s: float = 0.0
     step_s: float = 0.0
     total: int | None = None  # the step count, once fixed
-    first_total: int | None = None  # the count fixed from the first steps, before it was fixed again
+    first_total: int | None = None  # the count fixed from the first steps
+    final: bool = False  # the count was fixed after REFINE_SHARE of the budget: the run's length
     cap: int = 0  # at most this many steps (``--max-steps`` or the schedule's end), from the first fix
 
     @classmethod
@@ -124,7 +125,7 @@ class StepBudget:
     @property
     def pending(self) -> bool:
         """Whether the count is still to be fixed, or fixed again (the loop asks nothing more once it is)."""
-        return self.total is None or self.first_total is None
+        return not self.final
 
     @contextlib.contextmanager
     def timing_log(self, evaluates: bool) -> Iterator[None]:
@@ -153,13 +154,13 @@ class StepBudget:
         if self.mark is None:
             return False
         steps, since = done - self.mark[0], now() - self.mark[1]
+        long_enough = steps >= WARMUP_STEPS and since >= min(WARMUP_SHARE * self.seconds, WARMUP_CAP_S)
         if self.total is not None:
-            # Fixed once: again when REFINE_SHARE of the budget has passed, or sooner where the first
-            # count ends the lr schedule's flat part before that (the lr must not decay on its account).
-            flat_end = math.floor(self.flat_share * self.total)
+            # Fixed for now: again once REFINE_SHARE of the budget has passed, and sooner where this count
+            # would end the lr schedule's flat part before that (the lr must not decay on its account).
             late = now() - self.started >= REFINE_SHARE * self.seconds
-            return (steps >= WARMUP_STEPS and late) or (steps >= 1 and done >= flat_end)
-        return steps >= WARMUP_STEPS and since >= min(WARMUP_SHARE * self.seconds, WARMUP_CAP_S)
+            return (late and long_enough) or (steps >= 1 and done >= math.floor(self.flat_share * self.total))
+        return long_enough
 
     def fix_total(self, done: int, flat_share: float = 0.5) -> int:
         """The run's total step count: ``done`` plus what fits in the time left.
@@ -181,18 +182,18 @@ class StepBudget:
         (``--max-steps`` or the schedule's end). ``agree`` turns this process's count into the one every
         process uses (under DDP, rank 0's).
 
-        The first call fixes it from the first steps and starts timing the next ones; the second, once
-        ``REFINE_SHARE`` of the budget has passed, fixes it again from those alone (their rate without
-        the warm-up), and the count is final.
+        A call before ``REFINE_SHARE`` of the budget has passed fixes the count for now and starts timing
+        the next steps; the first call after it fixes the count from those steps alone (their rate
+        without the warm-up), for good.
         """
         if self.total is None:
-            self.cap = cap  # the second call gets the first count as the run's length: the cap stays the first
+            self.cap = cap  # later calls get the current count as the run's length: the cap stays the first
         count = agree(min(self.fix_total(done, self.flat_share), self.cap))
-        if self.total is not None:
-            self.first_total = self.total
+        self.first_total = self.first_total or self.total or count
         self.total = count
-        if self.first_total is None:
-            self.start_timing(done)
+        self.final = now() - self.started >= REFINE_SHARE * self.seconds
+        if not self.final:
+            self.start_timing(done)  # the next count is timed from here
         return self.total
 
     def stored_settings(self) -> dict[str, int]:
@@ -202,17 +203,15 @@ class StepBudget:
 
     def report(self) -> str:
         """The sentence that tells the user the count and where it came from."""
-        if self.first_total is not None:
-            if self.first_total == self.total:
-                return (
-                    f"Time budget {self.text}: re-timed at {self.step_s:.2f} s per step, the count stays {self.total}."
-                )
+        if not self.final:
             return (
-                f"Time budget {self.text}: re-timed past the first steps at {self.step_s:.2f} s per step, so this run "
-                f"trains {self.total} steps instead of {self.first_total} (stored in config.json)."
+                f"Time budget {self.text}: {self.step_s:.2f} s per step over the first steps and "
+                f"{self.evaluation_s:.1f} s per evaluation, so this run trains {self.total} steps for now; "
+                "it is timed again past its first steps."
             )
+        earlier = f"; the first steps alone said {self.first_total}" if self.first_total != self.total else ""
         return (
-            f"Time budget {self.text}: {self.step_s:.2f} s per step over the first steps "
-            f"and {self.evaluation_s:.1f} s per evaluation, so this run trains {self.total} steps "
-            f"(stored in config.json; --resume keeps it)."
+            f"Time budget {self.text}: {self.step_s:.2f} s per step past the first steps and "
+            f"{self.evaluation_s:.1f} s per evaluation, so this run trains {self.total} steps "
+            f"(stored in config.json; --resume keeps it{earlier})."
         )
