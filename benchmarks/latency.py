@@ -12,7 +12,7 @@ compare and ``translate --engine auto`` use: each model on each engine in blocks
 own warm-up, the order reversed each round, so that no model pays for the one before it and load
 from other processes falls on all alike.
 Models are randomly initialised: speed does not depend on the weights. ``--extra`` adds shapes
-(blocks,ngf,block) to the table.
+(blocks,ngf,block[,ends]) to the table.
 """
 
 from __future__ import annotations
@@ -91,8 +91,9 @@ def preset_rows(extra: str) -> dict[str, GeneratorConfig]:
         ends = "" if config.ends == "full" else f", {config.ends}-resolution ends"
         rows[f"{name} ({preset.blocks} {preset.block}, ngf {config.ngf}{ends})"] = config
     for item in filter(None, (part.strip() for part in extra.split(";"))):
-        blocks, ngf, block = item.split(",")
-        rows[f"{blocks} {block}, ngf {ngf}"] = GeneratorConfig(blocks=int(blocks), ngf=int(ngf), block=block)
+        blocks, ngf, block, *ends = item.split(",")  # ends: full (default) or half
+        config = GeneratorConfig(blocks=int(blocks), ngf=int(ngf), block=block, ends=ends[0] if ends else "full")
+        rows[f"{blocks} {block}, ngf {ngf}, {config.ends} ends"] = config
     return rows
 
 
@@ -142,7 +143,7 @@ def main() -> None:
         "--rounds", type=int, default=3, help="blocks per model; --repeats timed calls spread over them"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    parser.add_argument("--extra", default="", help='more student shapes, "blocks,ngf,block;..."')
+    parser.add_argument("--extra", default="", help='more student shapes, "blocks,ngf,block[,ends];..."')
     parser.add_argument("--variants", default="", help="instead: teacher vs default student, ways to run torch")
     args = parser.parse_args()
     if args.threads:

@@ -25,10 +25,10 @@ def test_every_preset_flag_choice_has_a_preset_and_no_preset_is_unlisted():
     assert tuple(PRESETS) == PRESET_NAMES
 
 
-def test_fastest_is_three_blocks_at_a_quarter_of_the_teacher_width_with_its_recipe():
+def test_fastest_is_three_blocks_at_a_quarter_of_the_teacher_width_with_half_resolution_ends_and_its_recipe():
     config = DistillConfig(preset="fastest")
     config = with_preset(config, teacher_ngf=64)
-    assert (config.blocks, config.ngf, config.block) == (3, 16, "standard")
+    assert (config.blocks, config.ngf, config.block, config.ends) == (3, 16, "standard", "half")
     assert (config.lr, config.echo) == (1e-3, 2)
 
 
@@ -36,6 +36,7 @@ def test_fast_is_three_blocks_at_half_the_teacher_width():
     config = DistillConfig(preset="fast")
     config = with_preset(config, teacher_ngf=64)
     assert (config.blocks, config.ngf, config.block, config.lr, config.echo) == (3, 32, "standard", 1e-3, 2)
+    assert config.ends == "full"
 
 
 def test_a_given_lr_or_echo_overrides_the_preset_recipe():
@@ -96,6 +97,7 @@ def test_the_cli_preset_shapes_the_student_and_is_stored(cli, teacher_run):
     )
     info = read_info(paths.run_path("fastest") / "G.safetensors")
     assert (info.config["ngf"], info.config["block"], info.extra["preset"]) == (2, "standard", "fastest")
+    assert info.config["ends"] == settings["ends"] == "half"
 
     result = cli("distill", *common, "--preset", "fastest", "--ngf", "4", "--blocks", "1", "--name", "override")
     assert result.code == 0, result.err
@@ -114,3 +116,20 @@ def test_a_preset_student_gets_its_own_default_run_name(cli, teacher_run):
     assert cli("distill", *common).code == 0
     assert cli("distill", *common, "--preset", "fast").code == 0
     assert paths.run_path("teacher-A2B-3b").is_dir() and paths.run_path("teacher-A2B-3b-fast").is_dir()
+
+
+def test_a_fastest_run_from_before_half_resolution_ends_resumes_with_its_own_full_ends(cli, teacher_run):
+    """Its config.json has no ``ends``: it was the published layout, and stays so on --resume."""
+    common = ("--teacher", "teacher", "--direction", "A2B", "--image-size", "24", "--load-size", "28",
+              "--ndf", "4", "--device", "cpu", "--no-amp")  # fmt: skip
+    assert (
+        cli("distill", *common, "--max-steps", "1", "--preset", "fastest", "--ends", "full", "--name", "old").code == 0
+    )
+    config_file = paths.run_path("old") / "config.json"
+    stored = json.loads(config_file.read_text())
+    del stored["settings"]["ends"]
+    config_file.write_text(json.dumps(stored))
+    result = cli("distill", "--resume", "--name", "old", "--max-steps", "2")
+    assert result.code == 0, result.err
+    assert read_info(paths.run_path("old") / "G.safetensors").config.get("ends", "full") == "full"
+    assert json.loads(config_file.read_text())["settings"].get("ends", "full") == "full"

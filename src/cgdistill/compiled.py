@@ -50,7 +50,8 @@ class CompiledForShape(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape) != self.shape:
             return self.eager(x)
-        return self.compiled(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        # Channels-last out as well: to_pixels then reads it as the NHWC image with no copy.
+        return self.compiled(x.contiguous(memory_format=torch.channels_last))
 
 
 @dataclass(frozen=True)

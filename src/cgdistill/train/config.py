@@ -229,8 +229,8 @@ class DistillConfig(TrainConfig):
         default="default",
         metadata=flag(
             "Student shape and recipe: default (3 blocks, teacher's width, lr 5e-4, --echo 3, --lambda-feature 20), "
-            "fast (3 blocks, 1/2 width, lr 1e-3, --echo 2) or fastest (3 blocks, 1/4 width, lr 1e-3, --echo 2); "
-            "--blocks, --ngf, --block, --lr, --echo and --lambda-feature override it.",
+            "fast (3 blocks, 1/2 width, lr 1e-3, --echo 2) or fastest (3 blocks, 1/4 width, --ends half, lr 1e-3, "
+            "--echo 2); --blocks, --ngf, --block, --ends, --lr, --echo and --lambda-feature override it.",
             panel=TRAIN, choices=PRESET_NAMES,
         ),
     )  # fmt: skip
