@@ -23,6 +23,9 @@ Rules (docs/usage-translate-compare.md):
   changes with the image size (torch bf16 gains on larger images). The verdict is kept in
   ``<home>/engine-choices.json``, measured once per architecture, timed shape, machine and library
   versions.
+- **Long work of one shape** (a video's frames, ``Workload.passes``) on a CPU: with ``auto`` or
+  ``torch``, the torch model compiled for that shape (``compiled``) is raced on that shape against
+  the eager one and, for ``auto``, onnxruntime, when the eager model would take a minute or more.
 - **Large images**: onnxruntime runs a graph in one pass, so images over the memory budget run
   tiled on the torch engine when ``auto`` picked onnxruntime (``Engine.tiled``); with
   ``--engine onnxruntime`` or an ONNX file they run in one pass, and translate says so.
