@@ -91,3 +91,16 @@ def test_the_header_frame_count_decides_the_passes(tmp_path):
     from cgdistill.videoio import frame_count
 
     assert frame_count(make_clip(tmp_path / "clip.mp4", frames=9)) == 9
+
+
+def test_translate_counts_the_passes_of_the_videos_of_the_first_ones_frame_size(tmp_path):
+    from cgdistill.translate import TranslateRequest, _workload
+    from cgdistill.worklist import find_videos, plan_work
+
+    make_clip(tmp_path / "a.mp4", frames=9)
+    make_clip(tmp_path / "b.mp4", frames=6)
+    make_clip(tmp_path / "c.mp4", frames=20, size=(32, 24))  # another size: compiled for a's shape, not counted
+    inputs = [tmp_path / "a.mp4", tmp_path / "b.mp4", tmp_path / "c.mp4"]
+    work = plan_work(inputs, find_videos(inputs), tmp_path / "out", "A2B")
+    request = TranslateRequest(inputs, batch_size=4, max_side=0)
+    assert _workload(work, request) == Workload(48, 64, 4, passes=4)  # 15 frames of 64x48 in batches of 4
