@@ -133,13 +133,15 @@ def test_the_count_is_fixed_again_past_the_slow_first_steps(monkeypatch):
         done += 1
     first = budget.fix(done, cap=10_000)
     assert budget.pending and first == done + steps_within(980.0 - clock[0], 2.0, 0.0, 0)
-    while not budget.ready(done):
-        clock[0] += 1.0
-        done += 1
-    assert clock[0] >= budget_module.REFINE_SHARE * 1000.0
-    second = budget.fix(done, cap=first)  # the loop passes the current count: the first cap still holds
-    assert not budget.pending and second == done + steps_within(980.0 - clock[0], 1.0, 0.0, 0) > first
-    assert f"trains {second} steps (stored" in budget.report() and f"first steps alone said {first})" in budget.report()
+    count, fixes = first, 1
+    while budget.pending:  # every 15% of the budget, while the lr is flat; the loop passes the current count
+        while not budget.ready(done):
+            clock[0] += 1.0
+            done += 1
+        count, fixes = budget.fix(done, cap=count), fixes + 1
+    assert fixes == 4 and 0.45 <= clock[0] / 1000.0 < 0.5  # at 3%, 18%, 33% and 48% of the budget
+    assert count == done + steps_within(980.0 - clock[0], 1.0, 0.0, 0) > first
+    assert f"trains {count} steps (stored" in budget.report() and f"first steps alone said {first})" in budget.report()
     # --max-steps still caps the second count.
     capped = StepBudget(seconds=1000.0, started=0.0, flat_share=0.5)
     clock[0] = 0.0
@@ -165,10 +167,11 @@ def test_a_small_first_count_is_fixed_again_before_its_lr_would_decay(monkeypatc
         done += 1
     assert clock[0] < budget_module.REFINE_SHARE * 1000.0 and done == first // 2
     second = budget.fix(done, cap=first)
-    assert second > first and budget.pending and "for now" in budget.report()  # still before 15%: for now
-    while not budget.ready(done):
-        clock[0] += 0.1
-        done += 1
-    assert clock[0] >= budget_module.REFINE_SHARE * 1000.0
-    third = budget.fix(done, cap=second)
-    assert not budget.pending and third > second
+    assert second > first and budget.pending and "for now" in budget.report()  # still early: for now
+    count = second
+    while budget.pending:
+        while not budget.ready(done):
+            clock[0] += 0.1
+            done += 1
+        count = budget.fix(done, cap=count)
+    assert count > first and clock[0] >= budget_module.REFINE_SHARE * 1000.0

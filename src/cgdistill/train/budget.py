@@ -42,12 +42,12 @@ def now() -> float:
     return _clock()
 
 
-# Once the count is fixed, the steps go on being timed until this share of the budget has passed,
-# and the count is fixed again from them: a run's first steps are slower than the rest (the
-# allocator and oneDNN's kernel caches warming up: 0.36 s a step over the first 30 s of a 15-minute
-# run against 0.30 s over the whole of it), and a count from them alone left a fifth of the budget
-# unused. It happens in the lr schedule's flat first half (by the end of the flat part that the first
-# count gives, where that comes sooner), so nothing laid onto the count has happened yet.
+# Once the count is fixed, the steps go on being timed, and every REFINE_SHARE of the budget the count
+# is fixed again from the steps since the last count, for as long as the lr schedule is flat (its first
+# half): nothing laid onto the count has happened yet there. A run's first steps are slower than the
+# rest (the allocator's and oneDNN's caches warming up, a compile): a count from them alone left a
+# fifth of a 15-minute budget unused in one run and overran another by 55 s; and a machine's speed
+# drifts, which the later counts follow (one from 15% of the budget alone overran by 2 minutes).
 REFINE_SHARE = 0.15
 
 # Kept free for what follows the last step (the final checkpoint and model file, the sample sheet).
@@ -108,7 +108,7 @@ class StepBudget:
     step_s: float = 0.0
     total: int | None = None  # the step count, once fixed
     first_total: int | None = None  # the count fixed from the first steps
-    final: bool = False  # the count was fixed after REFINE_SHARE of the budget: the run's length
+    final: bool = False  # the count is the run's length: the next re-timing would fall past the flat lr part
     cap: int = 0  # at most this many steps (``--max-steps`` or the schedule's end), from the first fix
 
     @classmethod
@@ -156,9 +156,9 @@ class StepBudget:
         steps, since = done - self.mark[0], now() - self.mark[1]
         long_enough = steps >= WARMUP_STEPS and since >= min(WARMUP_SHARE * self.seconds, WARMUP_CAP_S)
         if self.total is not None:
-            # Fixed for now: again once REFINE_SHARE of the budget has passed, and sooner where this count
-            # would end the lr schedule's flat part before that (the lr must not decay on its account).
-            late = now() - self.started >= REFINE_SHARE * self.seconds
+            # Fixed for now: again once REFINE_SHARE of the budget has passed since, and sooner where this
+            # count would end the lr schedule's flat part before that (the lr must not decay on its account).
+            late = since >= REFINE_SHARE * self.seconds
             return (late and long_enough) or (steps >= 1 and done >= math.floor(self.flat_share * self.total))
         return long_enough
 
@@ -182,16 +182,17 @@ class StepBudget:
         (``--max-steps`` or the schedule's end). ``agree`` turns this process's count into the one every
         process uses (under DDP, rank 0's).
 
-        A call before ``REFINE_SHARE`` of the budget has passed fixes the count for now and starts timing
-        the next steps; the first call after it fixes the count from those steps alone (their rate
-        without the warm-up), for good.
+        Each call times the steps since the last one and fixes the count for now, until the next call
+        (``REFINE_SHARE`` of the budget later) would fall past the flat part of the lr schedule: that
+        count is the run's length.
         """
         if self.total is None:
             self.cap = cap  # later calls get the current count as the run's length: the cap stays the first
         count = agree(min(self.fix_total(done, self.flat_share), self.cap))
         self.first_total = self.first_total or self.total or count
         self.total = count
-        self.final = now() - self.started >= REFINE_SHARE * self.seconds
+        flat_end_s = self.started + self.flat_share * self.seconds
+        self.final = now() + REFINE_SHARE * self.seconds >= flat_end_s
         if not self.final:
             self.start_timing(done)  # the next count is timed from here
         return self.total
