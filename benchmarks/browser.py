@@ -270,7 +270,8 @@ def measure(args: argparse.Namespace) -> dict:
                         time.sleep(30)
                     row = {
                         "preset": name,
-                        "shape": f"{config.blocks} {config.block}, ngf {config.ngf}",
+                        "shape": f"{config.blocks} {config.block}, ngf {config.ngf}"
+                        + ("" if config.ends == "full" else f", {config.ends}-resolution ends"),
                         "parameters": count_parameters(ResnetGenerator(config)),
                         "size": f"{width}x{height}",
                         **page,

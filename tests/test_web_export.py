@@ -67,6 +67,14 @@ def test_the_page_states_the_teacher_direction_shape_and_recorded_fidelity(cli, 
     assert config["model"]["multiple"] == 4 and config["info"]["teacher"] == "teach"
 
 
+def test_a_student_with_half_resolution_ends_says_so_and_its_model_is_the_exported_file(cli, ort, tmp_path):
+    student_run(ends="half")
+    assert cli("export", "stud", "--web", tmp_path / "site", "--runtime", ort).code == 0
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", (tmp_path / "site" / "index.html").read_text()))
+    assert "deconv upsampling, stem and head at half resolution;" in text
+    assert json.loads((tmp_path / "site" / SITE_FILE).read_text())["info"]["ends"] == "half"
+
+
 def test_a_student_without_fidelity_measurements_says_so(cli, ort, tmp_path):
     student_run(fidelity=None)
     assert cli("export", "stud", "--web", tmp_path / "site", "--runtime", ort).code == 0

@@ -34,10 +34,11 @@ def student_run(
     ngf: int = 8,
     direction: str = "A2B",
     fidelity: tuple[float, float] | None = (27.5, 0.812),
+    ends: str = "full",
 ) -> Path:
     """A student run under the home: a tiny generator whose weights shape every pixel, and (by default) a
     metrics.jsonl whose last fidelity measurement is ``fidelity`` (PSNR, SSIM) at step 40."""
-    generator = ResnetGenerator(GeneratorConfig(blocks=blocks, ngf=ngf))
+    generator = ResnetGenerator(GeneratorConfig(blocks=blocks, ngf=ngf, ends=ends))
     init_weights(generator, gain=0.3, generator=torch.Generator().manual_seed(0))
     run = paths.run_path(name)
     run.mkdir(parents=True, exist_ok=True)

@@ -268,7 +268,9 @@ def _rows(config: dict) -> list[tuple[str, str]]:
         (
             "Shape",
             f"{info['blocks']} {info['block']} residual blocks, ngf {info['ngf']}, {info['norm']} norm, "
-            f"{info['upsample']} upsampling; {info['parameters']:,} parameters",
+            f"{info['upsample']} upsampling"
+            + (", stem and head at half resolution" if info.get("ends") == "half" else "")
+            + f"; {info['parameters']:,} parameters",
         )
     )
     fidelity = config["fidelity"]
