@@ -3,14 +3,15 @@
 On a CPU, eager PyTorch runs a small generator far below what the arithmetic costs: between the
 convolutions, instance norm on channels-last tensors, padding and the activations each read and
 write the whole activation again, and at few channels that memory traffic is most of the time.
-Inductor fuses them into a few loops (measured: ``fastest`` at 640x480 under bf16, 108 ms eager, 48
-ms compiled; docs/benchmarks.md). Compiling costs seconds (10-40 s the first time on 2 cores, less
-from inductor's on-disk cache), so it pays only for long work of one shape: a video's frames.
+Inductor fuses them into a few loops (measured on 2 cores under bf16 at 640x480: ``fastest`` 46.8 ms
+eager, 27.4 compiled; ``fast`` 218.6 and 62.5; docs/benchmarks.md). Compiling costs seconds (8-30 s
+on 2 cores with a cold cache, less from inductor's on-disk cache), so it pays only for long work of
+one shape: a video's frames.
 
-:func:`compile_for` compiles a model for exactly one input shape, runs it once and keeps it only if
-it is the faster of the two there; a compiled model meets other shapes (a video's last, shorter
-batch) in eager mode rather than compiling again. Compilation needs a C++ compiler: where it fails,
-the eager model is kept, and the reason says why.
+:func:`compile_for` compiles a model for exactly one input shape by running it once; ``engines``
+then races it against the eager model on that shape and keeps the faster. A compiled model meets
+other shapes (a video's last, shorter batch) in eager mode rather than compiling again. Compilation
+needs a C++ compiler: where it fails, the eager model is kept, and the reason says why.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-# Try compiling when the work at eager speed would take this long: a compile on 2 cores took 12-40 s
+from cgdistill.forward import generator_multiple
+
+# Try compiling when the work at eager speed would take this long: a compile on 2 cores took 8-30 s
 # (docs/benchmarks.md), so one that turns out no faster costs at most about a third of a run this
 # long, and one that halves the time (what it measured for the students) saves more than it cost.
 COMPILE_FROM_SECONDS = 60.0
@@ -45,7 +48,7 @@ class CompiledForShape(nn.Module):
         # and the eager model (tiles, other shapes) keeps the layout it was timed in.
         self.compiled = torch.compile(copy.deepcopy(model).to(memory_format=torch.channels_last), dynamic=False)
         self.config = getattr(model, "config", None)
-        self.multiple = getattr(model, "multiple", 4)
+        self.multiple = generator_multiple(model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape) != self.shape:
