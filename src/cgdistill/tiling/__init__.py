@@ -19,6 +19,9 @@ What runs where (docs/usage-translate-compare.md, "Large images"):
 - **Decoder** (two upsamplings, the 7x7 head), in tiles again: one pass per norm layer, read from
   the kept bottleneck; the last pass writes 8-bit tiles into the output image.
 
+A generator with half-resolution ends (``GeneratorConfig.ends``) tiles the same way: its 2x2 pixel
+shuffles are layers of known geometry too (``ops.Shuffle``), exact on any region of whole blocks.
+
 Memory: two bottleneck buffers at the dtype the one-pass run holds activations in (bf16 under
 autocast, else fp32), the 8-bit image in and out, and one tile's working set. When the budget
 cannot hold the two buffers they live in unlinked temporary files read back in strips (the OS page
