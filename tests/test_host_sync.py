@@ -141,3 +141,16 @@ def test_a_non_finite_loss_between_logs_is_caught_with_its_step_before_any_save(
         teacher_module.train_teacher(TeacherConfig(blocks=1, max_steps=8, name="nan", **config), resume=True)
     # Found at step 5, before step 5's checkpoint: the one of step 2 is still the latest.
     assert json.loads((run / "state" / "latest.json").read_text())["step"] == 2
+
+
+def test_a_compiled_half_precision_run_on_a_cpu_is_told_to_try_without_compile_first():
+    from types import SimpleNamespace
+
+    from cgdistill.train.loop import divergence_hint
+
+    def runtime(compile: bool, amp, device: str):
+        return SimpleNamespace(compile=compile, amp_dtype=amp, device=torch.device(device))
+
+    assert divergence_hint(runtime(True, torch.bfloat16, "cpu")).startswith("try without --compile")
+    assert divergence_hint(runtime(False, torch.bfloat16, "cpu")) == "try a lower --lr"
+    assert divergence_hint(runtime(True, None, "cpu")) == "try a lower --lr"

@@ -202,6 +202,15 @@ def _due_after(step: int, total: int, config: TrainConfig) -> _Due:
     )
 
 
+def divergence_hint(runtime: Runtime) -> str:
+    """What to try after a non-finite loss. Compiled training under half precision on a CPU gave NaN
+    gradients from the first step where eager training did not (the default student under bf16,
+    docs/distillation.md), so without --compile comes first there."""
+    if runtime.compile and runtime.amp_dtype is not None and runtime.device.type == "cpu":
+        return "try without --compile, or with --no-amp; then a lower --lr"
+    return "try a lower --lr"
+
+
 class _PendingLosses:
     """The packed losses of the steps since the last read. Reading them waits for the device (and,
     under DDP, for the other ranks), so the loop reads only when something is due."""
@@ -227,7 +236,7 @@ class _PendingLosses:
             if bad:
                 raise WorkFailed(
                     f"Training diverged at step {at}: the {bad[0]} loss is {losses[bad[0]]}; "
-                    f"the last good checkpoint in {self.run_dir} is kept (try a lower --lr)."
+                    f"the last good checkpoint in {self.run_dir} is kept ({divergence_hint(runtime)})."
                 )
         return dict(zip(self.names, rows[-1], strict=True)), stop_requested
 
