@@ -36,7 +36,7 @@ from cgdistill.policy import Runner, check_sizes, parse_size, parse_tile, runner
 from cgdistill.processes import gather, join_process_group, leave_process_group, torchrun_ranks
 from cgdistill.runs import ResolvedModel, resolve_generator
 from cgdistill.video import VideoResult, check_video_options, translate_video
-from cgdistill.videoio import frame_count, frame_size, is_video_file
+from cgdistill.videoio import frame_size, frame_size_and_count, is_video_file
 from cgdistill.worklist import Worklist, find_videos, plan_work
 
 
@@ -227,10 +227,10 @@ def _passes(work: Worklist, size: tuple[int, int], request: TranslateRequest) ->
     frames = 0
     for video in work.videos:
         try:
-            if frame_size(video.source, request.max_side) == size:
-                frames += frame_count(video.source)
+            video_size, count = frame_size_and_count(video.source, request.max_side)
         except CgdistillError:
             continue  # that file fails on its own later
+        frames += count if video_size == size else 0
     return max(1, -(-frames // request.batch_size))
 
 

@@ -13,6 +13,8 @@ import os
 import queue
 import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -285,48 +287,50 @@ def no_video_stream(source: Path) -> CgdistillError:
     return CgdistillError(f"{source} holds no video stream; pass a video file, or images.")
 
 
+@contextmanager
+def _opened_video(source: Path | str) -> Iterator:
+    """``source`` opened by FFmpeg, refused in one sentence when it holds no video stream; closed after."""
+    av = require_av(source)
+    container = open_input(av, Path(source))
+    try:
+        if not container.streams.video:
+            raise no_video_stream(Path(source))
+        yield container
+    finally:
+        container.close()
+
+
 def probe_video(source: Path | str) -> str:
     """The suffix the translation of ``source`` is written with (:func:`output_suffix`); a video FFmpeg
     cannot open, or one without a video stream, is refused before a model is loaded."""
-    av = require_av(source)
-    container = open_input(av, Path(source))
-    try:
-        if not container.streams.video:
-            raise no_video_stream(Path(source))
+    with _opened_video(source) as container:
         return output_suffix([stream.codec_context.name for stream in container.streams.audio])
-    finally:
-        container.close()
 
 
-def frame_count(source: Path | str) -> int:
-    """Frames in ``source``'s video stream as its header states them (or duration x rate; 0 when unknown)."""
-    av = require_av(source)
-    container = open_input(av, Path(source))
-    try:
-        if not container.streams.video:
-            raise no_video_stream(Path(source))
-        stream = container.streams.video[0]
-        if stream.frames:
-            return int(stream.frames)
-        if stream.duration is not None and stream.time_base is not None and stream.average_rate:
-            return int(stream.duration * stream.time_base * stream.average_rate)
-        if container.duration is not None and stream.average_rate:
-            return int(container.duration / 1_000_000 * stream.average_rate)
-        return 0
-    finally:
-        container.close()
+def _fitted_size(container, max_side: int) -> tuple[int, int]:
+    context = container.streams.video[0].codec_context
+    return even_size(*fit_max_side(context.width, context.height, max_side))
 
 
 def frame_size(source: Path | str, max_side: int) -> tuple[int, int]:
     """(width, height) of the frames ``translate`` gives the model for ``source``, from the stream's header:
     fitted to ``max_side`` with even sides, as :class:`Reader` fits them (a display rotation would swap
     the two; the pixel count, all the engine choice needs, is the same)."""
-    av = require_av(source)
-    container = open_input(av, Path(source))
-    try:
-        if not container.streams.video:
-            raise no_video_stream(Path(source))
-        context = container.streams.video[0].codec_context
-        return even_size(*fit_max_side(context.width, context.height, max_side))
-    finally:
-        container.close()
+    with _opened_video(source) as container:
+        return _fitted_size(container, max_side)
+
+
+def frame_size_and_count(source: Path | str, max_side: int) -> tuple[tuple[int, int], int]:
+    """:func:`frame_size` and the frames in the video stream as its header states them (or duration x
+    rate; 0 when unknown), from one opening of the file."""
+    with _opened_video(source) as container:
+        stream = container.streams.video[0]
+        if stream.frames:
+            frames = int(stream.frames)
+        elif stream.duration is not None and stream.time_base is not None and stream.average_rate:
+            frames = int(stream.duration * stream.time_base * stream.average_rate)
+        elif container.duration is not None and stream.average_rate:
+            frames = int(container.duration / 1_000_000 * stream.average_rate)
+        else:
+            frames = 0
+        return _fitted_size(container, max_side), frames
