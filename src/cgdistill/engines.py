@@ -334,7 +334,7 @@ def choose_engine(
         ms = cache[key]
     else:
         ort_engine = onnxruntime_engine(generator, device)
-        x = probe_image(max(shape[1:]))[..., : shape[1], : shape[2]].expand(shape[0], -1, -1, -1).contiguous()
+        x = _probe_batch(*shape)
         samples = sample_ms(
             {candidate.name: candidate.model, ort_engine.name: ort_engine.model}, x, repeats=TIMING_REPEATS
         )
@@ -343,9 +343,7 @@ def choose_engine(
         if kept:
             cache[key] = ms
             _write_cache(cache)
-    batch, height, width = shape
-    per_image = ", ".join(f"{name} {value / batch:.0f} ms" for name, value in ms.items())
-    at = f"{width}x{height}" + (f" in batches of {batch}" if batch > 1 else "")
+    at, per_image = _race_terms(ms, *shape)
     busy = "" if kept else "; the machine was busy, so this run's verdict is not kept"
     reason = f"auto: faster at {at} on this machine ({per_image} an image{busy})"
     if min(ms, key=ms.get) == candidate.name:
@@ -354,18 +352,23 @@ def choose_engine(
     return Engine("onnxruntime fp32", ort_model, f"{reason}; torch for images that need tiles", candidate.model)
 
 
-def _work_input(work: Workload, multiple: int) -> torch.Tensor:
-    """A probe batch of exactly the shape the work's passes hold (padded as ``forward.translate_batch`` pads)."""
-    height, width = padded_size(work.height, work.width, multiple)
-    side = max(height, width)
-    return probe_image(side)[..., :height, :width].expand(work.batch, -1, -1, -1).contiguous()
+def _probe_batch(batch: int, height: int, width: int) -> torch.Tensor:
+    """``batch`` copies of the probe image cut to ``height`` x ``width``: what an engine race times."""
+    return probe_image(max(height, width))[..., :height, :width].expand(batch, -1, -1, -1).contiguous()
+
+
+def _race_terms(ms: dict[str, float], batch: int, height: int, width: int) -> tuple[str, str]:
+    """Where a race ran ("640x480 in batches of 4") and each runner's time an image, for its reason."""
+    at = f"{width}x{height}" + (f" in batches of {batch}" if batch > 1 else "")
+    return at, ", ".join(f"{name} {value / batch:.0f} ms" for name, value in ms.items())
 
 
 def _race_for_long_work(candidate: Engine, generator: nn.Module, engine: str, work: Workload) -> Engine | None:
     """For long work of one shape on a CPU (a video): the torch engine compiled for that shape (``compiled``)
     against the eager one and, for ``auto``, onnxruntime, all timed on that shape; None when the work is
     too short for a compile to pay."""
-    x = _work_input(work, generator_multiple(candidate.model))
+    height, width = padded_size(work.height, work.width, generator_multiple(candidate.model))
+    x = _probe_batch(work.batch, height, width)  # exactly what each pass holds, padded as translate pads
     eager_ms = median_ms({"eager": candidate.model}, x, repeats=2, rounds=1)["eager"]
     if not worth_trying(eager_ms, work.passes):
         return None
@@ -380,8 +383,7 @@ def _race_for_long_work(candidate: Engine, generator: nn.Module, engine: str, wo
         runners["onnxruntime fp32"] = ort_model
     ms = median_ms(runners, x, repeats=TIMING_REPEATS)
     best = min(ms, key=ms.get)
-    size = f"{x.shape[-1]}x{x.shape[-2]}" + (f" in batches of {work.batch}" if work.batch > 1 else "")
-    per_image = ", ".join(f"{name} {value / work.batch:.0f} ms" for name, value in ms.items())
+    size, per_image = _race_terms(ms, work.batch, height, width)
     compile_note = (
         attempt.failure + "; " if attempt.model is None else f"compiled for {size} in {attempt.seconds:.0f} s; "
     )

@@ -182,17 +182,20 @@ def conv_forward(op: Conv, x: torch.Tensor, src: Rect, dst: Rect) -> torch.Tenso
     return F.conv2d(x, m.weight, m.bias, stride=op.stride, groups=m.groups)
 
 
+def _doubled_crop(y: torch.Tensor, src: Rect, dst: Rect) -> torch.Tensor:
+    """The ``dst`` region of ``y``, a layer's 2x output of the ``src`` region of its input."""
+    return y[:, :, dst[0] - 2 * src[0] : dst[1] - 2 * src[0], dst[2] - 2 * src[2] : dst[3] - 2 * src[2]]
+
+
 def forward_op(op: Op, x: torch.Tensor, src: Rect, dst: Rect, stats: dict[int, tuple[torch.Tensor, torch.Tensor]]):
     if isinstance(op, Conv):
         return conv_forward(op, x, src, dst)
     if isinstance(op, Upsample):
-        y = F.interpolate(x, scale_factor=op.module.scale_factor, mode="nearest")
-        return y[:, :, dst[0] - 2 * src[0] : dst[1] - 2 * src[0], dst[2] - 2 * src[2] : dst[3] - 2 * src[2]]
+        return _doubled_crop(F.interpolate(x, scale_factor=op.module.scale_factor, mode="nearest"), src, dst)
     if isinstance(op, Shuffle):
         if op.down:  # the region read is exactly the 2x2 blocks of the region written
             return F.pixel_unshuffle(x, 2)
-        y = F.pixel_shuffle(x, 2)
-        return y[:, :, dst[0] - 2 * src[0] : dst[1] - 2 * src[0], dst[2] - 2 * src[2] : dst[3] - 2 * src[2]]
+        return _doubled_crop(F.pixel_shuffle(x, 2), src, dst)
     if isinstance(op, Norm):
         m = op.module
         if not op.needs_statistics:  # batch norm in eval mode: pointwise with its running statistics

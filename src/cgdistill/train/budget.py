@@ -188,9 +188,9 @@ class StepBudget:
         """
         if self.total is None:
             self.cap = cap  # later calls get the current count as the run's length: the cap stays the first
-        count = agree(min(self.fix_total(done, self.flat_share), self.cap))
-        self.first_total = self.first_total or self.total or count
-        self.total = count
+        self.total = agree(min(self.fix_total(done, self.flat_share), self.cap))
+        if self.first_total is None:
+            self.first_total = self.total
         flat_end_s = self.started + self.flat_share * self.seconds
         self.final = now() + REFINE_SHARE * self.seconds >= flat_end_s
         if not self.final:
