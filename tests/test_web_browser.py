@@ -270,24 +270,24 @@ def test_the_fake_camera_is_translated_live_with_frames_per_second_shown(browser
     assert wait_for(browser, "document.getElementById('camera').dataset.state === 'off'")
 
 
-def test_a_blocked_camera_says_how_to_allow_it(ort_files, url):
-    driver = start_browser("--use-fake-device-for-media-stream", "--deny-permission-prompts")
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        # A camera, and the permission refused.
+        (("--use-fake-device-for-media-stream", "--deny-permission-prompts"),
+         "The camera is blocked for this page: allow it in the browser"),
+        # The permission granted, but there is no device.
+        (("--use-fake-ui-for-media-stream",), "No camera was found"),
+    ],
+    ids=["blocked", "no camera"],
+)  # fmt: skip
+def test_a_camera_that_cannot_start_says_why(ort_files, url, flags, message):
+    driver = start_browser(*flags)
     try:
         assert open_page(driver, url) == "ready"
         driver.find_element("id", "camera-start").click()
         wait_for(driver, "document.getElementById('camera').dataset.state === 'error'")
-        assert text(driver, "camera-message").startswith("The camera is blocked for this page: allow it in the browser")
-    finally:
-        driver.quit()
-
-
-def test_no_camera_says_so(ort_files, url):
-    driver = start_browser("--use-fake-ui-for-media-stream")  # permission granted, but there is no device
-    try:
-        assert open_page(driver, url) == "ready"
-        driver.find_element("id", "camera-start").click()
-        wait_for(driver, "document.getElementById('camera').dataset.state === 'error'")
-        assert text(driver, "camera-message").startswith("No camera was found")
+        assert text(driver, "camera-message").startswith(message)
     finally:
         driver.quit()
 
