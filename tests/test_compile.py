@@ -13,10 +13,15 @@ import torch
 from torch._dynamo.utils import counters
 
 from cgdistill.errors import CgdistillError
+from cgdistill.plots import read_metrics
+from cgdistill.runs import METRICS_FILE, STUDENT_FILE
 from cgdistill.train import distill as distill_module
 from cgdistill.train import teacher as teacher_module
+from cgdistill.train.compile_check import MESSAGE, all_finite, restore, save
 from cgdistill.train.config import DistillConfig, TeacherConfig
+from cgdistill.train.loop import Observer
 from cgdistill.train.runtime import setup_runtime
+from cgdistill.weights import read_file
 
 SETTINGS = dict(
     data="toy", ngf=4, ndf=4, image_size=24, load_size=28, pool_size=2, epochs=2, epochs_decay=0,
@@ -87,3 +92,93 @@ def test_cuda_graphs_need_a_gpu():
 def test_naming_a_compile_mode_compiles():
     rt = setup_runtime(TeacherConfig(device="cpu", compile_mode="default"))
     assert rt.compile and rt.compile_mode == "default"
+
+
+class Messages(Observer):
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.said.append(text)
+
+
+@pytest.fixture
+def counted_compile(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """torch.compile whose graphs run as captured (no code generation) and count their runs."""
+    real, runs = torch.compile, {"graphs": 0}
+
+    def backend(graph, example_inputs):
+        def run(*args):
+            runs["graphs"] += 1
+            return graph(*args)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", lambda model, **options: real(model, backend=backend, dynamic=False))
+    torch._dynamo.reset()
+    yield runs
+    torch._dynamo.reset()
+
+
+def distill_with_a_first_step(monkeypatch, counted: dict[str, int], poison: bool) -> tuple[Messages, list[int], object]:
+    """A compiled distillation whose first compiled step leaves NaN weights (``poison``), as the
+    miscompiled kernel did; returns what it said and the compiled graphs run by each step."""
+    teacher = teacher_module.train_teacher(
+        TeacherConfig(blocks=2, max_steps=1, name="t", **dict(SETTINGS, compile=False))
+    )
+    real, graph_runs = distill_module.DistillRecipe.train_step, []
+
+    def step(self, batch):
+        before = counted["graphs"]
+        losses = real(self, batch)
+        graph_runs.append(counted["graphs"] - before)
+        if poison and len(graph_runs) == 1:
+            with torch.no_grad():
+                for p in self.student.parameters():
+                    p.fill_(float("nan"))
+        return losses
+
+    monkeypatch.setattr(distill_module.DistillRecipe, "train_step", step)
+    said = Messages()
+    config = DistillConfig(teacher=teacher.name, direction="B2A", blocks=1, max_steps=3, batch_size=2, **SETTINGS)
+    run = distill_module.distill(config, observer=said)
+    return said, graph_runs, run
+
+
+def test_a_first_compiled_step_that_leaves_nan_weights_is_undone_and_the_run_goes_on_eager(
+    toy, monkeypatch, counted_compile
+):
+    said, graph_runs, run = distill_with_a_first_step(monkeypatch, counted_compile, poison=True)
+    assert MESSAGE in said.said
+    # The poisoned compiled step, then the same step again and the two after it with no compiled graph.
+    assert graph_runs[0] > 0 and graph_runs[1:] == [0, 0, 0]
+    tensors, _ = read_file(run / STUDENT_FILE)
+    assert all(torch.isfinite(t).all() for t in tensors.values())
+    assert [row["step"] for row in read_metrics(run / METRICS_FILE) if "output" in row][-1] == 3
+
+
+def test_a_finite_first_compiled_step_is_kept_and_the_run_stays_compiled(toy, monkeypatch, counted_compile):
+    said, graph_runs, _ = distill_with_a_first_step(monkeypatch, counted_compile, poison=False)
+    assert MESSAGE not in said.said
+    assert len(graph_runs) == 3 and all(runs > 0 for runs in graph_runs)
+
+
+def test_undoing_a_step_restores_weights_optimizer_state_and_pools():
+    from types import SimpleNamespace
+
+    from cgdistill.train.pool import ImagePool
+
+    net = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
+    recipe = SimpleNamespace(modules={"G": net}, optimizers={"G": optimizer}, pools={"B": ImagePool(2, seed=1)})
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    saved = save(recipe)
+    net(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    recipe.pools["B"].query(torch.zeros(1, 3, 4, 4))
+    assert optimizer.state and recipe.pools["B"].images
+    restore(recipe, saved)
+    assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items())
+    assert not optimizer.state_dict()["state"] and not recipe.pools["B"].images
+    assert not all_finite(recipe, {"loss": torch.tensor(float("nan"))})
+    assert all_finite(recipe, {"loss": torch.tensor(1.0)})

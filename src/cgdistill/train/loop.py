@@ -2,7 +2,8 @@
 
 A recipe supplies its models, optimizers, pools and ``train_step``; the loop owns the data order,
 the learning-rate schedule, logging, samples, checkpoints, exact resume, stop signals
-(Ctrl-C, SIGTERM, SIGHUP: save and exit; train/stopping.py), checkpoints by the clock and the NaN stop.
+(Ctrl-C, SIGTERM, SIGHUP: save and exit; train/stopping.py), checkpoints by the clock, the NaN stop
+and, under --compile, the check of the first compiled step (train/compile_check.py).
 :func:`fit` is a flat loop over the step index: the epoch, the place in its data order and the lr
 come from the step (train/timeline.py), what follows a step from :func:`_due_after`, and the work
 between steps (resume, log, sample, save) from :class:`_Job`, which also asks a time budget
@@ -33,6 +34,7 @@ from cgdistill.nets import evaluating
 from cgdistill.plots import read_metrics, write_curves
 from cgdistill.runs import METRICS_FILE
 from cgdistill.train.budget import StepBudget
+from cgdistill.train.compile_check import checked_first_step
 from cgdistill.train.config import TrainConfig
 from cgdistill.train.pool import ImagePool
 from cgdistill.train.runtime import Runtime, broadcast_from_main
@@ -204,8 +206,8 @@ def _due_after(step: int, total: int, config: TrainConfig) -> _Due:
 
 def divergence_hint(runtime: Runtime) -> str:
     """What to try after a non-finite loss. Compiled training under half precision on a CPU gave NaN
-    gradients from the first step where eager training did not (the default student under bf16,
-    docs/distillation.md), so without --compile comes first there."""
+    gradients where eager training did not (train/compile_check.py catches that at the first step;
+    a fault that shows later would look like this), so without --compile comes first there."""
     if runtime.compile and runtime.amp_dtype is not None and runtime.device.type == "cpu":
         return "try without --compile, or with --no-amp; then a lower --lr"
     return "try a lower --lr"
@@ -430,12 +432,18 @@ def fit(
     minutes = config.save_every_minutes
     saved_at = monotonic()
     try:
-        with _full_disk_keeps_the_last_checkpoint(run_dir), StopFlag() as stop:
+        with _full_disk_keeps_the_last_checkpoint(run_dir), StopFlag() as stop, contextlib.ExitStack() as uncompiled:
             while step < total:
-                batch = next(batches)
+                batch = _collate_batch(next(batches), runtime)
                 _set_lr(recipe, config.lr * job.timeline.lr_factor(step))
                 runtime.begin_step()
-                pending.add(recipe.train_step(_collate_batch(batch, runtime)))
+                if runtime.compile and step == start:  # a miscompiled model shows at its first step
+                    losses, eager = checked_first_step(recipe, batch, observer.message)
+                    if eager:
+                        uncompiled.enter_context(torch.compiler.set_stance("force_eager"))
+                else:
+                    losses = recipe.train_step(batch)
+                pending.add(losses)
                 step = done = step + 1
                 total = job.length_after(done, total)
                 due = _due_after(done, total, config)
