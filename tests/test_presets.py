@@ -29,7 +29,7 @@ def test_fastest_is_three_blocks_at_a_quarter_of_the_teacher_width_with_half_res
     config = DistillConfig(preset="fastest")
     config = with_preset(config, teacher_ngf=64)
     assert (config.blocks, config.ngf, config.block, config.ends) == (3, 16, "standard", "half")
-    assert (config.lr, config.echo) == (1e-3, 2)
+    assert (config.lr, config.echo) == (1e-3, 4)
 
 
 def test_fast_is_three_blocks_at_half_the_teacher_width():
@@ -118,8 +118,9 @@ def test_a_preset_student_gets_its_own_default_run_name(cli, teacher_run):
     assert paths.run_path("teacher-A2B-3b").is_dir() and paths.run_path("teacher-A2B-3b-fast").is_dir()
 
 
-def test_a_fastest_run_from_before_half_resolution_ends_resumes_with_its_own_full_ends(cli, teacher_run):
-    """Its config.json has no ``ends``: it was the published layout, and stays so on --resume."""
+def test_a_fastest_run_from_before_half_resolution_ends_resumes_with_its_own_full_ends_and_echo(cli, teacher_run):
+    """Its config.json has no ``ends`` (it was the published layout) and ``echo`` 2 (the preset's before
+    --echo 4): both stay so on --resume."""
     common = ("--teacher", "teacher", "--direction", "A2B", "--image-size", "24", "--load-size", "28",
               "--ndf", "4", "--device", "cpu", "--no-amp")  # fmt: skip
     assert (
@@ -128,8 +129,11 @@ def test_a_fastest_run_from_before_half_resolution_ends_resumes_with_its_own_ful
     config_file = paths.run_path("old") / "config.json"
     stored = json.loads(config_file.read_text())
     del stored["settings"]["ends"]
+    assert stored["settings"]["echo"] == 4
+    stored["settings"]["echo"] = 2
     config_file.write_text(json.dumps(stored))
     result = cli("distill", "--resume", "--name", "old", "--max-steps", "2")
     assert result.code == 0, result.err
     assert read_info(paths.run_path("old") / "G.safetensors").config.get("ends", "full") == "full"
-    assert json.loads(config_file.read_text())["settings"].get("ends", "full") == "full"
+    settings = json.loads(config_file.read_text())["settings"]
+    assert settings.get("ends", "full") == "full" and settings["echo"] == 2
