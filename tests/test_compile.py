@@ -1,12 +1,14 @@
 """--compile compiles once: nothing after the first step, though later steps log, sample and evaluate.
 
 A recompilation is decided by Dynamo's guards (shapes, dtypes, requires_grad, grad mode, autocast)
-before any backend runs, so the tests count Dynamo's graphs with the cheap ``eager`` backend (it
-captures graphs and runs them as they are); inductor would count the same graphs and spend minutes
-generating C++ for them on this CPU.
+before any backend runs, so the tests count Dynamo's graphs with a cheap backend that runs the captured
+graphs as they are (and counts those runs); inductor would count the same graphs and spend minutes
+generating C++ for them on this CPU. A compiled run's first step is checked (train/compile_check.py).
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -30,18 +32,26 @@ SETTINGS = dict(
 
 
 @pytest.fixture
-def eager_compile(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
-    """torch.compile with the eager backend; returns the options the trainers asked for."""
-    real, asked = torch.compile, []
+def eager_compile(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """torch.compile whose graphs run as Dynamo captured them (no code generation); returns the options
+    the trainers asked for (``asked``) and how many times a captured graph ran (``graph_runs``)."""
+    real, spy = torch.compile, SimpleNamespace(asked=[], graph_runs=0)
+
+    def run_as_captured(graph, example_inputs):
+        def run(*args):
+            spy.graph_runs += 1
+            return graph(*args)
+
+        return run
 
     def compile_eagerly(model, **options):
-        asked.append(options)
-        return real(model, backend="eager", dynamic=options.get("dynamic"))
+        spy.asked.append(options)
+        return real(model, backend=run_as_captured, dynamic=options.get("dynamic"))
 
     monkeypatch.setattr(torch, "compile", compile_eagerly)
     torch._dynamo.reset()
     counters.clear()
-    yield asked
+    yield spy
     torch._dynamo.reset()
 
 
@@ -67,7 +77,7 @@ def test_a_compiled_teacher_compiles_in_its_first_step_and_never_again(toy, monk
     assert counts[0] == 0 and counts[1] > 0
     assert counts[1:] == [counts[1]] * 6  # steps 2, 4 and 6 also wrote samples
     assert len(list((run / "samples").iterdir())) == 3
-    assert all(options == {"dynamic": False, "mode": "default"} for options in eager_compile)
+    assert all(options == {"dynamic": False, "mode": "default"} for options in eager_compile.asked)
 
 
 def test_a_compiled_distillation_compiles_nothing_for_its_probe_evaluation_or_samples(toy, monkeypatch, eager_compile):
@@ -102,25 +112,7 @@ class Messages(Observer):
         self.said.append(text)
 
 
-@pytest.fixture
-def counted_compile(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """torch.compile whose graphs run as captured (no code generation) and count their runs."""
-    real, runs = torch.compile, {"graphs": 0}
-
-    def backend(graph, example_inputs):
-        def run(*args):
-            runs["graphs"] += 1
-            return graph(*args)
-
-        return run
-
-    monkeypatch.setattr(torch, "compile", lambda model, **options: real(model, backend=backend, dynamic=False))
-    torch._dynamo.reset()
-    yield runs
-    torch._dynamo.reset()
-
-
-def distill_with_a_first_step(monkeypatch, counted: dict[str, int], poison: bool) -> tuple[Messages, list[int], object]:
+def distill_with_a_first_step(monkeypatch, spy: SimpleNamespace, poison: bool) -> tuple[Messages, list[int], object]:
     """A compiled distillation whose first compiled step leaves NaN weights (``poison``), as the
     miscompiled kernel did; returns what it said and the compiled graphs run by each step."""
     teacher = teacher_module.train_teacher(
@@ -129,9 +121,9 @@ def distill_with_a_first_step(monkeypatch, counted: dict[str, int], poison: bool
     real, graph_runs = distill_module.DistillRecipe.train_step, []
 
     def step(self, batch):
-        before = counted["graphs"]
+        before = spy.graph_runs
         losses = real(self, batch)
-        graph_runs.append(counted["graphs"] - before)
+        graph_runs.append(spy.graph_runs - before)
         if poison and len(graph_runs) == 1:
             with torch.no_grad():
                 for p in self.student.parameters():
@@ -146,9 +138,9 @@ def distill_with_a_first_step(monkeypatch, counted: dict[str, int], poison: bool
 
 
 def test_a_first_compiled_step_that_leaves_nan_weights_is_undone_and_the_run_goes_on_eager(
-    toy, monkeypatch, counted_compile
+    toy, monkeypatch, eager_compile
 ):
-    said, graph_runs, run = distill_with_a_first_step(monkeypatch, counted_compile, poison=True)
+    said, graph_runs, run = distill_with_a_first_step(monkeypatch, eager_compile, poison=True)
     assert MESSAGE in said.said
     # The poisoned compiled step, then the same step again and the two after it with no compiled graph.
     assert graph_runs[0] > 0 and graph_runs[1:] == [0, 0, 0]
@@ -157,28 +149,30 @@ def test_a_first_compiled_step_that_leaves_nan_weights_is_undone_and_the_run_goe
     assert [row["step"] for row in read_metrics(run / METRICS_FILE) if "output" in row][-1] == 3
 
 
-def test_a_finite_first_compiled_step_is_kept_and_the_run_stays_compiled(toy, monkeypatch, counted_compile):
-    said, graph_runs, _ = distill_with_a_first_step(monkeypatch, counted_compile, poison=False)
+def test_a_finite_first_compiled_step_is_kept_and_the_run_stays_compiled(toy, monkeypatch, eager_compile):
+    said, graph_runs, _ = distill_with_a_first_step(monkeypatch, eager_compile, poison=False)
     assert MESSAGE not in said.said
     assert len(graph_runs) == 3 and all(runs > 0 for runs in graph_runs)
 
 
-def test_undoing_a_step_restores_weights_optimizer_state_and_pools():
-    from types import SimpleNamespace
-
+def test_undoing_a_step_restores_weights_optimizer_state_pools_and_grad_scalers():
     from cgdistill.train.pool import ImagePool
 
     net = torch.nn.Linear(3, 2)
     optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
     recipe = SimpleNamespace(modules={"G": net}, optimizers={"G": optimizer}, pools={"B": ImagePool(2, seed=1)})
+    scalers = {"G": torch.amp.GradScaler("cpu", init_scale=8.0)}
+    scalers["G"].scale(torch.ones(()))  # the scale exists before the step
     weights = {k: v.clone() for k, v in net.state_dict().items()}
-    saved = save(recipe)
+    saved = save(recipe, scalers)
     net(torch.ones(1, 3)).sum().backward()
     optimizer.step()
     recipe.pools["B"].query(torch.zeros(1, 3, 4, 4))
-    assert optimizer.state and recipe.pools["B"].images
-    restore(recipe, saved)
+    scalers["G"].update(new_scale=2.0)
+    assert optimizer.state and recipe.pools["B"].images and scalers["G"].get_scale() == 2.0
+    restore(recipe, scalers, saved)
     assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items())
     assert not optimizer.state_dict()["state"] and not recipe.pools["B"].images
+    assert scalers["G"].get_scale() == 8.0
     assert not all_finite(recipe, {"loss": torch.tensor(float("nan"))})
     assert all_finite(recipe, {"loss": torch.tensor(1.0)})

@@ -27,36 +27,41 @@ from cgdistill.processes import gather
 
 @dataclass
 class _Saved:
-    """What a training step changes in a recipe: weights, optimizer states, image pools."""
+    """What a training step changes: the recipe's weights, optimizer states and image pools, and the
+    grad scalers (fp16)."""
 
     modules: dict[str, dict[str, torch.Tensor]]
     optimizers: dict[str, dict[str, Any]]
     pools: dict[str, Any]
+    scalers: dict[str, dict[str, Any]]
 
 
-def save(recipe) -> _Saved:
-    """A copy of everything ``recipe.train_step`` changes."""
+def save(recipe, scalers: dict[str, torch.amp.GradScaler]) -> _Saved:
+    """A copy of everything ``recipe.train_step`` changes, ``scalers`` included."""
     return _Saved(
         modules={name: copy.deepcopy(module.state_dict()) for name, module in recipe.modules.items()},
         optimizers={name: copy.deepcopy(optimizer.state_dict()) for name, optimizer in recipe.optimizers.items()},
         pools=copy.deepcopy(recipe.pools),
+        scalers={name: copy.deepcopy(scaler.state_dict()) for name, scaler in scalers.items()},
     )
 
 
-def restore(recipe, saved: _Saved) -> None:
-    """Put ``recipe`` back as :func:`save` found it."""
+def restore(recipe, scalers: dict[str, torch.amp.GradScaler], saved: _Saved) -> None:
+    """Put ``recipe`` and ``scalers`` back as :func:`save` found them."""
     for name, module in recipe.modules.items():
         module.load_state_dict(saved.modules[name])
     for name, optimizer in recipe.optimizers.items():
         optimizer.load_state_dict(saved.optimizers[name])
     recipe.pools.clear()
     recipe.pools.update(saved.pools)
+    for name, scaler in scalers.items():
+        scaler.load_state_dict(saved.scalers[name])
 
 
 def all_finite(recipe, losses: dict[str, torch.Tensor]) -> bool:
-    """Whether every loss and every floating-point weight of ``recipe`` is finite (on every rank)."""
+    """Whether every loss and every weight of ``recipe`` is finite (on every rank)."""
     tensors = [*losses.values()]
-    tensors += [p for module in recipe.modules.values() for p in module.parameters() if p.is_floating_point()]
+    tensors += [p for module in recipe.modules.values() for p in module.parameters()]
     finite = all(bool(torch.isfinite(t).all()) for t in tensors)
     return all(gather(finite))
 
@@ -68,17 +73,19 @@ MESSAGE = (
 )
 
 
-def checked_first_step(recipe, batch: dict[str, torch.Tensor], say) -> tuple[dict[str, torch.Tensor], bool]:
+def checked_first_step(
+    recipe, scalers: dict[str, torch.amp.GradScaler], batch: dict[str, torch.Tensor], say
+) -> tuple[dict[str, torch.Tensor], bool]:
     """``recipe.train_step(batch)``, compiled; if it left anything non-finite, undone and run again eager.
 
     Returns the step's losses and whether the run is to go on eager (the caller keeps the compiled
     modules in ``torch.compiler.set_stance("force_eager")`` from then on); ``say`` tells the user.
     """
-    saved = save(recipe)
+    saved = save(recipe, scalers)
     losses = recipe.train_step(batch)
     if all_finite(recipe, losses):
         return losses, False
-    restore(recipe, saved)
+    restore(recipe, scalers, saved)
     say(MESSAGE)
     with torch.compiler.set_stance("force_eager"):
         return recipe.train_step(batch), True

@@ -438,7 +438,7 @@ def fit(
                 _set_lr(recipe, config.lr * job.timeline.lr_factor(step))
                 runtime.begin_step()
                 if runtime.compile and step == start:  # a miscompiled model shows at its first step
-                    losses, eager = checked_first_step(recipe, batch, observer.message)
+                    losses, eager = checked_first_step(recipe, job.scalers, batch, observer.message)
                     if eager:
                         uncompiled.enter_context(torch.compiler.set_stance("force_eager"))
                 else:
