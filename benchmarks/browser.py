@@ -34,11 +34,9 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -48,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from cgdistill import paths
+from cgdistill.device import cpu_name
 from cgdistill.export import make_session
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, count_parameters
 from cgdistill.onnxfile import INPUT_NAME, OUTPUT_NAME
@@ -63,17 +62,6 @@ TEACHER_NGF = 64
 REPO = Path(__file__).resolve().parent.parent
 CACHED_RUNTIME = REPO / ".cache" / "onnxruntime-web" / VERSION
 CHROMEDRIVER = "/usr/bin/chromedriver"
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        match = re.search(r"Model name:\s*(.+)", out)
-        if match:
-            return f"{match.group(1).strip()}, {os.cpu_count()} cores"
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 def load() -> float:
@@ -294,7 +282,7 @@ def measure(args: argparse.Namespace) -> dict:
     import onnxruntime
 
     return {
-        "cpu": cpu_name(),
+        "cpu": f"{cpu_name()}, {os.cpu_count()} cores",
         "chromium": browser,
         "onnxruntime_web": VERSION,
         "onnxruntime": onnxruntime.__version__,

@@ -13,11 +13,11 @@ it is from eager's.
 from __future__ import annotations
 
 import argparse
-import subprocess
 
 import torch
 from torch import nn
 
+from cgdistill.device import cpu_name
 from cgdistill.nets.generator import ResnetBlock
 
 VARIANTS = {
@@ -53,10 +53,8 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=256)
     parser.add_argument("--norm", default="instance-affine")
     args = parser.parse_args()
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    name = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
-    avx512 = "avx512f" in cpu
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {name}, AVX-512: {avx512}")
+    avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_name()}, AVX-512: {avx512}")
     print(f"two residual blocks, {args.channels} channels, {args.norm} norm, input 4x{args.channels}x32x32 bf16")
     torch.manual_seed(0)
     model = TwoBlocks(args.channels, args.norm)

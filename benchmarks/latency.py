@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from cgdistill.cost import count_macs, median_ms
+from cgdistill.device import cpu_name
 from cgdistill.engines import available_engines
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, count_parameters
 from cgdistill.train.presets import PRESETS, preset_generator
@@ -123,11 +124,6 @@ def engine_table(rows: dict[str, GeneratorConfig], size: int, repeats: int, warm
         print(
             f"| {label} | {params / 1e6:.2f} M | {count_macs(config, size) / 1e9:.2f} G | " + " | ".join(cells) + " |"
         )
-
-
-def cpu_name() -> str:
-    lines = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), "?")
 
 
 def uptime() -> str:

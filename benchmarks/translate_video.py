@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cgdistill.device import cpu_name
 from cgdistill.engines import Engine, Workload, choose_engine
 from cgdistill.forward import translate_batch
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
@@ -165,9 +166,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     picture = Image.open(args.photo) if args.photo else generated_picture()
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    cpu = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
-    print(f"CPU: {cpu}, {os.cpu_count()} cores, torch {args.threads} threads, engine {args.engine}; load: {load}")
+    print(
+        f"CPU: {cpu_name()}, {os.cpu_count()} cores, torch {args.threads} threads, engine {args.engine}; load: {load}"
+    )
     print(f"clip: pan/zoom over {args.photo or 'a generated picture'}, H.264 CRF 18 + AAC; batch {args.batch_size}")
     print(
         f"{'size':>9} {'model':>8} {'engine':>23} {'frames':>6} {'model fps':>10} {'end-to-end fps':>15} {'cost':>7}"

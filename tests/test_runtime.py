@@ -47,3 +47,23 @@ def test_deterministic_training_runs_on_the_cpu_and_is_recorded(cli, home, resto
     assert "deterministic" in result.err_text
     assert torch.are_deterministic_algorithms_enabled()
     assert json.loads((home / "runs" / "d" / "config.json").read_text())["settings"]["deterministic"] is True
+
+
+def test_the_cpu_is_named_as_lscpu_names_it_and_by_the_platform_without_lscpu(monkeypatch):
+    import platform
+    import subprocess
+
+    from cgdistill import device
+
+    def lscpu(*args, **kwargs):
+        return subprocess.CompletedProcess(args, 0, "Architecture: x86_64\nModel name:   AMD EPYC 7B13\nThread(s): 2\n")
+
+    monkeypatch.setattr(device.subprocess, "run", lscpu)
+    assert device.cpu_name() == "AMD EPYC 7B13"
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("lscpu")
+
+    monkeypatch.setattr(device.subprocess, "run", missing)
+    monkeypatch.setattr(platform, "processor", lambda: "x86_64-cpu")
+    assert device.cpu_name() == "x86_64-cpu"

@@ -1,8 +1,13 @@
 """Turning ``--device auto|cpu|cuda|cuda:N|mps`` into a ``torch.device``, with one-sentence errors; and the
 precision each device runs natively (:func:`native_amp_dtype`), the one answer training's default
-autocast (``train.runtime.choose_amp_dtype``) and inference's engines (``engines``) both ask."""
+autocast (``train.runtime.choose_amp_dtype``) and inference's engines (``engines``) both ask; and the
+names reports give a device (:func:`describe`, :func:`cpu_name`)."""
 
 from __future__ import annotations
+
+import platform
+import re
+import subprocess
 
 import torch
 
@@ -123,3 +128,14 @@ def describe(device: torch.device) -> str:
         following = ", more or fewer as the load changes" if threads.adapting() else ""
         return f"cpu ({torch.get_num_threads()} threads{following})"
     return str(device)
+
+
+def cpu_name() -> str:
+    """The CPU's model name as ``lscpu`` states it (``Intel(R) Xeon(R) Processor``), for the benchmarks'
+    reports: a speed means little without the machine. The platform's own word where ``lscpu`` is missing."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        text = ""
+    match = re.search(r"^Model name:\s*(.+)$", text, re.MULTILINE)
+    return match.group(1).strip() if match else platform.processor() or platform.machine() or "?"
