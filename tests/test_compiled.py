@@ -46,6 +46,7 @@ def test_the_compiled_model_gives_the_eager_output_on_its_shape_and_runs_other_s
         assert torch.equal(attempt.model(other), model(other))  # another shape: the eager model itself
     assert got.shape == expected.shape and expected.std() > 0.05
     assert (got - expected).abs().max() <= FP32_ATOL
+    assert attempt.model.shuffle_after == (ends == "half")  # the closing shuffle runs outside the graph
 
 
 def test_a_compiler_that_fails_leaves_the_eager_model_and_says_why(monkeypatch):

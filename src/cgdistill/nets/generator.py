@@ -212,11 +212,13 @@ class ResnetGenerator(nn.Module):
             )
         else:
             self.up = nn.Sequential(_upsample_stage(ngf * 4, ngf * 2, cfg))
+            # tanh before the shuffle (the same numbers: one acts on each value, the other only moves
+            # them), so that a compiled model can leave the shuffle out of its graph (``compiled``).
             self.head = nn.Sequential(
                 nn.ReflectionPad2d(1),
                 nn.Conv2d(ngf * 2, cfg.out_channels * 4, 3),
-                nn.PixelShuffle(2),
                 nn.Tanh(),
+                nn.PixelShuffle(2),
             )
 
     @property
