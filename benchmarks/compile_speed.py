@@ -85,7 +85,8 @@ def print_profiles(students: list[str], shapes: list[tuple[int, ...]]) -> None:
     inductor_config.cpp.enable_kernel_profile = True  # each generated kernel as its own profiler event
     for name in students:
         for batch, height, width in shapes:
-            model = CpuBf16(prepare_generator(ResnetGenerator(STUDENTS[name]), CPU))
+            config = TEACHER if name == "teacher" else STUDENTS[name]
+            model = CpuBf16(prepare_generator(ResnetGenerator(config), CPU))
             x = torch.rand(batch, 3, height, width) * 2 - 1
             attempt = compile_for(model, x)
             runs = {"eager": model} | ({"compiled": attempt.model} if attempt.model is not None else {})
@@ -105,7 +106,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--layers", action="store_true")
     parser.add_argument("--profile", action="store_true", help="where each pass spends its time, op by op")
-    parser.add_argument("--students", default=",".join(STUDENTS), help="--profile: which presets' students")
+    parser.add_argument(
+        "--students", default=",".join(STUDENTS), help="--profile: which presets' students (or teacher)"
+    )
     args = parser.parse_args()
     shapes = [tuple(int(v) for v in spec.split("x")) for spec in args.shapes.split(",")]
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
