@@ -8,12 +8,14 @@ Usage:
 The teacher (9 blocks, ngf 64) at the training step's shape (4 crops of 128 px) and each preset's
 student at the given batch x height x width, under the torch engine's bf16 autocast (random weights:
 speed does not depend on them), timed by ``cost.median_ms``; the compile time is the first call's.
+For half-ends students it also times the compiled model with its closing pixel shuffle left inside the
+graph (as before issue 29's fix: inductor then computes a scalar tanh per output value). Run with
+TORCHINDUCTOR_CACHE_DIR set to an empty folder for cold compiles.
+
 ``--layers`` times each top-level layer of each student alone (eager, median of 10), on the output
 of the layer before it. ``--profile`` lists where the eager and the compiled pass spend their time
 (torch.profiler over 5 passes, self time per op or generated kernel, ms per image; inductor's kernel
-profiler names each fused kernel), and what the eager pass's copies are for (the op that made each). Run with TORCHINDUCTOR_CACHE_DIR set to an empty folder for cold compiles.
-For half-ends students it also times the compiled model with its closing pixel shuffle left inside the
-graph (as before issue 29's fix: inductor then computes a scalar tanh per output value).
+profiler names each fused kernel), and for the eager pass which ops made its copies.
 """
 
 from __future__ import annotations
