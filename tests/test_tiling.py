@@ -16,7 +16,8 @@ from cgdistill.errors import CgdistillError
 from cgdistill.forward import prepare_generator, translate_batch
 from cgdistill.nets import GeneratorConfig, ResnetGenerator, norm
 from cgdistill.nets.init import init_weights
-from cgdistill.policy import TileDecider, parse_size, parse_tile
+from cgdistill.policy import TileDecider, parse_tile
+from cgdistill.sizes import parse_size
 from cgdistill.tiling.plan import (
     MAX_TILE,
     MIN_AUTO_TILE,

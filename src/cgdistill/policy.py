@@ -10,7 +10,6 @@ The mechanisms sit below: ``engines`` (the models that run), ``tiling`` (exact t
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -33,17 +32,6 @@ from cgdistill.tiling.ops import NotTileable
 from cgdistill.tiling.plan import TilePlan, plan_tiles, round_tile, tiles_for_speed
 from cgdistill.tiling.run import TiledGenerator
 from cgdistill.weights import read_info
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str, flag: str = "--max-memory") -> int:
-    """Bytes from ``1.5G``, ``800M``, ``2048K`` or a plain byte count (powers of 1024)."""
-    match = _SIZE.match(str(text))
-    if not match or float(match.group(1)) <= 0:
-        raise CgdistillError(f"{flag} {text!r} is not a size; write it like 1.5G, 800M or 2048K.")
-    scale = 1024 ** " kmgt".index(match.group(2).lower() or " ")
-    return int(float(match.group(1)) * scale)
 
 
 def parse_tile(text: str | int) -> str | int:

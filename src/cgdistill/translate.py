@@ -32,9 +32,10 @@ from cgdistill.options import (
     DEFAULT_VIDEO_CODEC,
     DEFAULT_VIDEO_QUALITY,
 )
-from cgdistill.policy import Runner, check_sizes, parse_size, parse_tile, runner_for_file
+from cgdistill.policy import Runner, check_sizes, parse_tile, runner_for_file
 from cgdistill.processes import gather, join_process_group, leave_process_group, torchrun_ranks
 from cgdistill.runs import ResolvedModel, resolve_generator
+from cgdistill.sizes import parse_size
 from cgdistill.video import VideoResult, check_video_options, translate_video
 from cgdistill.videoio import frame_size, frame_size_and_count, is_video_file
 from cgdistill.worklist import Worklist, find_videos, plan_work

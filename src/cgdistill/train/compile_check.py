@@ -54,6 +54,7 @@ def restore(recipe, scalers: dict[str, torch.amp.GradScaler], saved: _Saved) -> 
         optimizer.load_state_dict(saved.optimizers[name])
     recipe.pools.clear()
     recipe.pools.update(saved.pools)
+    recipe.discard_caches()  # e.g. teacher outputs the compiled step computed
     for name, scaler in scalers.items():
         scaler.load_state_dict(saved.scalers[name])
 

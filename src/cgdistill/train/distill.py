@@ -18,6 +18,7 @@ when the teacher has one, and keeps training against S.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from cgdistill.train.pool import ImagePool
 from cgdistill.train.runtime import Runtime
 from cgdistill.train.session import Session, dataset_label
 from cgdistill.train.student import build_student, check_wiring, imitated_blocks
+from cgdistill.train.teacher_cache import TeacherCache, TeacherTargets, cache_limit
 from cgdistill.train.teacher_loading import Teacher, load_teacher
 from cgdistill.weights import save_generator
 
@@ -58,8 +60,10 @@ class DistillRecipe(Recipe):
         held_out: Images,
         dataset_name: str,
         has_target: bool = True,
+        say: Callable[[str], None] | None = None,
     ) -> None:
         self.config, self.runtime, self.dataset_name = config, runtime, dataset_name
+        self.say = say or (lambda text: None)
         self.teacher_source = teacher.source  # the student's metadata records it under "teacher"
         # Without target-domain images the discriminator learns "real" from the teacher's outputs.
         self.has_target = has_target
@@ -93,6 +97,9 @@ class DistillRecipe(Recipe):
         # Fidelity is measured as compare measures it: uint8 images in, uint8 images out, at the torch
         # engine's precision (autocast on CUDA, fp32 on the CPU: testset.run_model); with the uncompiled
         # teacher, as these calls are one-offs (see Runtime.eager).
+        # Whole images as crops come back each epoch: the teacher's pass on them is kept (train/teacher_cache.py).
+        limit = cache_limit(config.teacher_cache, config.image_size == config.load_size, runtime.device)
+        self.teacher_cache = TeacherCache(limit) if limit else None
         self.held_out = held_out
         self.held_out_teacher = run_model(unwrap(self.teacher_generator), held_out, runtime.device)
         check_wiring(
@@ -148,11 +155,10 @@ class DistillRecipe(Recipe):
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg, rt = self.config, self.runtime
         x = batch[self.source]
-        with torch.no_grad(), rt.autocast():
-            x_in = self._encoded(x)  # with a shared encoder, one pass serves the teacher and the student
-            t_out, t_feats = self.teacher_generator(x_in, return_features=True, encoded=self.shares_encoder)
+        targets = self._teacher_targets(x)
+        x_in = x if targets.start is None else targets.start
+        t_out, t_feats = targets.output, targets.features
         y = batch[self.target] if self.has_target else t_out.detach()
-        t_feats = [t_feats[j] for j in self.mapping]
         if self.D is not None:
             self.D.requires_grad_(False)
         # --echo: the teacher's pass is most of a narrow student's step, so its outputs serve several updates.
@@ -165,6 +171,34 @@ class DistillRecipe(Recipe):
                 losses["D"] = discriminator_loss(self.D(y), self.D(pooled))
             rt.step("D", losses["D"], self.optimizers["D"])
         return {name: value.detach() for name, value in losses.items()}
+
+    def _teacher_targets(self, x: torch.Tensor) -> TeacherTargets:
+        """The teacher's targets for the batch ``x``: from the teacher cache where it holds them."""
+        if self.teacher_cache is None:
+            return self._teacher_pass(x)
+        was_full = self.teacher_cache.full
+        targets = self.teacher_cache.targets(x, self._teacher_pass, self.runtime.device)
+        if targets.start is not None:
+            targets.start = self.runtime.to_device(targets.start)  # the memory format the student runs in
+        if self.teacher_cache.full and not was_full:
+            self.say(
+                f"The teacher cache is full ({self.teacher_cache.nbytes / 2**30:.2f} GiB, "
+                f"{len(self.teacher_cache.entries)} inputs): the teacher runs each time on the others "
+                "(a larger --teacher-cache keeps more)."
+            )
+        return targets
+
+    def _teacher_pass(self, x: torch.Tensor) -> TeacherTargets:
+        """The frozen teacher on ``x``: what the student starts from, the output and the imitated hidden states."""
+        with torch.no_grad(), self.runtime.autocast():
+            x_in = self._encoded(x)  # with a shared encoder, one pass serves the teacher and the student
+            t_out, t_feats = self.teacher_generator(x_in, return_features=True, encoded=self.shares_encoder)
+        return TeacherTargets(x_in if self.shares_encoder else None, t_out, [t_feats[j] for j in self.mapping])
+
+    def discard_caches(self) -> None:
+        """Forget what the teacher cache holds (a compiled first step that was undone may have filled it)."""
+        if self.teacher_cache is not None:
+            self.teacher_cache = TeacherCache(self.teacher_cache.limit)
 
     @property
     def shares_encoder(self) -> bool:
@@ -307,6 +341,7 @@ def _prepare(plan: DistillPlan, observer: Observer, session: Session) -> Prepare
         held_out_images(session.data_dir, teacher.direction),
         dataset_label(session.data_dir, config.data),
         has_target=len(plan.domains) == 2,
+        say=observer.message if runtime.is_main else None,
     )
     if runtime.is_main:
         s_cfg = unwrap(recipe.student).generator.config
@@ -319,5 +354,10 @@ def _prepare(plan: DistillPlan, observer: Observer, session: Session) -> Prepare
             observer.message(note)
         observer.message(recipe.describe_losses())
         observer.message(f"Student blocks imitate teacher blocks {[j + 1 for j in recipe.mapping]}.")
+        if recipe.teacher_cache is not None:
+            observer.message(
+                f"Teacher cache: on, up to {recipe.teacher_cache.limit / 2**30:.1f} GiB (each crop is the whole "
+                "image, so an image's teacher outputs serve it every epoch)."
+            )
     samples = sample_images(recipe.held_out).permute(0, 3, 1, 2).float() / 127.5 - 1
     return Prepared(recipe, {teacher.direction[0]: runtime.to_device(samples)})

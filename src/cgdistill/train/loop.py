@@ -66,6 +66,10 @@ class Recipe(ABC):
         """Periodic measurements beyond the losses (the distiller's fidelity); none by default."""
         return {}
 
+    def discard_caches(self) -> None:
+        """Forget values kept from earlier steps (a step that was undone may have left wrong ones); none by default."""
+        return None
+
 
 @dataclass
 class StepReport:

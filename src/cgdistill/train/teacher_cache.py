@@ -1,0 +1,129 @@
+"""The frozen teacher's outputs, kept per training image, for runs whose inputs repeat exactly.
+
+When each crop is the whole image (``--image-size`` equal to ``--load-size``), a training image comes
+back every epoch as one of two inputs (flipped or not), and the frozen teacher gives the same
+outputs for it each time. A narrow student's step is mostly that pass (docs/distillation.md), so
+keeping what it gave makes the later epochs cost the student's updates alone. The cache only saves
+time: a step uses the values the teacher computed for that very input (keyed by the input's bytes),
+stored in the dtype they were computed in, and makes the same ``--echo`` updates as without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from cgdistill.errors import CgdistillError
+from cgdistill.policy import available_memory
+from cgdistill.sizes import parse_size
+
+AUTO_SHARE = 0.25  # of the memory free when the run starts: room for the loader, the networks and other programs
+
+
+@dataclass
+class TeacherTargets:
+    """What the teacher gives a batch: the student's start (the shared encoder's output, or None when
+    the student starts from the images), the teacher's output, and its hidden states the student imitates."""
+
+    start: torch.Tensor | None
+    output: torch.Tensor
+    features: list[torch.Tensor]
+
+    def sample(self, i: int) -> TeacherTargets:
+        """Sample ``i`` on the CPU, in its own storage (a view would keep the whole batch alive)."""
+
+        def own(t: torch.Tensor) -> torch.Tensor:
+            return t[i].to("cpu").clone(memory_format=torch.contiguous_format)
+
+        return TeacherTargets(
+            None if self.start is None else own(self.start), own(self.output), [own(f) for f in self.features]
+        )
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.output, *self.features] + ([] if self.start is None else [self.start])
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def stack(samples: list[TeacherTargets], device: torch.device) -> TeacherTargets:
+    """Per-sample targets as one batch on ``device``."""
+
+    def batch(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(tensors).to(device, non_blocking=True)
+
+    starts = [s.start for s in samples]
+    return TeacherTargets(
+        None if starts[0] is None else batch(starts),  # type: ignore[arg-type]
+        batch([s.output for s in samples]),
+        [batch([s.features[j] for s in samples]) for j in range(len(samples[0].features))],
+    )
+
+
+def input_key(image: torch.Tensor) -> bytes:
+    """One training input's identity: a digest of its values (equal inputs give equal teacher outputs)."""
+    data = image.detach().to("cpu").contiguous().numpy().tobytes()
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def cache_limit(setting: str, crops_repeat: bool, device: torch.device) -> int:
+    """Bytes the cache may hold for ``--teacher-cache`` (0: off). ``auto`` keeps one only when the
+    inputs repeat (each crop the whole image), up to a quarter of the memory free now."""
+    value = str(setting).strip().lower()
+    if value == "off":
+        return 0
+    if value == "auto":
+        return int(available_memory(torch.device("cpu")) * AUTO_SHARE) if crops_repeat else 0
+    return parse_size(value, "--teacher-cache")
+
+
+class TeacherCache:
+    """Up to ``limit`` bytes of per-input teacher targets on the CPU; once full, new inputs are computed
+    each time they come (the run goes on at the uncached speed for them)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit <= 0:
+            raise CgdistillError(f"A teacher cache needs a positive size, got {limit} bytes.")
+        self.limit = limit
+        self.entries: dict[bytes, TeacherTargets] = {}
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+        self.full = False
+
+    def targets(
+        self, images: torch.Tensor, compute: Callable[[torch.Tensor], TeacherTargets], device: torch.device
+    ) -> TeacherTargets:
+        """The teacher's targets for the batch ``images``: ``compute`` runs on the inputs not seen before
+        (one pass over those alone), the rest come from the cache."""
+        keys = [input_key(image) for image in images]
+        missing = [i for i, key in enumerate(keys) if key not in self.entries]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        fresh: dict[int, TeacherTargets] = {}
+        if missing:
+            computed = compute(images[missing] if len(missing) < len(keys) else images)
+            for j, i in enumerate(missing):
+                fresh[i] = computed.sample(j)
+                self._keep(keys[i], fresh[i])
+        return stack([fresh[i] if i in fresh else self.entries[key] for i, key in enumerate(keys)], device)
+
+    def _keep(self, key: bytes, sample: TeacherTargets) -> None:
+        size = sample.nbytes
+        if self.nbytes + size > self.limit:
+            self.full = True
+            return
+        self.entries[key] = sample
+        self.nbytes += size
+
+    def describe(self) -> str:
+        """One line for the end of a run: how much the cache held and how often it served."""
+        seen = self.hits + self.misses
+        share = 100.0 * self.hits / seen if seen else 0.0
+        text = (
+            f"Teacher cache: {len(self.entries)} inputs in {self.nbytes / 2**30:.2f} GiB; "
+            f"{share:.0f}% of the inputs came from it"
+        )
+        return text + (" (it filled up: raise --teacher-cache to keep more)." if self.full else ".")
