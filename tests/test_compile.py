@@ -155,12 +155,18 @@ def test_a_finite_first_compiled_step_is_kept_and_the_run_stays_compiled(toy, mo
     assert len(graph_runs) == 3 and all(runs > 0 for runs in graph_runs)
 
 
-def test_undoing_a_step_restores_weights_optimizer_state_pools_and_grad_scalers():
+def test_undoing_a_step_restores_weights_optimizer_state_pools_and_grad_scalers_and_empties_caches():
     from cgdistill.train.pool import ImagePool
 
     net = torch.nn.Linear(3, 2)
     optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
-    recipe = SimpleNamespace(modules={"G": net}, optimizers={"G": optimizer}, pools={"B": ImagePool(2, seed=1)})
+    discarded: list[bool] = []
+    recipe = SimpleNamespace(
+        modules={"G": net},
+        optimizers={"G": optimizer},
+        pools={"B": ImagePool(2, seed=1)},
+        discard_caches=lambda: discarded.append(True),  # e.g. the teacher outputs the undone step computed
+    )
     scalers = {"G": torch.amp.GradScaler("cpu", init_scale=8.0)}
     scalers["G"].scale(torch.ones(()))  # the scale exists before the step
     weights = {k: v.clone() for k, v in net.state_dict().items()}
@@ -173,6 +179,6 @@ def test_undoing_a_step_restores_weights_optimizer_state_pools_and_grad_scalers(
     restore(recipe, scalers, saved)
     assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items())
     assert not optimizer.state_dict()["state"] and not recipe.pools["B"].images
-    assert scalers["G"].get_scale() == 8.0
+    assert scalers["G"].get_scale() == 8.0 and discarded == [True]
     assert not all_finite(recipe, {"loss": torch.tensor(float("nan"))})
     assert all_finite(recipe, {"loss": torch.tensor(1.0)})

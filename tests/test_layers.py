@@ -25,7 +25,7 @@ LAYERS = (
     {"forward", "compiled"},
     {"runs", "official", "layouts/", "onnxfile", "data/", "device", "threads", "paths", "weights", "metrics",
      "losses", "runlock", "processes"},
-    {"nets/", "metadata", "fsutil", "errors", "options", "__init__"},
+    {"nets/", "metadata", "fsutil", "errors", "options", "sizes", "__init__"},
 )  # fmt: skip
 PACKAGES = ("cli", "train", "data", "nets", "layouts", "tiling", "web")
 

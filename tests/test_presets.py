@@ -32,6 +32,16 @@ def test_fastest_is_three_blocks_at_a_quarter_of_the_teacher_width_with_half_res
     assert (config.lr, config.echo) == (1e-3, 4)
 
 
+def test_fastest_trains_on_whole_images_so_that_its_teachers_outputs_are_cached_unless_a_load_size_is_given():
+    config = with_preset(DistillConfig(preset="fastest"), teacher_ngf=64)
+    assert config.load_size == config.image_size == 128
+    assert with_preset(DistillConfig(preset="fastest", image_size=96), teacher_ngf=64).load_size == 96
+    crops = with_preset(DistillConfig(preset="fastest", load_size=143), teacher_ngf=64, given={"load_size"})
+    assert crops.load_size == 143
+    for preset in ("default", "fast"):
+        assert with_preset(DistillConfig(preset=preset), teacher_ngf=64).load_size == 143
+
+
 def test_fast_is_three_blocks_at_half_the_teacher_width():
     config = DistillConfig(preset="fast")
     config = with_preset(config, teacher_ngf=64)
@@ -137,3 +147,18 @@ def test_a_fastest_run_from_before_half_resolution_ends_resumes_with_its_own_ful
     assert read_info(paths.run_path("old") / "G.safetensors").config.get("ends", "full") == "full"
     settings = json.loads(config_file.read_text())["settings"]
     assert settings.get("ends", "full") == "full" and settings["echo"] == 2
+
+
+def test_a_fastest_run_from_before_whole_images_resumes_with_its_own_crops(cli, teacher_run):
+    """A run whose config.json stores random crops (the preset's before whole images) keeps them."""
+    common = ("--teacher", "teacher", "--direction", "A2B", "--image-size", "24", "--ndf", "4", "--device", "cpu",
+              "--no-amp", "--preset", "fastest", "--name", "crops")  # fmt: skip
+    assert cli("distill", *common, "--max-steps", "1").code == 0
+    config_file = paths.run_path("crops") / "config.json"
+    stored = json.loads(config_file.read_text())
+    assert stored["settings"]["load_size"] == 24  # whole images: the preset's load size follows the crop
+    stored["settings"]["load_size"] = 28
+    config_file.write_text(json.dumps(stored))
+    result = cli("distill", "--resume", "--name", "crops", "--max-steps", "2")
+    assert result.code == 0, result.err
+    assert json.loads(config_file.read_text())["settings"]["load_size"] == 28

@@ -231,7 +231,8 @@ class DistillConfig(TrainConfig):
         metadata=flag(
             "Student shape and recipe: default (3 blocks, teacher's width, lr 5e-4, --echo 3, --lambda-feature 20), "
             "fast (3 blocks, 1/2 width, lr 1e-3, --echo 2) or fastest (3 blocks, 1/4 width, --ends half, lr 1e-3, "
-            "--echo 4); --blocks, --ngf, --block, --ends, --lr, --echo and --lambda-feature override it.",
+            "--echo 4, whole images: --load-size equal to --image-size); --blocks, --ngf, --block, --ends, --lr, "
+            "--echo, --lambda-feature and --load-size override it.",
             panel=TRAIN, choices=PRESET_NAMES,
         ),
     )  # fmt: skip

@@ -117,13 +117,3 @@ class TeacherCache:
             return
         self.entries[key] = sample
         self.nbytes += size
-
-    def describe(self) -> str:
-        """One line for the end of a run: how much the cache held and how often it served."""
-        seen = self.hits + self.misses
-        share = 100.0 * self.hits / seen if seen else 0.0
-        text = (
-            f"Teacher cache: {len(self.entries)} inputs in {self.nbytes / 2**30:.2f} GiB; "
-            f"{share:.0f}% of the inputs came from it"
-        )
-        return text + (" (it filled up: raise --teacher-cache to keep more)." if self.full else ".")
