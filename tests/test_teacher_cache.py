@@ -55,6 +55,16 @@ def test_a_batch_of_old_and_new_inputs_runs_the_teacher_on_the_new_ones_alone():
     assert torch.equal(got.output, mixed.tanh()) and torch.equal(got.features[0], mixed * 2)
 
 
+def test_a_mirrored_cache_computes_each_new_inputs_mirror_image_in_the_same_pass():
+    cache, calls = TeacherCache(2**20, mirrored=True), []
+    batch = images(3, 0)
+    cache.targets(torch.cat([batch, batch[:1].flip(-1)]), fake_teacher(calls), CPU)  # one mirror already in it
+    assert calls == [6]  # 4 inputs and the mirrors of the 2 whose mirror the batch lacks
+    got = cache.targets(batch.flip(-1), fake_teacher(calls), CPU)
+    assert calls == [6] and torch.equal(got.output, batch.flip(-1).tanh())
+    assert torch.equal(got.features[0], batch.flip(-1) * 2)
+
+
 def test_a_full_cache_keeps_what_it_has_and_computes_the_rest_each_time():
     calls: list[int] = []
     per_input = TeacherCache(2**20).targets(images(1, 0), fake_teacher(calls), CPU).nbytes

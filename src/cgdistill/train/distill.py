@@ -99,7 +99,7 @@ class DistillRecipe(Recipe):
         # teacher, as these calls are one-offs (see Runtime.eager).
         # Whole images as crops come back each epoch: the teacher's pass on them is kept (train/teacher_cache.py).
         limit = cache_limit(config.teacher_cache, config.image_size == config.load_size, runtime.device)
-        self.teacher_cache = TeacherCache(limit) if limit else None
+        self.teacher_cache = TeacherCache(limit, mirrored=config.flip) if limit else None
         self.held_out = held_out
         self.held_out_teacher = run_model(unwrap(self.teacher_generator), held_out, runtime.device)
         check_wiring(
@@ -198,7 +198,7 @@ class DistillRecipe(Recipe):
     def discard_caches(self) -> None:
         """Forget what the teacher cache holds (a compiled first step that was undone may have filled it)."""
         if self.teacher_cache is not None:
-            self.teacher_cache = TeacherCache(self.teacher_cache.limit)
+            self.teacher_cache = TeacherCache(self.teacher_cache.limit, mirrored=self.teacher_cache.mirrored)
 
     @property
     def shares_encoder(self) -> bool:

@@ -81,12 +81,18 @@ def cache_limit(setting: str, crops_repeat: bool, device: torch.device) -> int:
 
 class TeacherCache:
     """Up to ``limit`` bytes of per-input teacher targets on the CPU; once full, new inputs are computed
-    each time they come (the run goes on at the uncached speed for them)."""
+    each time they come (the run goes on at the uncached speed for them).
 
-    def __init__(self, limit: int) -> None:
+    ``mirrored`` (training with random flips): an input that comes back flipped is the same tensor
+    mirrored left to right, so the pass that computes a new input computes its mirror image too. The
+    teacher's total work is the same, done sooner: the cache is complete after one epoch instead of
+    filling over several, and the time budget then counts the steps the rest of the run will take.
+    """
+
+    def __init__(self, limit: int, *, mirrored: bool = False) -> None:
         if limit <= 0:
             raise CgdistillError(f"A teacher cache needs a positive size, got {limit} bytes.")
-        self.limit = limit
+        self.limit, self.mirrored = limit, mirrored
         self.entries: dict[bytes, TeacherTargets] = {}
         self.nbytes = 0
         self.hits = 0
@@ -97,18 +103,35 @@ class TeacherCache:
         self, images: torch.Tensor, compute: Callable[[torch.Tensor], TeacherTargets], device: torch.device
     ) -> TeacherTargets:
         """The teacher's targets for the batch ``images``: ``compute`` runs on the inputs not seen before
-        (one pass over those alone), the rest come from the cache."""
+        (one pass over those alone, and their mirror images when ``mirrored``), the rest come from the cache."""
         keys = [input_key(image) for image in images]
         missing = [i for i, key in enumerate(keys) if key not in self.entries]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         fresh: dict[int, TeacherTargets] = {}
         if missing:
-            computed = compute(images[missing] if len(missing) < len(keys) else images)
+            new = images[missing] if len(missing) < len(keys) else images
+            mirrors, mirror_keys = self._new_mirrors(new, {keys[i] for i in missing})
+            computed = compute(torch.cat([new, mirrors]) if mirror_keys else new)
             for j, i in enumerate(missing):
                 fresh[i] = computed.sample(j)
                 self._keep(keys[i], fresh[i])
+            for j, key in enumerate(mirror_keys, start=len(missing)):
+                self._keep(key, computed.sample(j))
         return stack([fresh[i] if i in fresh else self.entries[key] for i, key in enumerate(keys)], device)
+
+    def _new_mirrors(self, new: torch.Tensor, new_keys: set[bytes]) -> tuple[torch.Tensor, list[bytes]]:
+        """The mirror images of ``new`` that neither the cache nor the batch holds, with their keys."""
+        if not self.mirrored or self.full:
+            return new[:0], []
+        mirrored = new.flip(-1)
+        chosen, keys = [], []
+        for j, image in enumerate(mirrored):
+            key = input_key(image)
+            if key not in self.entries and key not in new_keys and key not in keys:
+                chosen.append(j)
+                keys.append(key)
+        return mirrored[chosen], keys
 
     def _keep(self, key: bytes, sample: TeacherTargets) -> None:
         size = sample.nbytes
