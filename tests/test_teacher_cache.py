@@ -182,3 +182,14 @@ def test_an_undone_step_leaves_an_empty_cache(teacher_run, monkeypatch):
     assert recipe.teacher_cache.entries
     recipe.discard_caches()
     assert not recipe.teacher_cache.entries and recipe.teacher_cache.limit > 0
+
+
+def test_the_cli_says_when_the_cache_is_on_and_when_it_is_full(cli, teacher_run):
+    args = ("distill", "--teacher", "teacher", "--direction", "A2B", "--image-size", "28", "--load-size", "28",
+            "--ndf", "4", "--device", "cpu", "--no-amp", "--max-steps", "2", "--teacher-cache", "1K")  # fmt: skip
+    result = cli(*args)
+    assert result.code == 0, result.err
+    text = result.out + result.err_text
+    assert "Teacher cache: on, up to 0.0 GiB" in text and "The teacher cache is full (0.00 GiB, 0 inputs)" in text
+    refused = cli(*args[:-1], "plenty")
+    assert refused.code != 0 and "--teacher-cache 'plenty' is not a size" in refused.err_text

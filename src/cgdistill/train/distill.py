@@ -94,12 +94,12 @@ class DistillRecipe(Recipe):
         self.average = WeightAverage(unwrap(self.student).generator, config.ema_decay) if config.ema_decay else None
         if self.average is not None:
             self.modules["student_average"] = self.average
-        # Fidelity is measured as compare measures it: uint8 images in, uint8 images out, at the torch
-        # engine's precision (autocast on CUDA, fp32 on the CPU: testset.run_model); with the uncompiled
-        # teacher, as these calls are one-offs (see Runtime.eager).
         # Whole images as crops come back each epoch: the teacher's pass on them is kept (train/teacher_cache.py).
         limit = cache_limit(config.teacher_cache, config.image_size == config.load_size, runtime.device)
         self.teacher_cache = TeacherCache(limit, mirrored=config.flip) if limit else None
+        # Fidelity is measured as compare measures it: uint8 images in, uint8 images out, at the torch
+        # engine's precision (autocast on CUDA, fp32 on the CPU: testset.run_model); with the uncompiled
+        # teacher, as these calls are one-offs (see Runtime.eager).
         self.held_out = held_out
         self.held_out_teacher = run_model(unwrap(self.teacher_generator), held_out, runtime.device)
         check_wiring(
@@ -356,8 +356,8 @@ def _prepare(plan: DistillPlan, observer: Observer, session: Session) -> Prepare
         observer.message(f"Student blocks imitate teacher blocks {[j + 1 for j in recipe.mapping]}.")
         if recipe.teacher_cache is not None:
             observer.message(
-                f"Teacher cache: on, up to {recipe.teacher_cache.limit / 2**30:.1f} GiB (each crop is the whole "
-                "image, so an image's teacher outputs serve it every epoch)."
+                f"Teacher cache: on, up to {recipe.teacher_cache.limit / 2**30:.1f} GiB: the teacher runs once on "
+                "each input, and its outputs serve the input whenever it comes back."
             )
     samples = sample_images(recipe.held_out).permute(0, 3, 1, 2).float() / 127.5 - 1
     return Prepared(recipe, {teacher.direction[0]: runtime.to_device(samples)})
