@@ -10,7 +10,6 @@ import torch
 from safetensors.torch import load_file
 
 from cgdistill import paths
-from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import CgdistillError
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.train.config import DistillConfig, TeacherConfig
@@ -21,16 +20,12 @@ from cgdistill.train.student import Adapters, build_student, check_wiring, copie
 from cgdistill.train.teacher import train_teacher
 from cgdistill.train.teacher_loading import load_teacher
 from cgdistill.weights import load_generator, save_generator
+from teacher_runs import tiny_teacher_run
 
 
 @pytest.fixture
 def teacher_run(home: Path) -> Path:
-    make_toy_dataset(paths.dataset_path("toy"), size=32, n_train=6, n_test=3)
-    config = TeacherConfig(
-        data="toy", name="teacher", blocks=4, ngf=8, ndf=4, image_size=24, load_size=28, max_steps=2, pool_size=2,
-        sample_every=1000,
-    )  # fmt: skip
-    return train_teacher(config)
+    return tiny_teacher_run()
 
 
 def tiny(**overrides) -> DistillConfig:

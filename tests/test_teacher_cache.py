@@ -7,14 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from cgdistill import paths
-from cgdistill.data.toy import make_toy_dataset
 from cgdistill.errors import CgdistillError
 from cgdistill.train import teacher_cache
-from cgdistill.train.config import DistillConfig, TeacherConfig
+from cgdistill.train.config import DistillConfig
 from cgdistill.train.distill import DistillRecipe, distill
-from cgdistill.train.teacher import train_teacher
 from cgdistill.train.teacher_cache import TeacherCache, TeacherTargets, cache_limit
+from teacher_runs import tiny_teacher_run
 
 CPU = torch.device("cpu")
 
@@ -86,15 +84,15 @@ def test_kept_targets_do_not_hold_their_whole_batch():
 
 @pytest.mark.parametrize(
     ("setting", "repeat", "expected"),
-    [("off", True, 0), ("auto", False, 0), ("2M", False, 2 * 2**20), ("1.5g", True, 3 * 2**29)],
+    [("off", True, 0), ("auto", False, 0), ("2M", False, 2 * 2**20), ("1.5g", True, 3 * 2**29), (" Auto ", False, 0)],
 )
 def test_the_size_follows_the_flag_and_auto_needs_inputs_that_repeat(setting, repeat, expected):
-    assert cache_limit(setting, repeat, CPU) == expected
+    assert cache_limit(DistillConfig(teacher_cache=setting).teacher_cache_setting(), repeat) == expected
 
 
 def test_auto_takes_a_quarter_of_the_free_memory_when_inputs_repeat(monkeypatch):
     monkeypatch.setattr(teacher_cache, "available_memory", lambda device: 8 * 2**30)
-    assert cache_limit("auto", True, CPU) == 2 * 2**30
+    assert cache_limit("auto", True) == 2 * 2**30
 
 
 def test_a_size_that_is_not_one_is_refused_by_the_config():
@@ -104,12 +102,20 @@ def test_a_size_that_is_not_one_is_refused_by_the_config():
 
 @pytest.fixture
 def teacher_run(home: Path) -> Path:
-    make_toy_dataset(paths.dataset_path("toy"), size=32, n_train=6, n_test=3)
-    config = TeacherConfig(
-        data="toy", name="teacher", blocks=4, ngf=8, ndf=4, image_size=24, load_size=28, max_steps=2, pool_size=2,
-        sample_every=1000,
-    )  # fmt: skip
-    return train_teacher(config)
+    return tiny_teacher_run()
+
+
+def recording_recipes(monkeypatch) -> list[DistillRecipe]:
+    """The recipe of each training step that runs from now on (to look at its cache after the run)."""
+    recipes: list[DistillRecipe] = []
+    original = DistillRecipe.train_step
+
+    def keeping(self, batch):
+        recipes.append(self)
+        return original(self, batch)
+
+    monkeypatch.setattr(DistillRecipe, "train_step", keeping)
+    return recipes
 
 
 def whole_images(**overrides) -> DistillConfig:
@@ -156,27 +162,13 @@ def test_a_distillation_of_whole_images_serves_later_epochs_from_the_cache_with_
     "overrides", [{"load_size": 32}, {"teacher_cache": "off"}], ids=["random crops", "--teacher-cache off"]
 )
 def test_random_crops_keep_no_cache_and_off_turns_it_off(teacher_run, monkeypatch, overrides):
-    recipes: list[DistillRecipe] = []
-    original = DistillRecipe.train_step
-
-    def keeping(self, batch):
-        recipes.append(self)
-        return original(self, batch)
-
-    monkeypatch.setattr(DistillRecipe, "train_step", keeping)
+    recipes = recording_recipes(monkeypatch)
     distill(whole_images(name="uncached", max_steps=1, **overrides))
     assert recipes[0].teacher_cache is None
 
 
 def test_an_undone_step_leaves_an_empty_cache(teacher_run, monkeypatch):
-    recipes: list[DistillRecipe] = []
-    original = DistillRecipe.train_step
-
-    def keeping(self, batch):
-        recipes.append(self)
-        return original(self, batch)
-
-    monkeypatch.setattr(DistillRecipe, "train_step", keeping)
+    recipes = recording_recipes(monkeypatch)
     distill(whole_images(name="undone", max_steps=2))
     recipe = recipes[0]
     assert recipe.teacher_cache.entries

@@ -364,8 +364,12 @@ class DistillConfig(TrainConfig):
         super().check()
         if self.time_budget is not None:
             parse_duration(self.time_budget)
-        if self.teacher_cache.strip().lower() not in ("auto", "off"):
-            parse_size(self.teacher_cache, "--teacher-cache")
+        self.teacher_cache_setting()
+
+    def teacher_cache_setting(self) -> str | int:
+        """``--teacher-cache`` read: ``auto``, ``off`` or a size in bytes; any other value is refused."""
+        value = self.teacher_cache.strip().lower()
+        return value if value in ("auto", "off") else parse_size(self.teacher_cache, "--teacher-cache")
 
     @property
     def evaluation_interval(self) -> int:

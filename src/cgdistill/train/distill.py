@@ -95,7 +95,7 @@ class DistillRecipe(Recipe):
         if self.average is not None:
             self.modules["student_average"] = self.average
         # Whole images as crops come back each epoch: the teacher's pass on them is kept (train/teacher_cache.py).
-        limit = cache_limit(config.teacher_cache, config.image_size == config.load_size, runtime.device)
+        limit = cache_limit(config.teacher_cache_setting(), config.image_size == config.load_size)
         self.teacher_cache = TeacherCache(limit, mirrored=config.flip) if limit else None
         # Fidelity is measured as compare measures it: uint8 images in, uint8 images out, at the torch
         # engine's precision (autocast on CUDA, fp32 on the CPU: testset.run_model); with the uncompiled

@@ -18,7 +18,6 @@ import torch
 
 from cgdistill.errors import CgdistillError
 from cgdistill.policy import available_memory
-from cgdistill.sizes import parse_size
 
 AUTO_SHARE = 0.25  # of the memory free when the run starts: room for the loader, the networks and other programs
 
@@ -68,15 +67,15 @@ def input_key(image: torch.Tensor) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
-def cache_limit(setting: str, crops_repeat: bool, device: torch.device) -> int:
-    """Bytes the cache may hold for ``--teacher-cache`` (0: off). ``auto`` keeps one only when the
-    inputs repeat (each crop the whole image), up to a quarter of the memory free now."""
-    value = str(setting).strip().lower()
-    if value == "off":
+def cache_limit(setting: str | int, crops_repeat: bool) -> int:
+    """Bytes the cache may hold for ``--teacher-cache`` as read (``DistillConfig.teacher_cache_setting``;
+    0: off). ``auto`` keeps one only when the inputs repeat (each crop the whole image), up to a quarter
+    of the host memory free now (the cache lives there, whatever device trains)."""
+    if setting == "off":
         return 0
-    if value == "auto":
+    if setting == "auto":
         return int(available_memory(torch.device("cpu")) * AUTO_SHARE) if crops_repeat else 0
-    return parse_size(value, "--teacher-cache")
+    return int(setting)
 
 
 class TeacherCache:
