@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cgdistill import compiled, engines
-from cgdistill.compiled import compile_for, worth_trying
+from cgdistill.compiled import compile_for, compiling_pays, worth_trying
 from cgdistill.engines import Workload, choose_engine
 from cgdistill.forward import prepare_generator
 from cgdistill.nets import ResnetGenerator, init_weights
@@ -84,13 +84,76 @@ def test_long_work_races_the_compiled_model_on_its_own_shape(monkeypatch):
     assert "100 passes of one shape: broken here" in engine.reason and "compiled" not in engine.name
     monkeypatch.setattr(engines, "compile_for", lambda model, x: shapes.append(tuple(x.shape)) or compile_for(model, x))
     # Which of two 1-ms models a race crowns is noise: the clock here says the compiled one is faster.
-    fake_ms = lambda runners, x, **_: {name: 10.0 if name.endswith("compiled") else 20.0 for name in runners}  # noqa: E731
-    monkeypatch.setattr(engines, "median_ms", fake_ms)
+    monkeypatch.setattr(engines, "median_ms", lambda runners, x, **_: dict.fromkeys(runners, 20.0))
+    monkeypatch.setattr(engines, "sample_ms", _clock_favouring_compiled)
     generator = _tiny()
     engine = choose_engine(generator, CPU, "torch", Workload(30, 42, 2, passes=100))
     assert shapes == [(2, 3, 32, 44)]  # the work's batch, padded to the generator's multiple as translate pads it
     assert "compiled for 44x32 in batches of 2" in engine.reason and engine.name.endswith(" compiled")
     assert engine.tiled is engine.model.eager  # images that tile run on the eager model the compiled one wraps
+
+
+def _clock_favouring_compiled(runners, x, **_):
+    """``cost.sample_ms`` on a clock where the compiled runner takes 10 ms a pass and the others 20, two rounds."""
+    return {name: [[10.0 if name.endswith("compiled") else 20.0]] * 2 for name in runners}
+
+
+def test_compiling_pays_counts_the_compile_against_the_passes():
+    ms = {"torch bf16": 100.0, "torch bf16 compiled": 40.0, "onnxruntime fp32": 90.0}
+    # 10 s of compiling saves 50 ms a pass against onnxruntime, the faster of the others: 200 passes pay.
+    assert compiling_pays(ms, "torch bf16 compiled", 10.0, passes=201) == "torch bf16 compiled"
+    assert compiling_pays(ms, "torch bf16 compiled", 10.0, passes=199) == "onnxruntime fp32"
+    assert compiling_pays({"torch bf16": 100.0}, "torch bf16 compiled", 1.0, passes=10_000) == "torch bf16"
+
+
+@needs_compiler
+def test_a_clear_race_is_remembered_and_decides_later_work_of_that_shape_without_racing(monkeypatch):
+    monkeypatch.setattr(compiled, "COMPILE_FROM_SECONDS", 0.0)
+    monkeypatch.setattr(engines, "median_ms", lambda runners, x, **_: dict.fromkeys(runners, 20.0))
+    monkeypatch.setattr(engines, "sample_ms", _clock_favouring_compiled)
+    compiles = []
+    real_compile = compile_for
+
+    def timed_compile(model, x):
+        compiles.append(tuple(x.shape))
+        attempt = real_compile(model, x)
+        return compiled.CompileAttempt(attempt.model, 1.0, attempt.failure)  # the clock here: 1 s a compile
+
+    monkeypatch.setattr(engines, "compile_for", timed_compile)
+    generator = _tiny()
+    first = choose_engine(generator, CPU, "torch", Workload(30, 42, 2, passes=400))
+    assert first.name.endswith(" compiled") and compiles == [(2, 3, 32, 44)]
+
+    def no_race(*_args, **_kwargs):
+        raise AssertionError("raced again")
+
+    monkeypatch.setattr(engines, "median_ms", no_race)
+    monkeypatch.setattr(engines, "sample_ms", no_race)
+    # 150 passes save 1.5 s at 10 ms a pass: the 1-s compile pays; 50 passes save 0.5 s: it does not.
+    again = choose_engine(generator, CPU, "torch", Workload(30, 42, 2, passes=150))
+    assert again.name.endswith(" compiled") and "as raced before on this machine at 44x32" in again.reason
+    assert len(compiles) == 2
+    short = choose_engine(generator, CPU, "torch", Workload(30, 42, 2, passes=50))
+    assert "compiled" not in short.name
+    assert len(compiles) == 2 and "as raced before" in short.reason
+    # another shape, or the other engine choice, is raced afresh
+    with pytest.raises(AssertionError, match="raced again"):
+        choose_engine(generator, CPU, "torch", Workload(30, 42, 4, passes=400))
+
+
+def test_a_race_that_a_busy_machine_turned_around_is_not_remembered(monkeypatch):
+    monkeypatch.setattr(compiled, "COMPILE_FROM_SECONDS", 0.0)
+    monkeypatch.setattr(engines, "median_ms", lambda runners, x, **_: dict.fromkeys(runners, 20.0))
+    fake_model = torch.nn.Identity()
+    monkeypatch.setattr(engines, "compile_for", lambda model, x: compiled.CompileAttempt(fake_model, 1.0))
+
+    # The compiled runner wins the first round and loses the second: no verdict to keep.
+    def turned(runners, x, **_):
+        return {name: [[10.0], [30.0]] if name.endswith("compiled") else [[20.0], [20.0]] for name in runners}
+
+    monkeypatch.setattr(engines, "sample_ms", turned)
+    choose_engine(_tiny(), CPU, "torch", Workload(30, 42, 2, passes=400))
+    assert not any("long work" in key for key in engines._read_cache())
 
 
 def test_the_header_frame_count_decides_the_passes(tmp_path):

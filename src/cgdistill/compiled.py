@@ -91,6 +91,17 @@ def worth_trying(eager_ms: float, passes: int) -> bool:
     return passes >= MIN_PASSES and eager_ms * passes / 1000.0 >= COMPILE_FROM_SECONDS
 
 
+def compiling_pays(ms: dict[str, float], compiled: str, compile_seconds: float, passes: int) -> str:
+    """Which runner of a race measured before (``ms``: each one's time a pass) makes ``passes`` passes the
+    soonest, counting ``compile_seconds`` against the ``compiled`` one: a clip shorter than the one
+    that was measured may not pay for a compile that a longer one did."""
+    others = {name: value for name, value in ms.items() if name != compiled}
+    best_other = min(others, key=others.get)
+    if compiled in ms and compile_seconds + passes * ms[compiled] / 1000.0 < passes * others[best_other] / 1000.0:
+        return compiled
+    return best_other
+
+
 def compile_for(model: nn.Module, x: torch.Tensor, *, shuffle_outside: bool = True) -> CompileAttempt:
     """``model`` compiled for ``x``'s shape, compiled now by one call on ``x`` (see the module docstring)."""
     started = time.perf_counter()

@@ -26,6 +26,8 @@ Rules (docs/usage-translate-compare.md):
 - **Long work of one shape** (a video's frames, ``Workload.passes``) on a CPU: with ``auto`` or
   ``torch``, the torch model compiled for that shape (``compiled``) is raced on that shape against
   the eager one and, for ``auto``, onnxruntime, when the eager model would take a minute or more.
+  A race with a clear winner is kept with the compile's time: later work of that shape, shorter clips
+  too, runs whatever finishes it the soonest, the compile counted, without racing again.
 - **Large images**: onnxruntime runs a graph in one pass, so images over the memory budget run
   tiled on the torch engine when ``auto`` picked onnxruntime (``Engine.tiled``); with
   ``--engine onnxruntime`` or an ONNX file they run in one pass, and translate says so.
@@ -49,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cgdistill import paths
-from cgdistill.compiled import MIN_PASSES, compile_for, worth_trying
+from cgdistill.compiled import MIN_PASSES, compile_for, compiling_pays, worth_trying
 from cgdistill.cost import median_ms, sample_ms
 from cgdistill.device import native_amp_dtype
 from cgdistill.errors import CgdistillError
@@ -251,13 +253,16 @@ def onnxruntime_engine(generator: nn.Module, device: torch.device) -> Engine:
 def _cache_key(generator: nn.Module, torch_name: str, shape: tuple[int, int, int]) -> str:
     """Architecture, engines, machine, versions and the timed shape: keys written before the shape was
     part of them (timed at 256x256 in alternating turns) are left in the file and never read."""
-    import onnxruntime
+    ort_version = "none"
+    if onnx_available():
+        import onnxruntime
 
+        ort_version = onnxruntime.__version__
     cpu = torch.backends.cpu.get_cpu_capability()
     batch, height, width = shape
     return (
         f"{json.dumps(generator.config.to_dict(), sort_keys=True)}|{torch_name}|{platform.processor() or platform.machine()}"
-        f"|{cpu}|{torch.get_num_threads()} threads|torch {torch.__version__}|onnxruntime {onnxruntime.__version__}"
+        f"|{cpu}|{torch.get_num_threads()} threads|torch {torch.__version__}|onnxruntime {ort_version}"
         f"|{width}x{height} batch {batch}"
     )
 
@@ -366,9 +371,18 @@ def _race_terms(ms: dict[str, float], batch: int, height: int, width: int) -> tu
 def _race_for_long_work(candidate: Engine, generator: nn.Module, engine: str, work: Workload) -> Engine | None:
     """For long work of one shape on a CPU (a video): the torch engine compiled for that shape (``compiled``)
     against the eager one and, for ``auto``, onnxruntime, all timed on that shape; None when the work is
-    too short for a compile to pay."""
+    too short for a compile to pay.
+
+    A race whose winner held in every round is kept with the compile's time (``engine-choices.json``):
+    later work of that shape runs the runner that finishes it soonest, without racing again, and a clip
+    too short to race compiles where the remembered race says the compile pays for itself.
+    """
     height, width = padded_size(work.height, work.width, generator_multiple(candidate.model))
-    x = _probe_batch(work.batch, height, width)  # exactly what each pass holds, padded as translate pads
+    key = _cache_key(generator, f"{candidate.name}, long work, --engine {engine}", (work.batch, height, width))
+    cache = _read_cache()
+    if key in cache:
+        return _remembered_long_work(cache[key], candidate, generator, work, (height, width))
+    x = _probe_batch(work.batch, height, width)  # exactly what each pass holds, padded as translate pads it
     eager_ms = median_ms({"eager": candidate.model}, x, repeats=2, rounds=1)["eager"]
     if not worth_trying(eager_ms, work.passes):
         return None
@@ -381,7 +395,11 @@ def _race_for_long_work(candidate: Engine, generator: nn.Module, engine: str, wo
     if engine == "auto" and onnx_available():
         ort_model = OnnxRuntimeGenerator.from_generator(generator.eval())
         runners["onnxruntime fp32"] = ort_model
-    ms = median_ms(runners, x, repeats=TIMING_REPEATS)
+    samples = sample_ms(runners, x, repeats=TIMING_REPEATS)
+    ms = {name: statistics.median(v for block in blocks for v in block) for name, blocks in samples.items()}
+    if attempt.model is not None and _same_winner_each_round(samples):
+        cache[key] = {"ms": ms, "compile_seconds": round(attempt.seconds, 2)}
+        _write_cache(cache)
     best = min(ms, key=ms.get)
     size, per_image = _race_terms(ms, work.batch, height, width)
     compile_note = (
@@ -392,6 +410,31 @@ def _race_for_long_work(candidate: Engine, generator: nn.Module, engine: str, wo
         return Engine(label, attempt.model, f"{reason}; {candidate.reason}", candidate.model)
     if best == "onnxruntime fp32":
         return Engine(best, ort_model, f"{reason}; torch for images that need tiles", candidate.model)
+    return Engine(candidate.name, candidate.model, f"{reason}; {candidate.reason}")
+
+
+def _remembered_long_work(
+    known: dict, candidate: Engine, generator: nn.Module, work: Workload, padded: tuple[int, int]
+) -> Engine:
+    """The runner a race kept for this shape (``_race_for_long_work``) finishes ``work`` the soonest, the
+    compile counted: compiled again (inductor's disk cache makes it quicker), or not compiled at all."""
+    ms, compile_seconds = known["ms"], known["compile_seconds"]
+    label = f"{candidate.name} compiled"
+    size, per_image = _race_terms(ms, work.batch, *padded)
+    reason = (
+        f"{work.passes} passes of one shape: as raced before on this machine at {size} ({per_image} an image; "
+        f"compiling took {compile_seconds:.0f} s)"
+    )
+    pick = compiling_pays(ms, label, compile_seconds, work.passes)
+    if pick == label:
+        attempt = compile_for(candidate.model, _probe_batch(work.batch, *padded))
+        if attempt.model is not None:
+            return Engine(label, attempt.model, f"{reason}; {candidate.reason}", candidate.model)
+        reason = f"{reason}; {attempt.failure}"
+        pick = min((name for name in ms if name != label), key=ms.get)
+    if pick == "onnxruntime fp32" and onnx_available():
+        ort_model = OnnxRuntimeGenerator.from_generator(generator.eval())
+        return Engine(pick, ort_model, f"{reason}; torch for images that need tiles", candidate.model)
     return Engine(candidate.name, candidate.model, f"{reason}; {candidate.reason}")
 
 
