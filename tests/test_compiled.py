@@ -136,9 +136,16 @@ def test_a_clear_race_is_remembered_and_decides_later_work_of_that_shape_without
     short = choose_engine(generator, CPU, "torch", Workload(30, 42, 2, passes=50))
     assert "compiled" not in short.name
     assert len(compiles) == 2 and "as raced before" in short.reason
-    # another shape, or the other engine choice, is raced afresh
+    # another shape is raced afresh, and so is a kept race that was edited into something else
     with pytest.raises(AssertionError, match="raced again"):
         choose_engine(generator, CPU, "torch", Workload(30, 42, 4, passes=400))
+    cache = engines._read_cache()
+    for key in cache:
+        if "long work" in key:
+            cache[key] = {"ms": {"torch": "fast"}, "compile_seconds": 1.0}
+    engines._write_cache(cache)
+    with pytest.raises(AssertionError, match="raced again"):
+        choose_engine(generator, CPU, "torch", Workload(30, 42, 2, passes=150))
 
 
 def test_a_race_that_a_busy_machine_turned_around_is_not_remembered(monkeypatch):

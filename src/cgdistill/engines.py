@@ -380,7 +380,7 @@ def _race_for_long_work(candidate: Engine, generator: nn.Module, engine: str, wo
     height, width = padded_size(work.height, work.width, generator_multiple(candidate.model))
     key = _cache_key(generator, f"{candidate.name}, long work, --engine {engine}", (work.batch, height, width))
     cache = _read_cache()
-    if key in cache:
+    if _is_kept_race(cache.get(key)):
         return _remembered_long_work(cache[key], candidate, generator, work, (height, width))
     x = _probe_batch(work.batch, height, width)  # exactly what each pass holds, padded as translate pads it
     eager_ms = median_ms({"eager": candidate.model}, x, repeats=2, rounds=1)["eager"]
@@ -411,6 +411,14 @@ def _race_for_long_work(candidate: Engine, generator: nn.Module, engine: str, wo
     if best == "onnxruntime fp32":
         return Engine(best, ort_model, f"{reason}; torch for images that need tiles", candidate.model)
     return Engine(candidate.name, candidate.model, f"{reason}; {candidate.reason}")
+
+
+def _is_kept_race(entry: object) -> bool:
+    """Whether ``entry`` is a race ``_race_for_long_work`` kept (an edited or damaged one is raced afresh)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("ms"), dict) or not entry["ms"]:
+        return False
+    numbers = [*entry["ms"].values(), entry.get("compile_seconds")]
+    return all(isinstance(value, int | float) and value >= 0 for value in numbers)
 
 
 def _remembered_long_work(
