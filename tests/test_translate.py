@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,26 @@ def test_device_specs():
             pick_device("cuda:0")
     with pytest.raises(CgdistillError, match="not valid"):
         pick_device("gpu")
+
+
+def test_the_display_is_told_while_the_engine_is_chosen_and_for_what_size(student, tmp_path):
+    # The first choice for a size times the engines (a minute or more for a large model): the terminal
+    # shows a spinner around it, so the display must hear of it before the model line.
+    from cgdistill.translate import Display, TranslateRequest, translate
+
+    events = []
+
+    class Recorder(Display):
+        @contextlib.contextmanager
+        def choosing(self, work):
+            events.append(("choosing", (work.width, work.height, work.batch)))
+            yield
+            events.append(("chosen", None))
+
+        def started(self, setup):
+            events.append(("started", setup.engine.name))
+
+    source = _rgb(tmp_path / "in" / "a.png", (40, 24))
+    translate(TranslateRequest([source], output=tmp_path / "out", max_side=0), Recorder())
+    assert [name for name, _ in events] == ["choosing", "chosen", "started"]
+    assert events[0][1] == (40, 24, 1)

@@ -104,6 +104,12 @@ class Display:
     """What translate shows while it works. This one shows nothing: the demo, benchmarks and the processes
     of a torchrun launch other than the first use it; the CLI draws bars and lines."""
 
+    @contextlib.contextmanager
+    def choosing(self, work: Workload | None) -> Iterator[None]:
+        """Around the engine's choice for ``work`` (None: its size is unknown). The first time a model meets a
+        size it times the engines there, and for a long video races a compile too: up to a minute or two."""
+        yield
+
     def started(self, setup: Setup) -> None:
         """The model, direction, device and engine are chosen; nothing has run yet."""
 
@@ -144,7 +150,7 @@ def translate(request: TranslateRequest, display: Display | None = None) -> Tran
     rank, world_size, _ = torchrun_ranks()
     display = display if display is not None and rank == 0 else Display()
     try:
-        setup, runner, work = _prepare(request, world_size)
+        setup, runner, work = _prepare(request, world_size, display)
         display.started(setup)
         share = work.share(rank, world_size)
         sole_video = len(work.videos) == 1
@@ -179,7 +185,7 @@ def translate(request: TranslateRequest, display: Display | None = None) -> Tran
             leave_process_group()
 
 
-def _prepare(request: TranslateRequest, world_size: int) -> tuple[Setup, Runner, Worklist]:
+def _prepare(request: TranslateRequest, world_size: int, display: Display) -> tuple[Setup, Runner, Worklist]:
     """Every check, then the model, device, threads, engine and names: all before the first image runs."""
     check_engine(request.engine)
     tile = parse_tile(request.tile)
@@ -201,9 +207,11 @@ def _prepare(request: TranslateRequest, world_size: int) -> tuple[Setup, Runner,
             "No image files found in the given inputs" + ("" if request.recursive else " (try --recursive)") + "."
         )
     prepare_output_dir(request.output, "--output")  # before the model is loaded and anything is translated
-    runner = runner_for_file(
-        resolved.path, device, engine=request.engine, tile=tile, max_memory=budget, work=_workload(work, request)
-    )
+    workload = _workload(work, request)
+    with display.choosing(workload):
+        runner = runner_for_file(
+            resolved.path, device, engine=request.engine, tile=tile, max_memory=budget, work=workload
+        )
     return Setup(resolved, resolved.direction, device, runner.engine, world_size), runner, work
 
 

@@ -156,6 +156,14 @@ class _TerminalDisplay:
     def __init__(self, stats: bool) -> None:
         self.stats = stats
 
+    @contextlib.contextmanager
+    def choosing(self, work):
+        # A spinner while the engines are timed (the first time a model meets a size: up to a minute or two);
+        # a choice read from engine-choices.json is gone before it draws.
+        size = f" for {work.width}x{work.height}" if work is not None else ""
+        with err_console.status(f"Choosing the engine{size}...", spinner="dots"):
+            yield
+
     def started(self, setup) -> None:
         from cgdistill.device import describe
 
