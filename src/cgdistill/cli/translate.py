@@ -159,7 +159,7 @@ class _TerminalDisplay:
     @contextlib.contextmanager
     def choosing(self, work):
         # A spinner while the engines are timed (the first time a model meets a size: up to a minute or two);
-        # a choice read from engine-choices.json is gone before it draws.
+        # a choice read from engine-choices.json is instant, and the spinner (transient) clears itself.
         size = f" for {work.width}x{work.height}" if work is not None else ""
         with err_console.status(f"Choosing the engine{size}...", spinner="dots"):
             yield
