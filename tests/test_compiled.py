@@ -148,6 +148,22 @@ def test_a_clear_race_is_remembered_and_decides_later_work_of_that_shape_without
         choose_engine(generator, CPU, "torch", Workload(30, 42, 2, passes=150))
 
 
+def test_a_race_of_slow_passes_times_one_call_a_round(monkeypatch):
+    monkeypatch.setattr(compiled, "COMPILE_FROM_SECONDS", 0.0)
+    monkeypatch.setattr(engines, "compile_for", lambda model, x: compiled.CompileAttempt(torch.nn.Identity(), 1.0))
+    asked = []
+
+    def recording(runners, x, repeats, **_):
+        asked.append(repeats)
+        return {name: [[10.0 if name.endswith("compiled") else 20.0]] * 2 for name in runners}
+
+    monkeypatch.setattr(engines, "sample_ms", recording)
+    for eager_ms in (engines.SLOW_PASS_MS - 1, engines.SLOW_PASS_MS):
+        monkeypatch.setattr(engines, "median_ms", lambda runners, x, ms=eager_ms, **_: dict.fromkeys(runners, ms))
+        choose_engine(_tiny(), CPU, "torch", Workload(30, 42 + len(asked) * 8, 2, passes=400))
+    assert asked == [engines.TIMING_REPEATS, 2]  # two rounds either way, so a kept winner still held in both
+
+
 def test_a_race_that_a_busy_machine_turned_around_is_not_remembered(monkeypatch):
     monkeypatch.setattr(compiled, "COMPILE_FROM_SECONDS", 0.0)
     monkeypatch.setattr(engines, "median_ms", lambda runners, x, **_: dict.fromkeys(runners, 20.0))

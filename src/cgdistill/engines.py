@@ -75,6 +75,10 @@ TIMING_SIDE = 256  # where auto compares engines when the work's size is unknown
 TIMING_MAX_PIXELS = 2**19
 TIMING_MULTIPLE = 16  # timed sides are rounded to this: one cached verdict serves sizes this close
 TIMING_REPEATS = 4  # timed calls per engine, in two rounds of blocks (cost.sample_ms)
+# A video's race times passes of the whole batch: from a second a pass, one timed call a round is a second
+# of averaging already, and two more calls per runner would cost the slow models tens of seconds (the
+# default student's 640x480 batch of 4: 4.5 s eager, 6 s on onnxruntime).
+SLOW_PASS_MS = 1000.0
 CACHE_FILE = "engine-choices.json"
 # From this many pixels an image runs its instance norms on float64 statistics (``nets.norm``), so
 # that the exact tiles of ``tiling`` reproduce its one pass (within 1 grey level) whether or not the
@@ -395,7 +399,7 @@ def _race_for_long_work(candidate: Engine, generator: nn.Module, engine: str, wo
     if engine == "auto" and onnx_available():
         ort_model = OnnxRuntimeGenerator.from_generator(generator.eval())
         runners["onnxruntime fp32"] = ort_model
-    samples = sample_ms(runners, x, repeats=TIMING_REPEATS)
+    samples = sample_ms(runners, x, repeats=2 if eager_ms >= SLOW_PASS_MS else TIMING_REPEATS)
     ms = {name: statistics.median(v for block in blocks for v in block) for name, blocks in samples.items()}
     if attempt.model is not None and _same_winner_each_round(samples):
         cache[key] = {"ms": ms, "compile_seconds": round(attempt.seconds, 2)}
