@@ -5,6 +5,7 @@ names reports give a device (:func:`describe`, :func:`cpu_name`)."""
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import subprocess
@@ -139,3 +140,28 @@ def cpu_name() -> str:
         text = ""
     match = re.search(r"^Model name:\s*(.+)$", text, re.MULTILINE)
     return match.group(1).strip() if match else platform.processor() or platform.machine() or "?"
+
+
+def available_memory(device: torch.device) -> int:
+    """Memory free for tensors now: MemAvailable on the CPU (/proc/meminfo), the free CUDA memory on a GPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30  # no /proc (macOS, Windows): assume a modest machine
+
+
+def memory_in_use(device: torch.device) -> int:
+    """What this process already holds where the tensors go: resident memory, or allocated CUDA memory."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096)
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -9,7 +9,6 @@ The mechanisms sit below: ``engines`` (the models that run), ``tiling`` (exact t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from cgdistill import threads
+from cgdistill.device import available_memory, memory_in_use
 from cgdistill.engines import Autocast, Engine, Workload, engine_for_file
 from cgdistill.errors import CgdistillError
 from cgdistill.forward import DEFAULT_MULTIPLE, pad_pixels, prepare_generator, translate_batch
@@ -54,32 +54,6 @@ def check_sizes(max_side: int, batch_size: int) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # The memory budget
-
-
-def available_memory(device: torch.device) -> int:
-    """Memory free for tensors now: MemAvailable on the CPU (/proc/meminfo), the free CUDA memory on a GPU."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 * 2**30  # no /proc (macOS, Windows): assume a modest machine
-
-
-def memory_in_use(device: torch.device) -> int:
-    """What this process already holds where the tensors go: resident memory, or allocated CUDA memory."""
-    if device.type == "cuda":
-        return int(torch.cuda.memory_allocated(device))
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096)
-    except (OSError, ValueError, IndexError):
-        return 0
-
 
 DEFAULT_SHARE = 0.6  # of the free memory: room for the decoded images, the encoder threads and other programs
 

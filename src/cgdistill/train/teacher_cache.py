@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from cgdistill.device import available_memory
 from cgdistill.errors import CgdistillError
-from cgdistill.policy import available_memory
 
 AUTO_SHARE = 0.25  # of the memory free when the run starts: room for the loader, the networks and other programs
 
