@@ -141,7 +141,11 @@ def median_ms(
 ) -> dict[str, float]:
     """Median wall time of ``model(x)`` for each model, in milliseconds (:func:`sample_ms`): the one timing
     loop of ``compare``, ``translate --engine auto`` and the latency benchmarks."""
-    samples = sample_ms(models, x, repeats=repeats, warmup=warmup, rounds=rounds, clock=clock)
+    return medians_ms(sample_ms(models, x, repeats=repeats, warmup=warmup, rounds=rounds, clock=clock))
+
+
+def medians_ms(samples: Mapping[str, list[list[float]]]) -> dict[str, float]:
+    """Each model's median over all its blocks of :func:`sample_ms`: for callers that also look at the rounds."""
     return {name: statistics.median(value for block in blocks for value in block) for name, blocks in samples.items()}
 
 

@@ -52,7 +52,7 @@ from torch import nn
 
 from cgdistill import paths
 from cgdistill.compiled import MIN_PASSES, compile_for, compiling_pays, worth_trying
-from cgdistill.cost import median_ms, sample_ms
+from cgdistill.cost import median_ms, medians_ms, sample_ms
 from cgdistill.device import native_amp_dtype
 from cgdistill.errors import CgdistillError
 from cgdistill.export import make_session, to_onnx_bytes
@@ -347,7 +347,7 @@ def choose_engine(
         samples = sample_ms(
             {candidate.name: candidate.model, ort_engine.name: ort_engine.model}, x, repeats=TIMING_REPEATS
         )
-        ms = {name: statistics.median(v for block in blocks for v in block) for name, blocks in samples.items()}
+        ms = medians_ms(samples)
         kept = _same_winner_each_round(samples)
         if kept:
             cache[key] = ms
@@ -400,7 +400,7 @@ def _race_for_long_work(candidate: Engine, generator: nn.Module, engine: str, wo
         ort_model = OnnxRuntimeGenerator.from_generator(generator.eval())
         runners["onnxruntime fp32"] = ort_model
     samples = sample_ms(runners, x, repeats=2 if eager_ms >= SLOW_PASS_MS else TIMING_REPEATS)
-    ms = {name: statistics.median(v for block in blocks for v in block) for name, blocks in samples.items()}
+    ms = medians_ms(samples)
     if attempt.model is not None and _same_winner_each_round(samples):
         cache[key] = {"ms": ms, "compile_seconds": round(attempt.seconds, 2)}
         _write_cache(cache)
@@ -410,10 +410,17 @@ def _race_for_long_work(candidate: Engine, generator: nn.Module, engine: str, wo
         attempt.failure + "; " if attempt.model is None else f"compiled for {size} in {attempt.seconds:.0f} s; "
     )
     reason = f"{work.passes} passes of one shape: {compile_note}fastest at {size} ({per_image} an image)"
-    if best == label:
-        return Engine(label, attempt.model, f"{reason}; {candidate.reason}", candidate.model)
-    if best == "onnxruntime fp32":
-        return Engine(best, ort_model, f"{reason}; torch for images that need tiles", candidate.model)
+    return _long_work_engine(best, candidate, reason, attempt.model, ort_model)
+
+
+def _long_work_engine(
+    pick: str, candidate: Engine, reason: str, compiled: nn.Module | None, ort_model: nn.Module | None
+) -> Engine:
+    """The engine for the runner ``pick`` of a long-work race; the eager torch model tiles for the others."""
+    if pick == f"{candidate.name} compiled" and compiled is not None:
+        return Engine(pick, compiled, f"{reason}; {candidate.reason}", candidate.model)
+    if pick == "onnxruntime fp32" and ort_model is not None:
+        return Engine(pick, ort_model, f"{reason}; torch for images that need tiles", candidate.model)
     return Engine(candidate.name, candidate.model, f"{reason}; {candidate.reason}")
 
 
@@ -441,13 +448,13 @@ def _remembered_long_work(
     if pick == label:
         attempt = compile_for(candidate.model, _probe_batch(work.batch, *padded))
         if attempt.model is not None:
-            return Engine(label, attempt.model, f"{reason}; {candidate.reason}", candidate.model)
+            return _long_work_engine(pick, candidate, reason, attempt.model, None)
         reason = f"{reason}; {attempt.failure}"
         pick = min((name for name in ms if name != label), key=ms.get)
+    ort_model = None
     if pick == "onnxruntime fp32" and onnx_available():
         ort_model = OnnxRuntimeGenerator.from_generator(generator.eval())
-        return Engine(pick, ort_model, f"{reason}; torch for images that need tiles", candidate.model)
-    return Engine(candidate.name, candidate.model, f"{reason}; {candidate.reason}")
+    return _long_work_engine(pick, candidate, reason, None, ort_model)
 
 
 def device_for_model(path: Path | str, spec: str | None) -> torch.device:
