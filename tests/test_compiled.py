@@ -84,7 +84,6 @@ def test_long_work_races_the_compiled_model_on_its_own_shape(monkeypatch):
     assert "100 passes of one shape: broken here" in engine.reason and "compiled" not in engine.name
     monkeypatch.setattr(engines, "compile_for", lambda model, x: shapes.append(tuple(x.shape)) or compile_for(model, x))
     # Which of two 1-ms models a race crowns is noise: the clock here says the compiled one is faster.
-    monkeypatch.setattr(engines, "median_ms", lambda runners, x, **_: dict.fromkeys(runners, 20.0))
     monkeypatch.setattr(engines, "sample_ms", _clock_favouring_compiled)
     generator = _tiny()
     engine = choose_engine(generator, CPU, "torch", Workload(30, 42, 2, passes=100))
@@ -109,7 +108,6 @@ def test_compiling_pays_counts_the_compile_against_the_passes():
 @needs_compiler
 def test_a_clear_race_is_remembered_and_decides_later_work_of_that_shape_without_racing(monkeypatch):
     monkeypatch.setattr(compiled, "COMPILE_FROM_SECONDS", 0.0)
-    monkeypatch.setattr(engines, "median_ms", lambda runners, x, **_: dict.fromkeys(runners, 20.0))
     monkeypatch.setattr(engines, "sample_ms", _clock_favouring_compiled)
     compiles = []
     real_compile = compile_for
@@ -148,25 +146,56 @@ def test_a_clear_race_is_remembered_and_decides_later_work_of_that_shape_without
         choose_engine(generator, CPU, "torch", Workload(30, 42, 2, passes=150))
 
 
-def test_a_race_of_slow_passes_times_one_call_a_round(monkeypatch):
+class _Runner(torch.nn.Module):
+    """A runner of a race on a clock of its own: each call is logged and moves ``clock`` on by ``ms``."""
+
+    def __init__(self, name: str, ms: float, clock: list[float], calls: list[str]) -> None:
+        super().__init__()
+        self.name, self.ms, self.clock, self.calls = name, ms, clock, calls
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(self.name)
+        self.clock[0] += self.ms / 1000.0
+        return x
+
+
+@pytest.mark.parametrize("eager_ms", [engines.SLOW_PASS_MS - 1, engines.SLOW_PASS_MS])
+def test_a_race_of_slow_passes_warms_each_runner_once_and_reuses_the_probe(monkeypatch, eager_ms):
+    from functools import partial
+
+    from cgdistill import cost
+
+    clock, calls = [0.0], []
     monkeypatch.setattr(compiled, "COMPILE_FROM_SECONDS", 0.0)
-    monkeypatch.setattr(engines, "compile_for", lambda model, x: compiled.CompileAttempt(torch.nn.Identity(), 1.0))
-    asked = []
-
-    def recording(runners, x, repeats, **_):
-        asked.append(repeats)
-        return {name: [[10.0 if name.endswith("compiled") else 20.0]] * 2 for name in runners}
-
-    monkeypatch.setattr(engines, "sample_ms", recording)
-    for eager_ms in (engines.SLOW_PASS_MS - 1, engines.SLOW_PASS_MS):
-        monkeypatch.setattr(engines, "median_ms", lambda runners, x, ms=eager_ms, **_: dict.fromkeys(runners, ms))
-        choose_engine(_tiny(), CPU, "torch", Workload(30, 42 + len(asked) * 8, 2, passes=400))
-    assert asked == [engines.TIMING_REPEATS, 2]  # two rounds either way, so a kept winner still held in both
+    monkeypatch.setattr(engines, "sample_ms", partial(cost.sample_ms, clock=lambda: clock[0]))
+    eager = _Runner("eager", eager_ms, clock, calls)
+    monkeypatch.setattr(engines, "torch_engine", lambda generator, device: engines.Engine("torch bf16", eager, ""))
+    compiled_runner = _Runner("compiled", eager_ms / 2, clock, calls)
+    monkeypatch.setattr(engines, "compile_for", lambda model, x: compiled.CompileAttempt(compiled_runner, 1.0))
+    monkeypatch.setattr(engines, "onnx_available", lambda: True)
+    ort = _Runner("ort", eager_ms * 1.2, clock, calls)
+    monkeypatch.setattr(engines.OnnxRuntimeGenerator, "from_generator", lambda generator: ort)
+    engine = choose_engine(_tiny(), CPU, "auto", Workload(30, 42, 2, passes=400))
+    assert engine.model is compiled_runner
+    probe = ["eager", "eager"]  # a warm-up call and a timed one, which tells the work is long enough
+    if eager_ms < engines.SLOW_PASS_MS:  # two rounds of a warm-up and two timed calls a runner, unchanged
+        block = engines.TIMING_REPEATS // 2 + 1
+        first = ["eager"] * block + ["compiled"] * block + ["ort"] * block
+        assert calls == probe + first + first[::-1]
+    else:  # the probe is eager's first round; the compiled model is warm from its compile; one warm-up for ort
+        assert calls == probe + ["compiled", "ort", "ort"] + ["ort", "compiled", "eager"]
+    kept = [entry for key, entry in engines._read_cache().items() if "long work" in key]
+    assert kept and kept[0]["ms"] == pytest.approx(
+        {
+            "torch bf16": eager_ms,
+            "torch bf16 compiled": eager_ms / 2,
+            "onnxruntime fp32": eager_ms * 1.2,
+        }
+    )  # read off the clock: seconds subtracted, to float rounding
 
 
 def test_a_race_that_a_busy_machine_turned_around_is_not_remembered(monkeypatch):
     monkeypatch.setattr(compiled, "COMPILE_FROM_SECONDS", 0.0)
-    monkeypatch.setattr(engines, "median_ms", lambda runners, x, **_: dict.fromkeys(runners, 20.0))
     fake_model = torch.nn.Identity()
     monkeypatch.setattr(engines, "compile_for", lambda model, x: compiled.CompileAttempt(fake_model, 1.0))
 

@@ -76,8 +76,9 @@ TIMING_MAX_PIXELS = 2**19
 TIMING_MULTIPLE = 16  # timed sides are rounded to this: one cached verdict serves sizes this close
 TIMING_REPEATS = 4  # timed calls per engine, in two rounds of blocks (cost.sample_ms)
 # A video's race times passes of the whole batch: from a second a pass, one timed call a round is a second
-# of averaging already, and two more calls per runner would cost the slow models tens of seconds (the
-# default student's 640x480 batch of 4: 4.5 s eager, 6 s on onnxruntime).
+# of averaging already, a warm-up before every block is needed only before a runner's first call, and
+# each call saved is seconds for the slow models (the default student's 640x480 batch of 4: 4.5 s eager,
+# 6 s on onnxruntime): ``_race_of_slow_passes``.
 SLOW_PASS_MS = 1000.0
 CACHE_FILE = "engine-choices.json"
 # From this many pixels an image runs its instance norms on float64 statistics (``nets.norm``), so
@@ -387,7 +388,8 @@ def _race_for_long_work(candidate: Engine, generator: nn.Module, engine: str, wo
     if _is_kept_race(cache.get(key)):
         return _remembered_long_work(cache[key], candidate, generator, work, (height, width))
     x = _probe_batch(work.batch, height, width)  # exactly what each pass holds, padded as translate pads it
-    eager_ms = median_ms({"eager": candidate.model}, x, repeats=2, rounds=1)["eager"]
+    probe = sample_ms({candidate.name: candidate.model}, x, repeats=1, rounds=1)  # a warm-up call, a timed one
+    eager_ms = medians_ms(probe)[candidate.name]
     if not worth_trying(eager_ms, work.passes):
         return None
     attempt = compile_for(candidate.model, x)
@@ -399,7 +401,10 @@ def _race_for_long_work(candidate: Engine, generator: nn.Module, engine: str, wo
     if engine == "auto" and onnx_available():
         ort_model = OnnxRuntimeGenerator.from_generator(generator.eval())
         runners["onnxruntime fp32"] = ort_model
-    samples = sample_ms(runners, x, repeats=2 if eager_ms >= SLOW_PASS_MS else TIMING_REPEATS)
+    if eager_ms >= SLOW_PASS_MS:
+        samples = _race_of_slow_passes(runners, x, probe, warm={label})
+    else:
+        samples = sample_ms(runners, x, repeats=TIMING_REPEATS)
     ms = medians_ms(samples)
     if attempt.model is not None and _same_winner_each_round(samples):
         cache[key] = {"ms": ms, "compile_seconds": round(attempt.seconds, 2)}
@@ -411,6 +416,25 @@ def _race_for_long_work(candidate: Engine, generator: nn.Module, engine: str, wo
     )
     reason = f"{work.passes} passes of one shape: {compile_note}fastest at {size} ({per_image} an image)"
     return _long_work_engine(best, candidate, reason, attempt.model, ort_model)
+
+
+def _race_of_slow_passes(
+    runners: dict[str, nn.Module], x: torch.Tensor, probe: dict[str, list[list[float]]], warm: set[str]
+) -> dict[str, list[list[float]]]:
+    """Two rounds of one timed call per runner, the second in reverse order, for passes of a second or more.
+
+    Beside such a pass, what the engine before leaves behind (its threads spinning a few milliseconds,
+    caches full of its weights) costs nothing, so a runner warms up only before its first call: the
+    eager model's probe is its first round, and the compiled model (``warm``) ran once as it compiled.
+    For the default student's 640x480 clip that is 8 calls instead of 15 (docs/benchmarks.md).
+    """
+    samples = {name: list(blocks) for name, blocks in probe.items() if name in runners}
+    for name, model in runners.items():
+        if name not in samples:
+            first = sample_ms({name: model}, x, repeats=1, rounds=1, warmup=0 if name in warm else 1)
+            samples[name] = first[name]
+    second = sample_ms({name: runners[name] for name in reversed(runners)}, x, repeats=1, rounds=1, warmup=0)
+    return {name: samples[name] + second[name] for name in runners}
 
 
 def _long_work_engine(
