@@ -49,7 +49,8 @@ def test_json_holds_the_schema(cli, pair):
         assert model["fid"] is None and model["kid"] is None  # no Inception weights in a fresh home
     assert data["teacher"]["params"] > data["student"]["params"]
     assert isinstance(data["speedup"], float)
-    assert set(data["fidelity"]) == {"psnr", "ssim"} and all(isinstance(v, float) for v in data["fidelity"].values())
+    assert set(data["fidelity"]) == {"psnr", "ssim", "psnr_with_teacher_tone", "tone_error_share"}
+    assert all(isinstance(v, float) for v in data["fidelity"].values())
     assert isinstance(data["baseline_psnr_gt"], float)
     assert data["image_size"] == 32 and data["images"] == 5 and isinstance(data["device"], str)
     engines = data["latency_by_engine"]
@@ -88,6 +89,11 @@ def test_json_lists_the_images_where_the_student_differs_most_lowest_first(cli, 
     assert {w["name"] for w in worst} == {p.name for p in (paths.dataset_path("toy") / "testA").iterdir()}
     # The mean of the per-image values is the reported fidelity.
     assert abs(sum(w["psnr"] for w in worst) / 5 - data["fidelity"]["psnr"]) < 1e-9
+    # and so it is for the PSNR with the teacher's global tone, from which the tone's share of the error comes
+    tone = [w["psnr_with_teacher_tone"] for w in worst]
+    assert abs(sum(tone) / 5 - data["fidelity"]["psnr_with_teacher_tone"]) < 1e-9
+    shares = [max(0.0, 1 - 10 ** ((w["psnr"] - t) / 10)) for w, t in zip(worst, tone, strict=True)]
+    assert abs(sum(shares) / 5 - data["fidelity"]["tone_error_share"]) < 1e-9
 
 
 def test_report_shows_the_worst_images_and_the_students_fidelity_curve(cli, pair, tmp_path):

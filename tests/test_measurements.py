@@ -19,7 +19,16 @@ from cgdistill.fid_inception import (
     load_fid_inception,
     read_torchscript_tensors,
 )
-from cgdistill.metrics import _ssim_reference, fid_kid, psnr, ssim
+from cgdistill.metrics import (
+    _ssim_reference,
+    fid_kid,
+    per_image,
+    psnr,
+    psnr_per_image,
+    ssim,
+    tone_error_share,
+    tone_matched_psnr,
+)
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 
 
@@ -37,6 +46,32 @@ def test_psnr_of_known_error_and_identical_images():
     a = torch.zeros(2, 3, 8, 8)
     assert psnr(a, a + 0.1) == pytest.approx(20.0, abs=1e-6)
     assert psnr(a, a) == 100.0  # capped: JSON has no infinity
+
+
+def test_the_teachers_tone_takes_out_a_global_colour_cast_and_nothing_else():
+    generator = torch.Generator().manual_seed(0)
+    teacher = [torch.randint(40, 216, (24, 32, 3), generator=generator, dtype=torch.uint8) for _ in range(2)]
+    teacher.append(torch.randint(40, 216, (16, 16, 3), generator=generator, dtype=torch.uint8))  # another size
+    # darker and flatter, each channel its own way: the error is all global tone
+    cast = [
+        (t.float() * torch.tensor([0.8, 0.7, 0.9]) + torch.tensor([5.0, 20.0, -10.0])).round().to(torch.uint8)
+        for t in teacher
+    ]
+    # noise of zero mean on each pixel: none of it is tone (matching the spread takes back a little)
+    noisy = [
+        (t.float() + torch.randn(t.shape, generator=generator) * 8).round().clamp(0, 255).to(torch.uint8)
+        for t in teacher
+    ]
+    before = per_image(psnr_per_image, cast, teacher).tolist()
+    after = tone_matched_psnr(cast, teacher)
+    # left after matching: the cast image's rounding to whole grey levels, scaled back up by at most
+    # 1/0.7: an error under a grey level, so over 48 dB, where the cast itself is about 20 dB
+    assert all(b < 25 for b in before) and all(a > 48 for a in after)
+    assert tone_error_share(before, after) > 0.99
+    noise_before = per_image(psnr_per_image, noisy, teacher).tolist()
+    noise_after = tone_matched_psnr(noisy, teacher)
+    assert all(abs(a - b) < 0.5 for a, b in zip(noise_after, noise_before, strict=True))
+    assert tone_error_share(noise_before, noise_after) < 0.1
 
 
 def test_ssim_matches_reference_formula():

@@ -10,9 +10,11 @@ SSIM, FID/KID); the test set is loaded by ``testset``; which models to compare i
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -23,7 +25,15 @@ from cgdistill.device import describe
 from cgdistill.engines import BF16_MIN_PSNR_DB, bf16_psnr, engine_latencies, torch_model
 from cgdistill.errors import CgdistillError
 from cgdistill.fid_inception import missing_weights_note
-from cgdistill.metrics import Fidelity, extract_features, fid_kid, fidelity, mean_psnr
+from cgdistill.metrics import (
+    Fidelity,
+    extract_features,
+    fid_kid,
+    fidelity,
+    mean_psnr,
+    tone_error_share,
+    tone_matched_psnr,
+)
 from cgdistill.nets import count_parameters
 from cgdistill.plots import read_metrics
 from cgdistill.runs import ResolvedModel
@@ -61,6 +71,14 @@ class ModelReport:
     kid: float | None = None
 
 
+class WorstImage(NamedTuple):
+    """A test image where the student differs most from its teacher."""
+
+    name: str
+    psnr: float  # to the teacher
+    teacher_tone_psnr: float  # to the teacher, with the teacher's global tone (``metrics.tone_matched_psnr``)
+
+
 @dataclass
 class Comparison:
     teacher: ModelReport
@@ -68,6 +86,10 @@ class Comparison:
     speedup: float
     fidelity_psnr: float
     fidelity_ssim: float
+    # the mean PSNR to the teacher once each output has the teacher's per-channel mean and std: the gap to
+    # fidelity_psnr is what global tone costs (brightness, contrast, colour cast)
+    fidelity_teacher_tone_psnr: float
+    tone_error_share: float  # the mean over images of the share of the squared error that global tone makes
     baseline_psnr_gt: float | None
     image_size: int  # the square side MACs and latency are measured at; fidelity is at each image's own size
     images: int
@@ -78,7 +100,7 @@ class Comparison:
     throughput_batch: int
     inception: str | None  # where the FID weights came from, or None when FID/KID were skipped
     notes: list[str] = field(default_factory=list)
-    worst: list[tuple[str, float]] = field(default_factory=list)  # (image, PSNR to teacher), lowest first
+    worst: list[WorstImage] = field(default_factory=list)  # lowest PSNR to the teacher first
     engine_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # engine -> model -> ms
     fidelity_sizes: dict[str, int] = field(default_factory=dict)  # "WxH" -> test images measured at that size
 
@@ -88,7 +110,12 @@ class Comparison:
             "teacher": asdict(self.teacher),
             "student": asdict(self.student),
             "speedup": self.speedup,
-            "fidelity": {"psnr": self.fidelity_psnr, "ssim": self.fidelity_ssim},
+            "fidelity": {
+                "psnr": self.fidelity_psnr,
+                "ssim": self.fidelity_ssim,
+                "psnr_with_teacher_tone": self.fidelity_teacher_tone_psnr,
+                "tone_error_share": self.tone_error_share,
+            },
             "baseline_psnr_gt": self.baseline_psnr_gt,
             "image_size": self.image_size,
             "images": self.images,
@@ -96,7 +123,10 @@ class Comparison:
             "direction": self.direction,
             "models": {"teacher": self.teacher_label, "student": self.student_label},
             "notes": list(self.notes),
-            "worst_images": [{"name": name, "psnr": value} for name, value in self.worst],
+            "worst_images": [
+                {"name": image.name, "psnr": image.psnr, "psnr_with_teacher_tone": image.teacher_tone_psnr}
+                for image in self.worst
+            ],
             "latency_by_engine": self.engine_latency_ms,
             "fidelity_sizes": dict(self.fidelity_sizes),
         }
@@ -119,6 +149,7 @@ class FidelityStep:
 
     outputs: dict[str, Images]  # role -> translated test images, in test-set order
     to_teacher: Fidelity  # the student's outputs against the teacher's
+    teacher_tone_psnr: list[float]  # each image's PSNR to the teacher with the teacher's global tone (metrics)
     psnr_gt: dict[str, float | None]  # role -> mean PSNR to ground truth; None without ground truth
     baseline_psnr_gt: float | None  # the untranslated inputs' PSNR to ground truth
 
@@ -132,7 +163,9 @@ def measure_fidelity(models: dict[str, nn.Module], test_set: TestSet, device: to
         gt = test_set.ground_truth
         psnr_gt = {role: mean_psnr(outputs[role], gt) for role in ROLES}
         baseline = mean_psnr(test_set.inputs, gt)
-    return FidelityStep(outputs, fidelity(outputs["student"], outputs["teacher"]), psnr_gt, baseline)
+    to_teacher = fidelity(outputs["student"], outputs["teacher"])
+    tone = tone_matched_psnr(outputs["student"], outputs["teacher"])
+    return FidelityStep(outputs, to_teacher, tone, psnr_gt, baseline)
 
 
 @dataclass
@@ -244,7 +277,7 @@ def assemble(
             kid=distribution.scores[role][1],
         )
 
-    per_image = fidelity_step.to_teacher.psnr_per_image
+    per_image, tone = fidelity_step.to_teacher.psnr_per_image, fidelity_step.teacher_tone_psnr
     order = sorted(range(len(per_image)), key=per_image.__getitem__)[:WORST_IMAGES]
     return Comparison(
         teacher=report("teacher"),
@@ -252,6 +285,8 @@ def assemble(
         speedup=cost.speed["teacher"].latency_ms / cost.speed["student"].latency_ms,
         fidelity_psnr=fidelity_step.to_teacher.psnr,
         fidelity_ssim=fidelity_step.to_teacher.ssim,
+        fidelity_teacher_tone_psnr=statistics.fmean(tone) if tone else float("nan"),
+        tone_error_share=tone_error_share(per_image, tone),
         baseline_psnr_gt=fidelity_step.baseline_psnr_gt,
         image_size=image_size,
         images=len(test_set.names),
@@ -262,7 +297,7 @@ def assemble(
         throughput_batch=cost.speed["teacher"].batch,
         inception=inception_origin,
         notes=distribution.notes + cost.notes,
-        worst=[(test_set.names[i], per_image[i]) for i in order],
+        worst=[WorstImage(test_set.names[i], per_image[i], tone[i]) for i in order],
         engine_latency_ms=cost.engine_ms,
         fidelity_sizes=size_counts(test_set.inputs),
     )

@@ -38,6 +38,16 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(psnr_per_image(a, b).mean())
 
 
+def tone_matched_psnr_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """PSNR of each pair after ``a`` is given ``b``'s per-channel mean and standard deviation: what is left
+    of the difference once the image's global tone (brightness, contrast, colour cast) is the same, so
+    that the gap to :func:`psnr_per_image` is the error of global tone alone."""
+    a, b = a.double(), b.double()
+    a_std, a_mean = torch.std_mean(a, dim=(2, 3), keepdim=True, correction=0)
+    b_std, b_mean = torch.std_mean(b, dim=(2, 3), keepdim=True, correction=0)
+    return psnr_per_image((a - a_mean) / a_std.clamp_min(1e-6) * b_std + b_mean, b)
+
+
 def ssim_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """SSIM (Gaussian window 11, sigma 1.5) of each image pair of two float batches in [0, 1]; torchmetrics
     when installed."""
@@ -131,6 +141,18 @@ def fidelity(outputs: Sequence[torch.Tensor], references: Sequence[torch.Tensor]
         ssim=float(per_image(ssim_per_image, outputs, references).mean()),
         psnr_per_image=psnr_values.tolist(),
     )
+
+
+def tone_matched_psnr(outputs: Sequence[torch.Tensor], references: Sequence[torch.Tensor]) -> list[float]:
+    """:func:`tone_matched_psnr_per_image` of uint8 HxWx3 ``outputs`` to ``references``, each at its own size."""
+    return per_image(tone_matched_psnr_per_image, outputs, references).tolist()
+
+
+def tone_error_share(psnr_values: Sequence[float], tone_matched_values: Sequence[float]) -> float:
+    """The mean over images of the share of each image's squared error that matching its global tone removed
+    (from its PSNR before and after :func:`tone_matched_psnr`)."""
+    shares = [max(0.0, 1.0 - 10 ** ((p - t) / 10)) for p, t in zip(psnr_values, tone_matched_values, strict=True)]
+    return sum(shares) / len(shares) if shares else 0.0
 
 
 def mean_psnr(outputs: Sequence[torch.Tensor], references: Sequence[torch.Tensor]) -> float:

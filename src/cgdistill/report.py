@@ -63,9 +63,15 @@ def summary_lines(result: Comparison) -> list[str]:
         f"MAC ratio {result.teacher.macs / max(result.student.macs, 1):.2f}x.",
         f"Student fidelity to the teacher over all {result.images} test images: PSNR {result.fidelity_psnr:.2f} dB, "
         f"SSIM {result.fidelity_ssim:.4f} (distill's psnr_to_teacher watches the first {FIDELITY_IMAGES} only).",
+        f"With the teacher's global tone (each output given its per-channel mean and contrast): PSNR "
+        f"{result.fidelity_teacher_tone_psnr:.2f} dB; {result.tone_error_share:.0%} of the difference, on average "
+        "over the images, is their brightness, contrast and colour cast.",
     ]
     if result.worst:
-        shown = ", ".join(f"{name} ({value:.2f} dB)" for name, value in result.worst)
+        shown = ", ".join(
+            f"{image.name} ({image.psnr:.2f} dB; {image.teacher_tone_psnr:.2f} with the teacher's tone)"
+            for image in result.worst
+        )
         lines.append(f"Lowest PSNR to the teacher: {shown}.")
     if result.baseline_psnr_gt is not None:
         lines.append(f"Baseline (input left unchanged) PSNR to ground truth: {result.baseline_psnr_gt:.2f} dB.")
@@ -164,7 +170,7 @@ def write_report(outputs: CompareOutputs, folder: Path, rows: int = DEFAULT_GRID
     folder = Path(folder)
     _save_png(grid_image(outputs, rows), folder / GRID_FILE)
     names = outputs.test_set.names
-    worst = [names.index(name) for name, _ in outputs.result.worst]
+    worst = [names.index(image.name) for image in outputs.result.worst]
     if worst:
         _save_png(grid_image(outputs, indices=worst), folder / WORST_GRID_FILE)
     curve = fidelity_svg(outputs.student_curve)
@@ -188,12 +194,15 @@ def _worst_section(result: Comparison) -> str:
     if not result.worst:
         return ""
     esc = html.escape
-    items = "\n".join(f"<tr><th>{esc(name)}</th><td>{value:.2f} dB</td></tr>" for name, value in result.worst)
+    items = "\n".join(
+        f"<tr><th>{esc(image.name)}</th><td>{image.psnr:.2f} dB</td><td>{image.teacher_tone_psnr:.2f} dB</td></tr>"
+        for image in result.worst
+    )
     return f"""<h2>Where the student differs most</h2>
 <p>The {len(result.worst)} test images with the lowest PSNR between student and teacher (input | teacher | student |
 difference):</p>
 <table>
-<tr><th>Image</th><th>PSNR to teacher</th></tr>
+<tr><th>Image</th><th>PSNR to teacher</th><th>with the teacher's tone</th></tr>
 {items}
 </table>
 <img class="grid" src="{WORST_GRID_FILE}" alt="the test images where student and teacher differ most">
