@@ -5,8 +5,8 @@ measures them. For each photo this prints the student's PSNR to the teacher as i
 the student's output is given the teacher's per-channel mean and standard deviation
 (`metrics.tone_matched_psnr`, which `compare` reports too). Those are six numbers a photo, which no
 network layer needs to see the whole image to get right. The gap between the two columns is the error
-that global tone makes: brightness, contrast and colour cast. It matters most for a student whose
-receptive field is too small to judge a whole photo's haze or light.
+that global tone makes: brightness, contrast and colour cast (for `fastest` on the vintagify teacher,
+a third of its error: docs/distillation.md).
 
 Usage:
   .venv/bin/python benchmarks/tone_error.py --teacher RUN|FILE --student RUN|FILE --test DIR [DIR ...] [--worst 5]
