@@ -190,6 +190,7 @@ def test_the_page_loads_and_runs_on_webassembly_threads(browser, url):
     assert open_page(browser, url) == "ready", text(browser, "error")
     backend = text(browser, "backend")
     assert backend.startswith("WebAssembly (SIMD, ") and "thread" in backend
+    assert backend.endswith(", on the page's thread)")  # a model this cheap skips the worker's hop
     assert browser.execute_script("return self.crossOriginIsolated;") is True
     assert "Teacher" in text(browser, "model") and "27.50 dB PSNR" in text(browser, "model")
 
@@ -229,6 +230,18 @@ def test_a_photo_in_the_page_matches_translate_with_the_onnx_file(browser, url, 
     link = browser.find_element("id", "photo-download")
     assert link.is_displayed() and link.get_attribute("download") == "photo-A2B.png"
     assert link.get_attribute("href").startswith("blob:")
+
+
+def test_in_a_worker_the_page_gives_the_same_pixels(browser, url, tmp_path):
+    """``?proxy=1``: the model in onnxruntime-web's worker, as a dear model runs; the same kernels, so the same pixels."""
+    image = photo(tmp_path / "photo.png", 24, 32)
+    pixels = {}
+    for query, where in (("", "on the page's thread"), ("?proxy=1", "in a worker")):
+        assert open_page(browser, url + query) == "ready"
+        assert text(browser, "backend").endswith(f", {where})")
+        assert give_photo(browser, image) == "done", text(browser, "photo-message")
+        pixels[where] = canvas_pixels(browser, "photo-after")
+    assert np.array_equal(pixels["on the page's thread"], pixels["in a worker"])
 
 
 def test_a_photo_over_the_limit_is_scaled_and_the_page_says_so(browser, tmp_path, ort_files):

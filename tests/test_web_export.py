@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from cgdistill import paths
+from cgdistill.cost import count_macs
+from cgdistill.nets import GeneratorConfig
 from cgdistill.web import SITE_FILE, is_web_export, runtime
 from cgdistill.web.runtime import FILES, PACKAGE, VERSION
 from webparts import fake_runtime, npm_tarball, sri, student_run
@@ -65,6 +67,8 @@ def test_the_page_states_the_teacher_direction_shape_and_recorded_fidelity(cli, 
     config = json.loads((tmp_path / "site" / SITE_FILE).read_text())
     assert config["fidelity"] == {"psnr": 28.66, "ssim": 0.884, "step": 40}
     assert config["model"]["multiple"] == 4 and config["info"]["teacher"] == "teach"
+    # what decides whether the page runs the model on its own thread (app.js: MAIN_THREAD_MACS)
+    assert config["model"]["macs_256"] == count_macs(GeneratorConfig(blocks=1, ngf=8), 256) > 0
 
 
 def test_a_student_with_half_resolution_ends_says_so_and_its_model_is_the_exported_file(cli, ort, tmp_path):

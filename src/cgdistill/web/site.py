@@ -26,6 +26,7 @@ from string import Template
 import torch
 
 from cgdistill import __version__
+from cgdistill.cost import count_macs
 from cgdistill.data.extract import swap_into_place
 from cgdistill.data.registry import DATASETS
 from cgdistill.errors import CgdistillError
@@ -219,6 +220,8 @@ def site_config(
             "input": INPUT_NAME,
             "output": OUTPUT_NAME,
             "multiple": shape.multiple,
+            # the page runs a model this cheap on its own thread, a dearer one in a worker (app.js)
+            "macs_256": count_macs(config, 256),
         },
         "runtime": {
             "package": "onnxruntime-web",

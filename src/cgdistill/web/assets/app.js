@@ -116,6 +116,9 @@ function fitMaxSide(width, height, maxSide) {
 
 let ort = null;
 let session = null;
+// Models up to this many multiply-adds at 256x256 run on the page's thread (`fastest`: 1.2 G; `fast`: 5.4 G);
+// an older export without the figure runs in a worker.
+const MAIN_THREAD_MACS = 2e9;
 let queue = Promise.resolve(); // one inference at a time: the photo and the camera share the session
 
 async function loadRuntime() {
@@ -175,7 +178,8 @@ async function fetchModel() {
 
 function wasmBackend() {
   const threads = ort.env.wasm.numThreads;
-  if (self.crossOriginIsolated) return `WebAssembly (SIMD, ${threads} thread${threads === 1 ? "" : "s"})`;
+  const where = ort.env.wasm.proxy ? "in a worker" : "on the page's thread";
+  if (self.crossOriginIsolated) return `WebAssembly (SIMD, ${threads} thread${threads === 1 ? "" : "s"}, ${where})`;
   return "WebAssembly (SIMD, 1 thread: this site does not send the cross-origin isolation headers that threads need; see the cgdistill docs)";
 }
 
@@ -198,9 +202,12 @@ async function createSession(bytes) {
     }
   }
   if (!note) {
-    // On WebAssembly the model runs in a worker, so the page stays responsive while a frame is computed
-    // (the WebGPU provider runs beside the page's thread already; after its failure the set-up is done).
-    ort.env.wasm.proxy = params.get("proxy") !== "0";
+    // On WebAssembly a dear model runs in a worker, so the page stays responsive while a frame is computed.
+    // A cheap one runs on the page's own thread: without the worker's hop the camera ran 1.1-1.2x the frames/s
+    // (`fastest`, 320x240, 2 cores: docs/benchmarks.md), and the page waits only tens of milliseconds a frame.
+    // (The WebGPU provider runs beside the page's thread already; after its failure the set-up is done.)
+    const asked = params.get("proxy");
+    ort.env.wasm.proxy = asked !== null ? asked !== "0" : !(site.model.macs_256 <= MAIN_THREAD_MACS);
   }
   try {
     session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
