@@ -8,7 +8,7 @@ tests). At each size it measures:
 - the page's camera loop end to end (grab the frame, convert, run, convert back, draw), in frames/s,
   counted between frame boundaries over at least ``--seconds`` and 8 frames;
 - the page's model time in that loop: the median of ``session.run`` over its last 30 frames (WebAssembly
-  in the page's worker, at the page's own thread count, which the table names), while Chromium also
+  on the page's thread or in its worker as the page decides, at its own thread count, which the table names), while Chromium also
   captures and composites the camera;
 - the page's model time alone: the camera stopped, ``session.run`` on one input of that size
   (``window.cgdistill.timeModel``), the median of ``--repeats`` runs after a warm-up run;
