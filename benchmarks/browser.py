@@ -193,10 +193,11 @@ def camera_loop(driver, url: str, size: str, seconds: float, repeats: int, query
     }
 
 
-def python_ms(model: Path, height: int, width: int, threads: int, repeats: int) -> float:
-    """onnxruntime in Python, CPU provider, ``threads`` intra-op threads: median ms of one batch-1 run."""
+def python_ms(model: Path, shape: tuple[int, ...], threads: int, repeats: int) -> float:
+    """onnxruntime in Python, CPU provider, ``threads`` intra-op threads: median ms of one run on an input of
+    ``shape`` (a batch-1 image, or one layer's input: benchmarks/browser_layers.py)."""
     session = make_session(model.read_bytes(), threads)
-    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, height, width)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
     for _ in range(2):
         session.run([OUTPUT_NAME], {INPUT_NAME: x})
     times = []
@@ -248,7 +249,9 @@ def measure(args: argparse.Namespace) -> dict:
                         with OthersLoad() as page_others:
                             page = camera_loop(driver, url, f"{width}x{height}", args.seconds, args.repeats, query)
                         with OthersLoad() as python_others:
-                            native = python_ms(site / "model.onnx", height, width, page["threads"], args.repeats)
+                            native = python_ms(
+                                site / "model.onnx", (1, 3, height, width), page["threads"], args.repeats
+                            )
                         busiest = max(page_others.cores, python_others.cores)
                         if busiest <= args.max_others or attempt == args.retries:
                             break

@@ -10,8 +10,8 @@ timed in two places:
   count, cross-origin isolated as `cgdistill serve` serves it), on a small timing page this script
   writes beside the runtime's files;
 - by onnxruntime in Python at the same thread count.
-Each figure is the median of ``--repeats`` runs after a warm-up run, and the rounds alternate between
-the two places.
+Each figure is the median of ``--repeats`` runs after a warm-up run (two in Python, where `browser.py`'s
+timing serves both scripts), and the rounds alternate between the two places.
 
 Usage:
   .venv/bin/python benchmarks/browser_layers.py [--preset fastest] [--size 320x240] [--threads 2] [--rounds 3]
@@ -24,17 +24,15 @@ import io
 import shutil
 import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from browser import CACHED_RUNTIME, serving, start_browser
+from browser import CACHED_RUNTIME, python_ms, serving, start_browser
 from cgdistill.device import cpu_name
-from cgdistill.export import OPSET, make_session
+from cgdistill.export import OPSET
 from cgdistill.forward import prepare_generator
 from cgdistill.nets import GeneratorConfig, ResnetGenerator
 from cgdistill.onnxfile import INPUT_NAME, OUTPUT_NAME
@@ -111,19 +109,6 @@ def layer_onnx(layer: nn.Module, shape: tuple[int, ...]) -> bytes:
             dynamo=False,
         )
     return buffer.getvalue()
-
-
-def python_ms(model: Path, shape: tuple[int, ...], threads: int, repeats: int) -> float:
-    """onnxruntime in Python, ``threads`` intra-op threads: the median ms of a run after a warm-up run."""
-    session = make_session(model.read_bytes(), threads)
-    x = np.zeros(shape, np.float32)
-    session.run(None, {INPUT_NAME: x})
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, {INPUT_NAME: x})
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def main() -> None:
