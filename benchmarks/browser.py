@@ -155,28 +155,26 @@ def open_page(driver, url: str) -> str:
 
 
 FRAMES = "Number(document.getElementById('camera-stats').dataset.frames || 0)"
-
-
-def next_frame(driver, after: int) -> tuple[int, float]:
-    """Wait for the loop to show a frame after frame ``after``; (its number, when it was seen)."""
-    frames = wait(driver, f"{FRAMES} > {after} && {FRAMES}")
-    return frames, time.perf_counter()
+SHOWN = "[Number(document.getElementById('camera-stats').dataset.frames), Number(document.getElementById('camera-stats').dataset.shownAt)]"
 
 
 def camera_loop(driver, url: str, size: str, seconds: float, repeats: int, query: str = "") -> dict:
-    """The page's camera loop at ``size``: frames/s between frame boundaries and the page's model time."""
+    """The page's camera loop at ``size``: frames/s between frame boundaries and the page's model time.
+
+    Frames are counted and timed by the page itself (its frame count, and when it showed the last one), read
+    at the start and at the end, so the driver's own round trips do not blur the frame boundaries."""
     from selenium.webdriver.support.ui import Select
 
     backend = open_page(driver, url + "?backend=wasm" + query)
     Select(driver.find_element("id", "camera-size")).select_by_value(size)
     driver.find_element("id", "camera-start").click()
-    first, _ = next_frame(driver, 2)  # the first frames at a new shape set up memory: not counted
-    start_frame, start = next_frame(driver, first)
-    frame, now = start_frame, start
-    while now - start < seconds or frame - start_frame < 8:
-        frame, now = next_frame(driver, frame)
-        if now - start > 120:
-            break
+    wait(driver, f"{FRAMES} >= 3", poll=0.25)  # the first frames at a new shape set up memory: not counted
+    start_frame, start_ms = js(driver, SHOWN)
+    time.sleep(seconds)
+    frame, now_ms = js(driver, SHOWN)
+    while frame - start_frame < 8 and now_ms - start_ms < 120_000:
+        time.sleep(1.0)
+        frame, now_ms = js(driver, SHOWN)
     model_ms = float(js(driver, "document.getElementById('camera-stats').dataset.modelMs"))
     driver.find_element("id", "camera-stop").click()
     wait(driver, "document.getElementById('camera').dataset.state === 'off'")
@@ -186,7 +184,7 @@ def camera_loop(driver, url: str, size: str, seconds: float, repeats: int, query
     return {
         "backend": backend,
         "threads": int(threads.group(1)) if threads else 1,
-        "fps": (frame - start_frame) / (now - start),
+        "fps": (frame - start_frame) * 1000.0 / (now_ms - start_ms),
         "frames": frame - start_frame,
         "page_model_ms": model_ms,
         "page_alone_ms": float(alone),
@@ -235,53 +233,53 @@ def measure(args: argparse.Namespace) -> dict:
     sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="cgdistill-browser-") as scratch:
         sites = build_sites(Path(scratch), runtime_folder(args.runtime), args.presets.split(","))
-        driver = start_browser()
         rows = []
+        browser = "?"
         runs = [(name, size, "") for name in sites for size in sizes]
         if "fastest" in sites:
             runs.append(("fastest", sizes[0], "&threads=1"))  # a host without COOP/COEP: one thread
-        try:
-            for name, (width, height), query in runs:
-                site, config = sites[name]
-                with serving(site) as url:
-                    for attempt in range(args.retries + 1):
-                        before = load()
+        for name, (width, height), query in runs:
+            site, config = sites[name]
+            with serving(site) as url:
+                for attempt in range(args.retries + 1):
+                    before = load()
+                    # A fresh browser (and profile) for each try: on a profile's third load of the page,
+                    # Chromium compiles the whole runtime again for its code cache, two cores busy for 25 s,
+                    # unseen by OthersLoad (the browser is this process's child); such a row ran at half speed.
+                    driver = start_browser()
+                    try:
                         with OthersLoad() as page_others:
                             page = camera_loop(driver, url, f"{width}x{height}", args.seconds, args.repeats, query)
-                        with OthersLoad() as python_others:
-                            native = python_ms(
-                                site / "model.onnx", (1, 3, height, width), page["threads"], args.repeats
-                            )
-                        busiest = max(page_others.cores, python_others.cores)
-                        if busiest <= args.max_others or attempt == args.retries:
-                            break
-                        print(
-                            f"{name} {width}x{height}: others kept {busiest:.2f} cores busy; again in 30 s", flush=True
-                        )
-                        time.sleep(30)
-                    row = {
-                        "preset": name,
-                        "shape": f"{config.blocks} {config.block}, ngf {config.ngf}"
-                        + ("" if config.ends == "full" else f", {config.ends}-resolution ends"),
-                        "parameters": count_parameters(ResnetGenerator(config)),
-                        "size": f"{width}x{height}",
-                        **page,
-                        "python_ms": native,
-                        "ratio": page["page_alone_ms"] / native,
-                        "load": round(before, 2),
-                        "others_cores": [round(page_others.cores, 2), round(python_others.cores, 2)],
-                    }
-                    rows.append(row)
-                    print(
-                        f"{name:8s} {width}x{height} {page['threads']} threads: page {row['fps']:.1f} frames/s, "
-                        f"model {row['page_model_ms']:.0f} ms in the loop, {row['page_alone_ms']:.0f} ms alone; "
-                        f"Python onnxruntime {native:.0f} ms "
-                        f"({row['ratio']:.2f}x); load {row['load']}, others {row['others_cores']} cores",
-                        flush=True,
-                    )
-            browser = driver.capabilities.get("browserVersion", "?")
-        finally:
-            driver.quit()
+                        browser = driver.capabilities.get("browserVersion", "?")
+                    finally:
+                        driver.quit()
+                    with OthersLoad() as python_others:
+                        native = python_ms(site / "model.onnx", (1, 3, height, width), page["threads"], args.repeats)
+                    busiest = max(page_others.cores, python_others.cores)
+                    if busiest <= args.max_others or attempt == args.retries:
+                        break
+                    print(f"{name} {width}x{height}: others kept {busiest:.2f} cores busy; again in 30 s", flush=True)
+                    time.sleep(30)
+            row = {
+                "preset": name,
+                "shape": f"{config.blocks} {config.block}, ngf {config.ngf}"
+                + ("" if config.ends == "full" else f", {config.ends}-resolution ends"),
+                "parameters": count_parameters(ResnetGenerator(config)),
+                "size": f"{width}x{height}",
+                **page,
+                "python_ms": native,
+                "ratio": page["page_alone_ms"] / native,
+                "load": round(before, 2),
+                "others_cores": [round(page_others.cores, 2), round(python_others.cores, 2)],
+            }
+            rows.append(row)
+            print(
+                f"{name:8s} {width}x{height} {page['threads']} threads: page {row['fps']:.1f} frames/s, "
+                f"model {row['page_model_ms']:.0f} ms in the loop, {row['page_alone_ms']:.0f} ms alone; "
+                f"Python onnxruntime {native:.0f} ms "
+                f"({row['ratio']:.2f}x); load {row['load']}, others {row['others_cores']} cores",
+                flush=True,
+            )
     import onnxruntime
 
     return {

@@ -277,6 +277,13 @@ def test_the_fake_camera_is_translated_live_with_frames_per_second_shown(browser
     assert frames >= 3 and text(browser, "camera-message") == ""
     fps = float(text(browser, "camera-fps"))
     assert fps > 0 and float(text(browser, "camera-model-ms")) > 0
+    # When the page showed its latest frame (benchmarks/browser.py times frames by it): later frames, later times.
+    shown = "[Number(document.getElementById('camera-stats').dataset.frames), " \
+            "Number(document.getElementById('camera-stats').dataset.shownAt)]"  # fmt: skip
+    first_frame, first_at = browser.execute_script(f"return {shown};")
+    assert wait_for(browser, f"Number(document.getElementById('camera-stats').dataset.frames) > {first_frame}")
+    later_frame, later_at = browser.execute_script(f"return {shown};")
+    assert later_frame > first_frame and later_at > first_at > 0
     output = canvas_pixels(browser, "camera-output")
     assert output.shape == (240, 320, 4) and output[..., :3].std() > 5, "frames are drawn, not left blank"
     browser.find_element("id", "camera-stop").click()

@@ -47,9 +47,11 @@ function roundHalfEven(v) {
   return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-function toPixel(y) {
-  const v = Math.fround(Math.fround(y + 1) * 127.5);
-  return v <= 0 ? 0 : v >= 255 ? 255 : roundHalfEven(v);
+// (y + 1) * 127.5 in float32; stored into ImageData's Uint8ClampedArray, which clamps to 0..255 and rounds
+// halves to even as the command does (ECMAScript's ToUint8Clamp; NaN becomes 0): 3.3 ms a 320x240 frame
+// with the rounding written out here, 0.9 ms this way.
+function toPixelValue(y) {
+  return Math.fround(Math.fround(y + 1) * 127.5);
 }
 
 // translate.padding_to_multiple: both sides up to a multiple (and at least `minimum`), split evenly.
@@ -95,9 +97,9 @@ function toImageData(out, width, height, plan, rgba) {
     const o = (y + plan.top) * plan.width + plan.left;
     for (let x = 0; x < width; x++) {
       const q = (y * width + x) * 4;
-      px[q] = toPixel(out[o + x]);
-      px[q + 1] = toPixel(out[plane + o + x]);
-      px[q + 2] = toPixel(out[2 * plane + o + x]);
+      px[q] = toPixelValue(out[o + x]);
+      px[q + 1] = toPixelValue(out[plane + o + x]);
+      px[q + 2] = toPixelValue(out[2 * plane + o + x]);
       px[q + 3] = rgba[q + 3]; // the input's transparency goes back on, as translate does
     }
   }
@@ -394,7 +396,17 @@ function stopCamera() {
 
 function yieldToBrowser() {
   // A task boundary: the page paints and takes input between frames, without waiting for a display refresh.
-  return new Promise((resolve) => setTimeout(resolve, 0));
+  // The timer is set from a message's task: set from the loop's own timer task, it would be a nested timer,
+  // which the browser holds back at least 4 ms (4.6 ms a frame against 1.9 ms this way, at 320x240). A
+  // message alone would not do: a chain of messages starved the page's painting.
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => {
+      channel.port1.close();
+      setTimeout(resolve, 0);
+    };
+    channel.port2.postMessage(null);
+  });
 }
 
 function median(values) {
@@ -444,6 +456,7 @@ async function cameraLoop(run, width, height) {
       stats.dataset.modelMs = ms.toFixed(1);
     }
     stats.dataset.frames = String(frames);
+    stats.dataset.shownAt = now.toFixed(2); // performance.now() of this frame: scripts time frames by it
     await yieldToBrowser();
   }
 }
