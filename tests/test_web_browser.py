@@ -232,6 +232,21 @@ def test_a_photo_in_the_page_matches_translate_with_the_onnx_file(browser, url, 
     assert link.get_attribute("href").startswith("blob:")
 
 
+def test_the_pages_pixel_store_rounds_halves_to_even_and_clamps_as_translate_does(browser, url):
+    """The page stores (y + 1) * 127.5 into ImageData's Uint8ClampedArray and leaves the rounding to its
+    conversion (ECMAScript's ToUint8Clamp), which must be translate's: halves to even (numpy's rint), then
+    clamped to 0..255. The photo test allows 1 grey level, so it would not see halves rounded up."""
+    assert open_page(browser, url) == "ready"
+    values = [0.5, 1.5, 2.5, 3.49, 127.5, 128.5, 254.5, 254.51, -0.5, -3.0, 255.5, 300.0]
+    stored = browser.execute_script(
+        "const image = new ImageData(arguments[0].length, 1);"
+        "arguments[0].forEach((v, i) => { image.data[4 * i] = Math.fround(v); });"
+        "return Array.from(image.data.filter((_, i) => i % 4 === 0));",
+        values,
+    )
+    assert stored == np.clip(np.rint(np.float32(values)), 0, 255).astype(int).tolist()
+
+
 def test_in_a_worker_the_page_gives_the_same_pixels(browser, url, tmp_path):
     """``?proxy=1``: the model in onnxruntime-web's worker, as a dear model runs; the same kernels, so the same pixels."""
     image = photo(tmp_path / "photo.png", 24, 32)
