@@ -6,7 +6,8 @@ server and opens it in headless Chromium with a fake camera (Selenium and Debian
 tests). At each size it measures:
 
 - the page's camera loop end to end (grab the frame, convert, run, convert back, draw), in frames/s,
-  counted between frame boundaries over at least ``--seconds`` and 8 frames;
+  counted between frame boundaries over at least ``--seconds`` and 8 frames, the median of ``--rounds``
+  starts of the camera on one load of the page (each round's figure is kept in the JSON);
 - the page's model time in that loop: the median of ``session.run`` over its last 30 frames (WebAssembly
   on the page's thread or in its worker as the page decides, at its own thread count, which the table names), while Chromium also
   captures and composites the camera;
@@ -20,7 +21,7 @@ so each row records the load average before it and how many cores other processe
 page's and Python's measurements (all busy CPU time less this process and its descendants').
 
 Usage:
-  .venv/bin/python benchmarks/browser.py [--sizes 320x240,256x256] [--seconds 10] [--runtime DIR] [--json FILE]
+  .venv/bin/python benchmarks/browser.py [--sizes 320x240,256x256] [--seconds 10] [--rounds 3] [--runtime DIR] [--json FILE]
   .venv/bin/python benchmarks/browser.py --screenshot docs/images/web-page.png --model RUN|FILE --photo IMAGE
 
 ``--runtime`` defaults to the folder `make test` fills (.cache/onnxruntime-web/VERSION), else the
@@ -158,8 +159,10 @@ FRAMES = "Number(document.getElementById('camera-stats').dataset.frames || 0)"
 SHOWN = "[Number(document.getElementById('camera-stats').dataset.frames), Number(document.getElementById('camera-stats').dataset.shownAt)]"
 
 
-def camera_loop(driver, url: str, size: str, seconds: float, repeats: int, query: str = "") -> dict:
-    """The page's camera loop at ``size``: frames/s between frame boundaries and the page's model time.
+def camera_loop(driver, url: str, size: str, seconds: float, repeats: int, rounds: int = 3, query: str = "") -> dict:
+    """The page's camera loop at ``size``: frames/s between frame boundaries and the page's model time, the
+    median of ``rounds`` starts of the camera on one load of the page (this machine's speed drifts within
+    minutes: one round alone can catch a slow one).
 
     Frames are counted and timed by the page itself (its frame count, and when it showed the last one), read
     at the start and at the end, so the driver's own round trips do not blur the frame boundaries."""
@@ -167,26 +170,31 @@ def camera_loop(driver, url: str, size: str, seconds: float, repeats: int, query
 
     backend = open_page(driver, url + "?backend=wasm" + query)
     Select(driver.find_element("id", "camera-size")).select_by_value(size)
-    driver.find_element("id", "camera-start").click()
-    wait(driver, f"{FRAMES} >= 3", poll=0.25)  # the first frames at a new shape set up memory: not counted
-    start_frame, start_ms = js(driver, SHOWN)
-    time.sleep(seconds)
-    frame, now_ms = js(driver, SHOWN)
-    while frame - start_frame < 8 and now_ms - start_ms < 120_000:
-        time.sleep(1.0)
+    fps, model_ms, frames = [], [], 0
+    for _ in range(rounds):
+        driver.find_element("id", "camera-start").click()
+        wait(driver, f"{FRAMES} >= 3", poll=0.25)  # the first frames at a new shape set up memory: not counted
+        start_frame, start_ms = js(driver, SHOWN)
+        time.sleep(seconds)
         frame, now_ms = js(driver, SHOWN)
-    model_ms = float(js(driver, "document.getElementById('camera-stats').dataset.modelMs"))
-    driver.find_element("id", "camera-stop").click()
-    wait(driver, "document.getElementById('camera').dataset.state === 'off'")
+        while frame - start_frame < 8 and now_ms - start_ms < 120_000:
+            time.sleep(1.0)
+            frame, now_ms = js(driver, SHOWN)
+        fps.append((frame - start_frame) * 1000.0 / (now_ms - start_ms))
+        frames += frame - start_frame
+        model_ms.append(float(js(driver, "document.getElementById('camera-stats').dataset.modelMs")))
+        driver.find_element("id", "camera-stop").click()
+        wait(driver, "document.getElementById('camera').dataset.state === 'off'")
     width, height = (int(n) for n in size.split("x"))
     alone = driver.execute_async_script(f"window.cgdistill.timeModel({width}, {height}, {repeats}).then(arguments[0]);")
     threads = re.search(r"(\d+) threads?", backend)
     return {
         "backend": backend,
         "threads": int(threads.group(1)) if threads else 1,
-        "fps": (frame - start_frame) * 1000.0 / (now_ms - start_ms),
-        "frames": frame - start_frame,
-        "page_model_ms": model_ms,
+        "fps": statistics.median(fps),
+        "fps_rounds": [round(value, 2) for value in fps],
+        "frames": frames,
+        "page_model_ms": statistics.median(model_ms),
         "page_alone_ms": float(alone),
     }
 
@@ -249,7 +257,9 @@ def measure(args: argparse.Namespace) -> dict:
                     driver = start_browser()
                     try:
                         with OthersLoad() as page_others:
-                            page = camera_loop(driver, url, f"{width}x{height}", args.seconds, args.repeats, query)
+                            page = camera_loop(
+                                driver, url, f"{width}x{height}", args.seconds, args.repeats, args.rounds, query
+                            )
                         browser = driver.capabilities.get("browserVersion", "?")
                     finally:
                         driver.quit()
@@ -301,12 +311,15 @@ def table(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
+        rounds = r.get("fps_rounds", [])
+        spread = f" ({min(rounds):.1f}-{max(rounds):.1f})" if len(rounds) > 1 else ""
         lines.append(
-            f"| {r['preset']} | {r['shape']} | {r['size']} | {r['threads']} | {r['fps']:.1f} frames/s | {r['page_model_ms']:.0f} ms | "
+            f"| {r['preset']} | {r['shape']} | {r['size']} | {r['threads']} | {r['fps']:.1f} frames/s{spread} | {r['page_model_ms']:.0f} ms | "
             f"{r['page_alone_ms']:.0f} ms | "
             f"{r['python_ms']:.0f} ms | {r['ratio']:.2f}x | {r['load']:.2f} | {' / '.join(f'{v:.2f}' for v in r['others_cores'])} |"
         )
     lines.append("")
+    lines.append("The camera loop: the median of its rounds (their range in brackets).")
     lines.append("Page and Python at the same thread count (the page's: the cores it sees, up to 8; 1 as on a host")
     lines.append("without COOP/COEP). Load average (1 min) before each row, our own earlier rows included; others'")
     lines.append("cores: how many cores other processes kept busy during the page's and Python's measurements.")
@@ -347,6 +360,7 @@ def main() -> None:
     parser.add_argument("--presets", default=",".join(PRESETS), help="which presets' students, comma-separated")
     parser.add_argument("--sizes", default="320x240,256x256", help="camera sizes, WIDTHxHEIGHT, comma-separated")
     parser.add_argument("--seconds", type=float, default=10.0, help="camera loop measured at least this long")
+    parser.add_argument("--rounds", type=int, default=3, help="camera starts per row (the median is reported)")
     parser.add_argument("--repeats", type=int, default=15, help="Python onnxruntime runs (median)")
     parser.add_argument("--runtime", help="onnxruntime-web's files (default: .cache/onnxruntime-web/VERSION)")
     parser.add_argument("--max-others", type=float, default=0.25,

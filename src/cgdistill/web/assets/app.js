@@ -425,6 +425,10 @@ async function cameraLoop(run, width, height) {
   output.height = height;
   const outputContext = output.getContext("2d");
   const stats = $("camera-stats");
+  // A new start shows its own figures, not the last run's.
+  for (const key of ["fps", "modelMs", "frames", "shownAt"]) delete stats.dataset[key];
+  $("camera-fps").textContent = "\u2013";
+  $("camera-model-ms").textContent = "\u2013";
   const finished = []; // when each recent frame was shown
   const modelTimes = [];
   let frames = 0;
