@@ -303,6 +303,17 @@ def test_the_fake_camera_is_translated_live_with_frames_per_second_shown(browser
     assert output.shape == (240, 320, 4) and output[..., :3].std() > 5, "frames are drawn, not left blank"
     browser.find_element("id", "camera-stop").click()
     assert wait_for(browser, "document.getElementById('camera').dataset.state === 'off'")
+    # Started again, the camera shows its own figures from the moment Start is pressed, not the last run's.
+    cleared = browser.execute_script(
+        "document.getElementById('camera-start').click();"
+        "const stats = document.getElementById('camera-stats');"
+        "return [stats.dataset.frames === undefined, stats.dataset.shownAt === undefined,"
+        " document.getElementById('camera-fps').textContent];"
+    )
+    assert cleared == [True, True, "\u2013"]
+    assert wait_for(browser, "Number(document.getElementById('camera-stats').dataset.frames || 0) >= 3")
+    browser.find_element("id", "camera-stop").click()
+    assert wait_for(browser, "document.getElementById('camera').dataset.state === 'off'")
 
 
 @pytest.mark.parametrize(

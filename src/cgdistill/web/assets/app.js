@@ -332,6 +332,7 @@ function cameraError(error) {
 
 async function startCamera() {
   say("camera-message", "");
+  clearCameraStats();
   const section = $("camera");
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     section.dataset.state = "error";
@@ -380,6 +381,14 @@ async function startCamera() {
   });
 }
 
+// A new start shows its own figures, never the last run's, from the moment Start is pressed.
+function clearCameraStats() {
+  const stats = $("camera-stats");
+  for (const key of ["fps", "modelMs", "frames", "shownAt"]) delete stats.dataset[key];
+  $("camera-fps").textContent = "\u2013";
+  $("camera-model-ms").textContent = "\u2013";
+}
+
 function stopCamera() {
   if (camera) {
     camera.active = false;
@@ -425,10 +434,6 @@ async function cameraLoop(run, width, height) {
   output.height = height;
   const outputContext = output.getContext("2d");
   const stats = $("camera-stats");
-  // A new start shows its own figures, not the last run's.
-  for (const key of ["fps", "modelMs", "frames", "shownAt"]) delete stats.dataset[key];
-  $("camera-fps").textContent = "\u2013";
-  $("camera-model-ms").textContent = "\u2013";
   const finished = []; // when each recent frame was shown
   const modelTimes = [];
   let frames = 0;
