@@ -8,9 +8,9 @@ tests). At each size it measures:
 - the page's camera loop end to end (grab the frame, convert, run, convert back, draw), in frames/s,
   counted between frame boundaries over at least ``--seconds`` and 8 frames, the median of ``--rounds``
   starts of the camera on one load of the page (each round's figure is kept in the JSON);
-- the page's model time in that loop: the median of ``session.run`` over its last 30 frames (WebAssembly
-  on the page's thread or in its worker as the page decides, at its own thread count, which the table names), while Chromium also
-  captures and composites the camera;
+- the page's model time in that loop: the median of ``session.run`` over its last 30 frames, the median
+  over the rounds (WebAssembly on the page's thread or in its worker as the page decides, at its own
+  thread count, which the table names), while Chromium also captures and composites the camera;
 - the page's model time alone: the camera stopped, ``session.run`` on one input of that size
   (``window.cgdistill.timeModel``), the median of ``--repeats`` runs after a warm-up run;
 - onnxruntime in Python on the same .onnx file with the same thread count: the median of ``--repeats``
@@ -155,8 +155,9 @@ def open_page(driver, url: str) -> str:
     return js(driver, "document.getElementById('backend').textContent")
 
 
-FRAMES = "Number(document.getElementById('camera-stats').dataset.frames || 0)"
-SHOWN = "[Number(document.getElementById('camera-stats').dataset.frames), Number(document.getElementById('camera-stats').dataset.shownAt)]"
+STATS = "document.getElementById('camera-stats').dataset"  # the camera loop's figures, as the page keeps them
+FRAMES = f"Number({STATS}.frames || 0)"
+SHOWN = f"[Number({STATS}.frames), Number({STATS}.shownAt)]"  # how many frames, and when the last was shown
 
 
 def camera_loop(driver, url: str, size: str, seconds: float, repeats: int, rounds: int = 3, query: str = "") -> dict:
@@ -182,7 +183,7 @@ def camera_loop(driver, url: str, size: str, seconds: float, repeats: int, round
             frame, now_ms = js(driver, SHOWN)
         fps.append((frame - start_frame) * 1000.0 / (now_ms - start_ms))
         frames += frame - start_frame
-        model_ms.append(float(js(driver, "document.getElementById('camera-stats').dataset.modelMs")))
+        model_ms.append(float(js(driver, f"{STATS}.modelMs")))
         driver.find_element("id", "camera-stop").click()
         wait(driver, "document.getElementById('camera').dataset.state === 'off'")
     width, height = (int(n) for n in size.split("x"))
